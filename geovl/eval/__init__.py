@@ -1,0 +1,1 @@
+"""Evaluation protocols and metrics (retrieval, zero-shot, linear probe, captioning); lands with the eval issue."""

@@ -1,0 +1,200 @@
+"""Embed a collection of image files: reader -> decode + preprocess (DataLoader workers) -> model -> writer.
+
+Decoding runs in worker processes so it overlaps the model; unreadable files are skipped and listed, never fatal.
+Outputs are written through temporary files and renamed into place, so an interrupted run never leaves a
+half-written ``embeddings.npy``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from geovl.io.geotiff import load_any_image
+from geovl.io.images import ImageReadError
+from geovl.vlm.backbone import Backbone
+
+logger = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp")
+
+
+def list_images(paths: Iterable[str | os.PathLike[str]], suffixes: Sequence[str] = IMAGE_SUFFIXES) -> list[Path]:
+    """Image files under ``paths`` (files are kept as given, folders searched recursively), sorted per folder."""
+    found: list[Path] = []
+    for p in paths:
+        path = Path(p)
+        if path.is_dir():
+            found.extend(sorted(f for f in path.rglob("*") if f.is_file() and f.suffix.lower() in suffixes))
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise FileNotFoundError(f"{path}: no such file or folder")
+    return found
+
+
+class _ImageFiles(Dataset):
+    """Decode + preprocess one file per item; a bad file yields its error message instead of a tensor."""
+
+    def __init__(self, files: Sequence[Path], transform: Any) -> None:
+        self.files = files
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> tuple[int, torch.Tensor | None, str | None]:
+        try:
+            return i, self.transform(load_any_image(self.files[i])), None
+        except (ImageReadError, OSError) as exc:
+            return i, None, str(exc)
+
+
+_Item = tuple[int, torch.Tensor | None, str | None]
+
+
+def _collate(items: list[_Item]) -> tuple[list[int], torch.Tensor | None, list[tuple[int, str]]]:
+    ok = [(i, t) for i, t, _ in items if t is not None]
+    bad = [(i, e) for i, t, e in items if t is None and e is not None]
+    pixels = torch.stack([t for _, t in ok]) if ok else None
+    return [i for i, _ in ok], pixels, bad
+
+
+@dataclass
+class EmbedResult:
+    """What :func:`embed_images` did.
+
+    Attributes:
+        embeddings: (N, D) float32, L2-normalised, in the order of ``files``.
+        files: the files that were embedded (bad files removed).
+        failures: ``(file, error)`` for every skipped file.
+        seconds: wall time of the embedding loop (decode + model), excluding model loading.
+        images_per_second: ``len(files) / seconds``.
+    """
+
+    embeddings: np.ndarray
+    files: list[str]
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def images_per_second(self) -> float:
+        return len(self.files) / self.seconds if self.seconds > 0 else 0.0
+
+
+def embed_images(
+    backbone: Backbone,
+    paths: Iterable[str | os.PathLike[str]],
+    *,
+    batch_size: int = 64,
+    workers: int | None = None,
+    limit: int | None = None,
+    progress: bool = True,
+) -> EmbedResult:
+    """Embed every image under ``paths``.
+
+    Args:
+        backbone: the model.
+        paths: files and/or folders (searched recursively for image suffixes).
+        batch_size: images per model call.
+        workers: DataLoader decode workers (default: one per spare core, at least 1; 0 decodes in-process).
+        limit: embed only the first ``limit`` files (after sorting).
+        progress: show a progress bar with images/s.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    files = list_images(paths)
+    if limit is not None:
+        if limit < 1:
+            raise ValueError(f"limit must be >= 1, got {limit}")
+        files = files[:limit]
+    if not files:
+        raise ValueError("no image files found under the given paths (looked for " + ", ".join(IMAGE_SUFFIXES) + ")")
+    if workers is None:
+        workers = max(1, (os.cpu_count() or 2) - 1)
+    loader = DataLoader(
+        _ImageFiles(files, backbone.transform),
+        batch_size=batch_size,
+        num_workers=workers,
+        collate_fn=_collate,
+        pin_memory=backbone.device.type == "cuda",
+        persistent_workers=False,
+    )
+    chunks: list[np.ndarray] = []
+    kept: list[int] = []
+    failures: list[tuple[str, str]] = []
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(files), unit="img", disable=not progress, dynamic_ncols=True)
+    start = time.perf_counter()
+    for idx, pixels, bad in loader:
+        for i, err in bad:
+            failures.append((str(files[i]), err))
+            logger.warning("skipped %s", err)
+        if pixels is not None:
+            chunks.append(backbone.embed_pixels(pixels).cpu().numpy())
+            kept.extend(idx)
+        bar.update(len(idx) + len(bad))
+    seconds = time.perf_counter() - start
+    bar.close()
+    dim = backbone.embed_dim
+    emb = np.concatenate(chunks) if chunks else np.zeros((0, dim), np.float32)
+    return EmbedResult(embeddings=emb, files=[str(files[i]) for i in kept], failures=failures, seconds=seconds)
+
+
+def _atomic_write_bytes(path: Path, write: Any) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def save_embed_result(result: EmbedResult, out_dir: str | os.PathLike[str], model: dict[str, Any]) -> Path:
+    """Write ``embeddings.npy``, ``files.txt``, ``failures.jsonl`` and ``manifest.json`` to ``out_dir``.
+
+    Each file is written to a temporary name and renamed; the manifest goes last, so a folder with a manifest is
+    complete.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    _atomic_write_bytes(out / "embeddings.npy", lambda fh: np.save(fh, result.embeddings.astype(np.float32)))
+    _atomic_write_bytes(out / "files.txt", lambda fh: fh.write("".join(f + "\n" for f in result.files).encode()))
+    _atomic_write_bytes(
+        out / "failures.jsonl",
+        lambda fh: fh.write("".join(json.dumps({"file": f, "error": e}) + "\n" for f, e in result.failures).encode()),
+    )
+    from geovl import __version__
+
+    manifest = {
+        "count": len(result.files),
+        "dim": int(result.embeddings.shape[1]),
+        "failures": len(result.failures),
+        "model": model,
+        "seconds": round(result.seconds, 3),
+        "images_per_second": round(result.images_per_second, 2),
+        "geovl_version": __version__,
+    }
+    _atomic_write_bytes(out / "manifest.json", lambda fh: fh.write((json.dumps(manifest, indent=2) + "\n").encode()))
+    return out
+
+
+def model_record(backbone: Backbone) -> dict[str, Any]:
+    """The backbone's identity for manifests."""
+    info = asdict(backbone.info)
+    info.update(precision=backbone.precision, device=str(backbone.device), dim=backbone.embed_dim)
+    return info

@@ -1,0 +1,226 @@
+"""The shared embedding backbone: one object that every geovl capability encodes images and text through."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from geovl.io.geotiff import load_any_image
+from geovl.io.images import ImageSource
+from geovl.vlm.device import precision_name
+from geovl.vlm.features import ImageFeatures, TextFeatures
+from geovl.vlm.registry import Preprocess
+from geovl.vlm.towers import Towers
+
+logger = logging.getLogger(__name__)
+
+
+def build_transform(pre: Preprocess) -> Callable[[Image.Image], torch.Tensor]:
+    """The evaluation transform for ``pre`` (resize / crop / normalise), built by open_clip."""
+    from open_clip.transform import PreprocessCfg, image_transform_v2
+
+    cfg = PreprocessCfg(
+        size=pre.image_size, mean=pre.mean, std=pre.std, interpolation=pre.interpolation, resize_mode=pre.resize_mode
+    )
+    return image_transform_v2(cfg, is_train=False)
+
+
+@dataclass
+class ModelInfo:
+    """Where a backbone came from, for manifests and reports.
+
+    Attributes:
+        name: what the user asked for (registry name, path, or ``random:<arch>``).
+        architecture: open_clip architecture name or ``"siglip"``.
+        checkpoint: resolved weights path, or ``None`` for random weights.
+        checkpoint_sha256: digest of the weights file when it was computed.
+        extra: anything else worth recording (family, format, seed).
+    """
+
+    name: str
+    architecture: str
+    checkpoint: str | None = None
+    checkpoint_sha256: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Backbone:
+    """A dual image/text encoder with its preprocessing, on one device and precision.
+
+    Use :func:`geovl.vlm.load_backbone` to make one. All ``encode_*`` methods run without gradients and return
+    float32 numpy arrays; the ``*_features`` methods return torch tensors (with gradients if enabled by the
+    caller) for captioners and generators that condition on patch and token features.
+    """
+
+    def __init__(
+        self,
+        towers: Towers,
+        preprocess: Preprocess,
+        info: ModelInfo,
+        device: torch.device,
+        dtype: torch.dtype,
+    ) -> None:
+        self.towers = towers
+        self.preprocess = preprocess
+        self.info = info
+        self.device = device
+        self.dtype = dtype
+        self.transform = build_transform(preprocess)
+        towers.module.to(device=device, dtype=dtype).eval()
+
+    # ---- properties
+    @property
+    def model(self) -> torch.nn.Module:
+        """The underlying ``nn.Module`` (open_clip or transformers)."""
+        return self.towers.module
+
+    @property
+    def embed_dim(self) -> int:
+        """Dimension D of the joint embedding space."""
+        return self.towers.embed_dim
+
+    @property
+    def image_size(self) -> int:
+        """Square input side in pixels."""
+        return self.preprocess.image_size
+
+    @property
+    def precision(self) -> str:
+        return precision_name(self.dtype)
+
+    def __repr__(self) -> str:
+        return (
+            f"Backbone(name={self.info.name!r}, architecture={self.info.architecture!r}, dim={self.embed_dim}, "
+            f"image_size={self.image_size}, device={self.device}, precision={self.precision})"
+        )
+
+    # ---- preprocessing
+    def preprocess_image(self, image: ImageSource) -> torch.Tensor:
+        """Decode (if needed; 16-bit and multispectral GeoTIFFs are stretched to RGB) and preprocess one image into a
+        (3, S, S) float32 tensor."""
+        return self.transform(load_any_image(image))
+
+    def preprocess_images(self, images: Sequence[ImageSource]) -> torch.Tensor:
+        """(B, 3, S, S) float32 batch from image sources."""
+        if len(images) == 0:
+            raise ValueError("no images given")
+        return torch.stack([self.preprocess_image(img) for img in images])
+
+    def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
+        """(B, L) token ids for ``texts``."""
+        if isinstance(texts, str):
+            raise ValueError("pass a list of strings, not a single string")
+        return self.towers.tokenize(texts)
+
+    # ---- pooled embeddings
+    def _to_device(self, x: torch.Tensor) -> torch.Tensor:
+        return x.to(self.device, non_blocking=True)
+
+    @torch.inference_mode()
+    def embed_pixels(self, pixels: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        """(B, D) float32 embeddings of a preprocessed (B, 3, S, S) batch, on the backbone's device."""
+        if pixels.ndim != 4 or pixels.shape[1] != 3:
+            raise ValueError(f"expected a (B, 3, H, W) pixel batch, got shape {tuple(pixels.shape)}")
+        out = self.towers.encode_image(self._to_device(pixels)).float()
+        return F.normalize(out, dim=-1) if normalize else out
+
+    @torch.inference_mode()
+    def embed_tokens(self, tokens: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        """(B, D) float32 embeddings of tokenised text, on the backbone's device."""
+        out = self.towers.encode_text(self._to_device(tokens)).float()
+        return F.normalize(out, dim=-1) if normalize else out
+
+    def encode_images(
+        self,
+        images: Iterable[ImageSource] | torch.Tensor,
+        *,
+        batch_size: int = 32,
+        normalize: bool = True,
+        progress: bool = False,
+    ) -> np.ndarray:
+        """Embed images: paths, bytes, PIL images, uint8 arrays, or a preprocessed (B, 3, S, S) tensor.
+
+        Returns:
+            (N, D) float32 array, L2-normalised unless ``normalize=False``.
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if isinstance(images, torch.Tensor):
+            chunks = [
+                self.embed_pixels(images[i : i + batch_size], normalize) for i in range(0, len(images), batch_size)
+            ]
+        else:
+            items = list(images)
+            if not items:
+                raise ValueError("no images given")
+            chunks = []
+            bar = _progress(len(items), "images", progress)
+            for i in range(0, len(items), batch_size):
+                batch = self.preprocess_images(items[i : i + batch_size])
+                chunks.append(self.embed_pixels(batch, normalize))
+                bar.update(len(batch))
+            bar.close()
+        return torch.cat(chunks).cpu().numpy()
+
+    def encode_texts(
+        self, texts: Sequence[str], *, batch_size: int = 256, normalize: bool = True, progress: bool = False
+    ) -> np.ndarray:
+        """Embed texts. Returns a (N, D) float32 array, L2-normalised unless ``normalize=False``."""
+        if isinstance(texts, str):
+            raise ValueError("pass a list of strings, not a single string")
+        if len(texts) == 0:
+            raise ValueError("no texts given")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        chunks = []
+        bar = _progress(len(texts), "texts", progress)
+        for i in range(0, len(texts), batch_size):
+            batch = list(texts[i : i + batch_size])
+            chunks.append(self.embed_tokens(self.tokenize(batch), normalize))
+            bar.update(len(batch))
+        bar.close()
+        return torch.cat(chunks).cpu().numpy()
+
+    # ---- rich features
+    def image_features(self, images: Sequence[ImageSource] | torch.Tensor) -> ImageFeatures:
+        """Pooled embeddings and patch-level features for a batch (torch tensors in the backbone's dtype)."""
+        pixels = images if isinstance(images, torch.Tensor) else self.preprocess_images(images)
+        return self.towers.image_features(self._to_device(pixels))
+
+    def text_features(self, texts: Sequence[str] | torch.Tensor) -> TextFeatures:
+        """Pooled embeddings, per-token features and the padding mask for a batch of texts or token ids."""
+        tokens = texts if isinstance(texts, torch.Tensor) else self.tokenize(texts)
+        return self.towers.text_features(self._to_device(tokens))
+
+    @torch.inference_mode()
+    def logits(self, image_embeddings: np.ndarray, text_embeddings: np.ndarray) -> np.ndarray:
+        """Scaled similarity logits (N_images, N_texts) with the model's learned temperature (and bias)."""
+        scale, bias = self.towers.logit_scale_bias()
+        sims = torch.from_numpy(np.asarray(image_embeddings, np.float32) @ np.asarray(text_embeddings, np.float32).T)
+        out = sims * scale.float().exp().cpu()
+        if bias is not None:
+            out = out + bias.float().cpu()
+        return out.numpy()
+
+
+class _NullBar:
+    def update(self, n: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _progress(total: int, unit: str, enabled: bool) -> Any:
+    if not enabled:
+        return _NullBar()
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit=unit, dynamic_ncols=True)

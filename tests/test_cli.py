@@ -1,0 +1,80 @@
+"""The `geovl` command line: models, embed (with bad files and GeoTIFFs in the folder), errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from geovl.cli import main
+from geovl.vlm import create_backbone
+
+
+def _folder(tmp_path: Path) -> Path:
+    root = tmp_path / "imgs"
+    (root / "sub").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(5):
+        Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(root / f"a{i}.jpg")
+    Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(root / "sub" / "b.png")
+    (root / "empty.jpg").write_bytes(b"")
+    (root / "sub" / "junk.png").write_bytes(b"this is not a png")
+    (root / "notes.txt").write_text("not an image, ignored")
+    return root
+
+
+def test_models_lists_the_registry(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["models", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    names = {row["name"] for row in data["checkpoints"]}
+    assert {"remoteclip-vit-b-32", "georsclip-vit-h-14", "skyclip-vit-l-14-top30pct", "git-rsclip"} <= names
+    assert all(row["local"] is None for row in data["checkpoints"])
+    assert "geovl-tiny" in data["architectures"]
+    assert main(["models"]) == 0
+    assert "available locally" in capsys.readouterr().out
+
+
+def test_embed_skips_bad_files_and_writes_outputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = _folder(tmp_path)
+    out = tmp_path / "out"
+    code = main(["embed", str(root), "--model", "random:geovl-micro", "--precision", "fp32", "--out", str(out),
+                 "--workers", "0", "--batch-size", "4", "-q"])
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["images"] == 6 and summary["failed"] == 2 and summary["dim"] == 32
+    emb = np.load(out / "embeddings.npy")
+    files = (out / "files.txt").read_text().splitlines()
+    failures = [json.loads(line) for line in (out / "failures.jsonl").read_text().splitlines()]
+    assert emb.shape == (6, 32) and len(files) == 6
+    assert sorted(Path(f["file"]).name for f in failures) == ["empty.jpg", "junk.png"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["count"] == 6 and manifest["model"]["name"] == "random:geovl-micro"
+    # Rows line up with files.txt: each row is that file's embedding.
+    ref = create_backbone("geovl-micro", precision="fp32").encode_images(files)
+    np.testing.assert_allclose(emb, ref, atol=1e-5)
+
+
+def test_embed_reads_16bit_geotiffs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rasterio = pytest.importorskip("rasterio")
+    from rasterio.transform import from_origin
+
+    path = tmp_path / "scene.tif"
+    data = np.random.default_rng(1).integers(0, 4000, (4, 64, 64), dtype=np.uint16)
+    with rasterio.open(path, "w", driver="GTiff", width=64, height=64, count=4, dtype="uint16",
+                       crs="EPSG:32633", transform=from_origin(500000, 4000000, 10, 10)) as dst:
+        dst.write(data)
+    assert main(["embed", str(path), "--model", "random:geovl-micro", "--workers", "0", "-q"]) == 0
+    assert json.loads(capsys.readouterr().out)["images"] == 1
+
+
+def test_errors_are_one_line_with_exit_code_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["embed", str(tmp_path / "missing"), "--model", "random:geovl-micro", "-q"]) == 1
+    assert "no such file or folder" in capsys.readouterr().err
+    assert main(["embed", str(tmp_path), "--model", "remoteclip-vit-b-32", "-q"]) == 1
+    assert "RemoteCLIP-ViT-B-32.pt" in capsys.readouterr().err
+    assert main(["embed", str(tmp_path), "--model", "nonsense-model", "-q"]) == 1
+    assert "unknown checkpoint" in capsys.readouterr().err
+    assert main([]) == 2
