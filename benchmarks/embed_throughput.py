@@ -70,7 +70,9 @@ def bench_arch(arch: str, files: list[Path], batch: int, repeats: int, device: s
     return res
 
 
-def bench_pipeline(arch: str, files: list[Path], batch: int, repeats: int, device: str, workers: int) -> dict[str, float]:
+def bench_pipeline(
+    arch: str, files: list[Path], batch: int, repeats: int, device: str, workers: int
+) -> dict[str, float]:
     bb = create_backbone(arch, device=device, precision="auto")
     pixels = bb.preprocess_images(files)
     bb.encode_images(pixels[:batch], batch_size=batch)
@@ -105,11 +107,13 @@ def main() -> None:
     for arch in args.archs.split(","):
         r = bench_arch(arch, files, args.batch_size, args.repeats, args.device)
         print(f"| {arch} | {r['fp32_img_s']:.1f} | {r['bf16_img_s']:.1f} | {r['img_speedup']:.2f}x | "
-              f"{r['fp32_ms_query']:.2f} | {r['bf16_ms_query']:.2f} | {r['txt_speedup']:.2f}x | {r['cosine_min']:.5f} |")
+              f"{r['fp32_ms_query']:.2f} | {r['bf16_ms_query']:.2f} | {r['txt_speedup']:.2f}x | "
+              f"{r['cosine_min']:.5f} |")
     arch = args.archs.split(",")[0]
     p = bench_pipeline(arch, files, args.batch_size, args.repeats, args.device, args.workers)
-    print(f"\npipeline ({arch}, auto precision, {args.workers} decode worker(s)): bare model {p['bare_img_s']:.1f} img/s, "
-          f"decode+embed {p['pipeline_img_s']:.1f} img/s, ratio {p['ratio']:.2f}")
+    print(f"\npipeline ({arch}, auto precision, {args.workers} decode worker(s)): "
+          f"bare model {p['bare_img_s']:.1f} img/s, decode+embed {p['pipeline_img_s']:.1f} img/s, "
+          f"ratio {p['ratio']:.2f}")
 
 
 if __name__ == "__main__":

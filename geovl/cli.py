@@ -50,7 +50,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"checkpoints": rows, "architectures": list_architectures()}, indent=2))
         return 0
-    width = max(len(r["name"]) for r in rows)
+    width = max(len(spec.name) for spec in specs)
     print(f"{'NAME':<{width}}  {'ARCH':<10} {'FORMAT':<14} LOCAL  SOURCE")
     for r in rows:
         print(f"{r['name']:<{width}}  {r['architecture']:<10} {r['format']:<14} {'yes' if r['local'] else 'no ':<5}  "
@@ -104,6 +104,52 @@ def cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- chips
+
+
+def _parse_bands(text: str | None) -> str | tuple[int, ...] | None:
+    if text is None:
+        return None
+    if all(part.strip().isdigit() for part in text.split(",")):
+        return tuple(int(part) for part in text.split(","))
+    return text
+
+
+def cmd_chips(args: argparse.Namespace) -> int:
+    from geovl.io.chip_export import export_chips
+    from geovl.io.chips import ChipReader
+
+    reader = ChipReader(args.scene, size=args.size, overlap=args.overlap, bands=_parse_bands(args.bands),
+                        nodata=args.nodata, min_valid_fraction=args.min_valid, edge=args.edge)
+    result = export_chips(reader, args.out, fmt=args.format, progress=not args.quiet)
+    print(json.dumps({"written": result.written, "existing": result.existing, "skipped": result.skipped,
+                      "index": str(result.index)}))
+    return 0
+
+
+# ---------------------------------------------------------------- data
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from collections import Counter
+
+    from geovl.data import autodetect, open_dataset
+
+    kind = autodetect(args.path) if args.format == "auto" else args.format
+    kwargs: dict[str, Any] = {}
+    if args.no_image_check:
+        kwargs["require_images"] = False
+    reader = open_dataset(kind, args.path, **kwargs)
+    samples: list[Any] = list(reader)
+    splits = Counter(str(s["split"]) for s in samples)
+    captions = sum(len(s["captions"]) for s in samples)
+    labels = Counter(s.get("label") for s in samples if s.get("label") is not None)
+    info = {"format": kind, "samples": len(samples), "captions": captions, "splits": dict(splits),
+            "classes": len(labels), "first": samples[0] if samples else None}
+    print(json.dumps(info, indent=2, default=str))
+    return 0
+
+
 # ---------------------------------------------------------------- parser
 
 
@@ -129,6 +175,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None, help="embed only the first N files")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(handler=cmd_embed)
+
+    p = sub.add_parser("chips", help="cut a GeoTIFF scene into chips with a GeoJSON footprint index")
+    p.add_argument("scene", help="GeoTIFF (any band count / bit depth)")
+    p.add_argument("--out", "-o", required=True, help="output folder (re-running resumes)")
+    p.add_argument("--size", type=int, default=256, help="chip side in pixels")
+    p.add_argument("--overlap", type=int, default=0, help="overlap between neighbouring chips in pixels")
+    p.add_argument("--bands", default=None,
+                   help="1-based band indexes (4,3,2) or a sensor preset (sentinel2-rgb, landsat8-rgb, naip-rgb, ...)")
+    p.add_argument("--nodata", type=float, default=None, help="nodata value (default: the file's)")
+    p.add_argument("--min-valid", type=float, default=0.0, help="skip chips with a smaller valid-pixel fraction")
+    p.add_argument("--edge", choices=["pad", "shift", "drop"], default="pad", help="what to do at the scene edge")
+    p.add_argument("--format", choices=["png", "jpg", "tif"], default="png", help="tif writes georeferenced chips")
+    p.add_argument("--quiet", "-q", action="store_true")
+    p.set_defaults(handler=cmd_chips)
+
+    p = sub.add_parser("data", help="inspect a dataset: detected format, counts, splits, first sample")
+    p.add_argument("path", help="dataset file or folder")
+    p.add_argument("--format", default="auto", help="karpathy, coco, imagefolder, skyscript, gaia, webdataset, "
+                   "git10m, levircc, second-cc, csv, jsonl, parquet (default: detect)")
+    p.add_argument("--no-image-check", action="store_true", help="do not require the image files to exist")
+    p.set_defaults(handler=cmd_data)
 
     p = sub.add_parser("synth", help="write a synthetic remote-sensing dataset in a real layout")
     p.add_argument("kind", choices=["captions", "classification", "change"],

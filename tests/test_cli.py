@@ -78,3 +78,62 @@ def test_errors_are_one_line_with_exit_code_1(tmp_path: Path, capsys: pytest.Cap
     assert main(["embed", str(tmp_path), "--model", "nonsense-model", "-q"]) == 1
     assert "unknown checkpoint" in capsys.readouterr().err
     assert main([]) == 2
+
+
+def _write_scene(path: Path, size: int = 200) -> None:
+    rasterio = pytest.importorskip("rasterio")
+    from rasterio.transform import from_origin
+
+    data = np.random.default_rng(2).integers(100, 3000, (13, size, size), dtype=np.uint16)
+    data[:, :40, :40] = 0  # a nodata corner
+    with rasterio.open(path, "w", driver="GTiff", width=size, height=size, count=13, dtype="uint16", nodata=0,
+                       crs="EPSG:32633", transform=from_origin(500000, 4000000, 10, 10)) as dst:
+        dst.write(data)
+        dst.update_tags(TIFFTAG_DATETIME="2024:05:17 10:30:00")
+
+
+def test_chips_writes_files_and_a_footprint_index_and_resumes(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    scene = tmp_path / "s2.tif"
+    _write_scene(scene)
+    out = tmp_path / "chips"
+    args = ["chips", str(scene), "--out", str(out), "--size", "64", "--overlap", "8", "--bands", "sentinel2-rgb",
+            "--format", "tif", "-q"]
+    assert main(args) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert first["written"] == 16 and first["existing"] == 0  # 4 x 4 grid at stride 56 over 200 px
+    index = json.loads((out / "chips.geojson").read_text())
+    assert len(index["features"]) == 16
+    feat = index["features"][0]
+    assert feat["geometry"]["type"] == "Polygon" and len(feat["geometry"]["coordinates"][0]) == 5
+    lon, lat = feat["geometry"]["coordinates"][0][0]
+    assert 14.9 < lon < 15.1 and 36.0 < lat < 36.2  # UTM 33N, x=500 km is the 15 E meridian
+    assert feat["properties"]["valid_fraction"] < 1.0  # the nodata corner
+    (out / feat["properties"]["file"]).unlink()
+    assert main(args) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["written"] == 1 and again["existing"] == 15
+
+
+def test_data_inspects_a_dataset(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = tmp_path / "classes"
+    for cls in ("Forest", "River"):
+        (root / cls).mkdir(parents=True)
+        for i in range(2):
+            Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(root / cls / f"{cls}_{i}.jpg")
+    assert main(["data", str(root)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["format"] == "imagefolder" and info["samples"] == 4 and info["classes"] == 2
+
+
+@pytest.mark.parametrize(("kind", "expected_format"),
+                         [("captions", "karpathy"), ("classification", "imagefolder"), ("change", "levircc")])
+def test_synth_writes_datasets_the_readers_open(kind: str, expected_format: str, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / kind
+    assert main(["synth", kind, str(out), "--n", "3", "--size", "64"]) == 0
+    capsys.readouterr()
+    assert main(["data", str(out)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["format"] == expected_format
+    assert info["samples"] == (3 * 15 if kind == "classification" else 3)

@@ -1,0 +1,91 @@
+"""Cut a scene into chip files plus a GeoJSON index of their footprints (``geovl chips``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from PIL import Image
+
+from geovl.io.chips import Chip, ChipReader, write_chip_geotiff
+
+ChipFormat = Literal["png", "jpg", "tif"]
+
+
+@dataclass
+class ChipExport:
+    """Result of :func:`export_chips`: how many chips were written, kept from an earlier run, or skipped."""
+
+    out_dir: Path
+    written: int
+    existing: int
+    skipped: int
+    index: Path
+
+
+def _feature(chip: Chip, filename: str) -> dict[str, Any]:
+    props = {
+        "chip_id": chip.chip_id,
+        "file": filename,
+        "scene": chip.scene,
+        "window": list(chip.window),
+        "bounds": list(chip.bounds),
+        "crs": chip.crs,
+        "gsd": chip.gsd,
+        "acquired": chip.acquired.isoformat() if chip.acquired else None,
+        "sensor": chip.sensor,
+        "valid_fraction": round(chip.valid_fraction, 4),
+    }
+    geometry = {"type": "Polygon", "coordinates": [[list(p) for p in chip.footprint]]} if chip.footprint else None
+    return {"type": "Feature", "geometry": geometry, "properties": props}
+
+
+def _save_image(chip: Chip, path: Path, fmt: ChipFormat) -> None:
+    if fmt == "tif":
+        write_chip_geotiff(chip, path)
+        return
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".{fmt}")
+    os.close(fd)
+    try:
+        Image.fromarray(chip.image[:, :, :3]).save(tmp, format="PNG" if fmt == "png" else "JPEG", quality=95)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def export_chips(reader: ChipReader, out_dir: str | os.PathLike[str], fmt: ChipFormat = "png",
+                 progress: bool = True) -> ChipExport:
+    """Write every chip of ``reader`` to ``out_dir/<chip_id>.<fmt>`` and ``out_dir/chips.geojson``.
+
+    Chip files are written atomically; chips already present from an interrupted run are kept, not rewritten.
+    The GeoJSON (lon/lat footprints, window, CRS bounds, acquisition time) is written last, so its presence
+    means the export finished. ``fmt="tif"`` writes georeferenced GeoTIFF chips.
+    """
+    if fmt not in ("png", "jpg", "tif"):
+        raise ValueError(f"chip format must be png, jpg or tif, got {fmt!r}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    from tqdm.auto import tqdm
+
+    features = []
+    written = existing = 0
+    for chip in tqdm(reader, total=len(reader), unit="chip", disable=not progress, dynamic_ncols=True):
+        name = f"{chip.chip_id}.{fmt}"
+        target = out / name
+        if target.exists():
+            existing += 1
+        else:
+            _save_image(chip, target, fmt)
+            written += 1
+        features.append(_feature(chip, name))
+    index = out / "chips.geojson"
+    fd, tmp = tempfile.mkstemp(dir=out, prefix=".chips.", suffix=".geojson")
+    with os.fdopen(fd, "w") as fh:
+        json.dump({"type": "FeatureCollection", "features": features}, fh)
+    os.replace(tmp, index)
+    return ChipExport(out_dir=out, written=written, existing=existing, skipped=reader.skipped, index=index)
