@@ -137,3 +137,25 @@ def test_synth_writes_datasets_the_readers_open(kind: str, expected_format: str,
     info = json.loads(capsys.readouterr().out)
     assert info["format"] == expected_format
     assert info["samples"] == (3 * 15 if kind == "classification" else 3)
+
+
+def test_models_shows_weights_placed_by_hand(capsys: pytest.CaptureFixture[str]) -> None:
+    from geovl.vlm.weights import checkpoint_dir
+
+    checkpoint_dir().mkdir(parents=True, exist_ok=True)
+    (checkpoint_dir() / "RemoteCLIP-RN50.pt").write_bytes(b"placeholder: only its presence is listed")
+    assert main(["models", "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)["checkpoints"]}
+    assert rows["remoteclip-rn50"]["local"] == str(checkpoint_dir() / "RemoteCLIP-RN50.pt")
+    assert rows["remoteclip-vit-b-32"]["local"] is None
+
+
+@pytest.mark.realdata
+def test_embed_real_eurosat_and_ucm_images(capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.helpers import shared_data
+
+    for name in ("eurosat_rgb", "ucm_captions"):
+        root = shared_data(name)
+        assert main(["embed", str(root), "--model", "random:geovl-micro", "--limit", "40", "--workers", "0", "-q"]) == 0
+        summary = json.loads(capsys.readouterr().out)
+        assert summary["images"] == 40 and summary["failed"] == 0

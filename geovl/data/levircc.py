@@ -19,6 +19,7 @@ every sentence is one of the dataset's no-change sentences (:data:`NO_CHANGE_SEN
 
 from __future__ import annotations
 
+import abc
 import re
 from pathlib import Path
 from typing import Any
@@ -92,13 +93,14 @@ def _find_json(root: Path, candidates: list[Path], what: str) -> Path:
     )
 
 
-class _ChangeCaptionReader(SampleList[ChangeCaptionSample]):
+class _ChangeCaptionReader(SampleList[ChangeCaptionSample], abc.ABC):
     """Shared body of the LEVIR-CC and SECOND-CC readers; subclasses give the folder layout."""
 
     name = "change-caption"
 
+    @abc.abstractmethod
     def _pair_folder(self, root: Path, folder: str) -> tuple[Path, Path]:
-        raise NotImplementedError
+        """The A (before) and B (after) image folders of one split folder."""
 
     def _extra_paths(self, root: Path, folder: str, filename: str, listing: FolderListing) -> dict[str, Any]:
         return {}
