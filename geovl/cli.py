@@ -150,6 +150,121 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- eval
+
+
+def _finish_report(report: Any, args: argparse.Namespace) -> int:
+    from geovl.eval.report import to_jsonable, write_report
+
+    out = args.out or f"out/eval/{report.task}"
+    files = write_report(report, out)
+    print(json.dumps({"task": report.task, "figures": to_jsonable(report.figures),
+                      "report": {k: str(v) for k, v in files.items()}}, indent=2))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from geovl.eval import protocols
+
+    common = {"batch_size": args.batch_size, "workers": args.workers, "progress": not args.quiet}
+    task = args.eval_task
+    if task == "index":
+        from geovl.eval.tasks import eval_index
+
+        return _finish_report(eval_index(args.embeddings, args.factory, queries=args.queries, nprobe=args.nprobe,
+                                         ef_search=args.ef_search, seed=args.seed), args)
+    if task in ("caption", "change-caption"):
+        from geovl.eval.tasks import eval_captions
+
+        report = eval_captions(args.predictions, args.references, split=args.split, change=task == "change-caption",
+                               meteor=not args.no_meteor)
+        return _finish_report(report, args)
+    backbone = _load(args)
+    if task == "retrieval":
+        report = protocols.eval_retrieval(backbone, args.dataset, split=args.split, format=args.format, **common)
+    elif task == "zeroshot":
+        report = protocols.eval_zeroshot(backbone, args.dataset, split=args.split, format=args.format,
+                                         label_set=args.label_set, limit_per_class=args.limit_per_class,
+                                         seed=args.seed, **common)
+    elif task == "linear-probe":
+        report = protocols.eval_linear_probe(backbone, args.dataset, format=args.format,
+                                             test_fraction=args.test_fraction, shots=args.shots, knn_k=args.knn_k,
+                                             limit_per_class=args.limit_per_class, seed=args.seed, **common)
+    elif task == "suite":
+        out = args.out or "out/eval/suite"
+        report = protocols.eval_suite(backbone, args.root, limit_per_class=args.limit_per_class, out_dir=out,
+                                      **common)
+        args.out = out
+    else:  # generation
+        from geovl.eval.tasks import eval_generation
+
+        report = eval_generation(backbone, args.manifest, real=args.real, **common)
+    return _finish_report(report, args)
+
+
+def _add_eval_parsers(sub: Any) -> None:
+    p = sub.add_parser("eval", help="evaluate a model: retrieval, zeroshot, linear-probe, caption, change-caption, "
+                                    "generation, index, suite (writes JSON, Markdown and PNG reports)")
+    tasks = p.add_subparsers(dest="eval_task", metavar="TASK", required=True)
+
+    def task(name: str, help: str, model: bool = True) -> argparse.ArgumentParser:
+        t = tasks.add_parser(name, help=help)
+        if model:
+            _add_model_args(t)
+            t.add_argument("--batch-size", type=int, default=64)
+            t.add_argument("--workers", type=int, default=None, help="decode workers")
+        else:
+            t.set_defaults(batch_size=64, workers=None)
+        t.add_argument("--out", "-o", default=None, help=f"report folder (default: out/eval/{name})")
+        t.add_argument("--seed", type=int, default=0)
+        t.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+        t.set_defaults(handler=cmd_eval)
+        return t
+
+    t = task("retrieval", "image-text retrieval R@1/5/10 and mean recall (Karpathy test split)")
+    t.add_argument("dataset", help="caption dataset (Karpathy JSON or folder, COCO, CSV, ...)")
+    t.add_argument("--split", default="test")
+    t.add_argument("--format", default="auto")
+
+    t = task("zeroshot", "zero-shot scene classification accuracy, top-5, per class, confusion matrix")
+    t.add_argument("dataset", help="labelled dataset (ImageFolder, or Karpathy with classes.csv)")
+    t.add_argument("--split", default=None)
+    t.add_argument("--format", default="auto")
+    t.add_argument("--label-set", default=None, help="class phrases: eurosat, ucmerced (default: auto-detect)")
+    t.add_argument("--limit-per-class", type=int, default=None, help="evaluate N random images per class")
+
+    t = task("linear-probe", "linear-probe and k-NN accuracy on frozen embeddings")
+    t.add_argument("dataset")
+    t.add_argument("--format", default="auto")
+    t.add_argument("--test-fraction", type=float, default=0.3, help="test share when the set has no splits")
+    t.add_argument("--shots", type=int, default=None, help="training images per class (few-shot)")
+    t.add_argument("--knn-k", type=int, default=20)
+    t.add_argument("--limit-per-class", type=int, default=None)
+
+    t = task("suite", "zero-shot over the 10-dataset protocol and retrieval sets found under a folder")
+    t.add_argument("root", help="folder holding benchmark datasets (AID/, EuroSAT/, RESISC45/, UCM-Captions/, ...)")
+    t.add_argument("--limit-per-class", type=int, default=None)
+
+    for name, help in (("caption", "BLEU-1..4, METEOR, ROUGE-L, CIDEr-D, S*m of predicted captions"),
+                       ("change-caption", "the same metrics for change captions, split by changed / unchanged")):
+        t = task(name, help, model=False)
+        t.add_argument("--predictions", required=True, help="JSON [{image_id, caption}] or {id: caption}, or JSONL")
+        t.add_argument("--references", required=True, help="caption dataset with the reference sentences")
+        t.add_argument("--split", default="test")
+        t.add_argument("--no-meteor", action="store_true", help="skip METEOR (needs Java)")
+
+    t = task("generation", "generated images: FD on backbone features, CLIP score, zero-shot accuracy")
+    t.add_argument("manifest", help="JSONL with one {image, prompt[, label]} per generated image")
+    t.add_argument("--real", default=None, help="folder of real images for the Frechet distance")
+
+    t = task("index", "recall@k of a faiss index against exact search on embeddings", model=False)
+    t.add_argument("embeddings", help="a `geovl embed --out` folder or an .npy file of L2-normalised rows")
+    t.add_argument("--factory", default="HNSW32", help="faiss index_factory string (HNSW32, IVF256,Flat, ...)")
+    t.add_argument("--queries", type=int, default=1000, help="rows held out as queries")
+    t.add_argument("--nprobe", type=int, default=None)
+    t.add_argument("--ef-search", type=int, default=None)
+
+
 # ---------------------------------------------------------------- parser
 
 
@@ -196,6 +311,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "git10m, levircc, second-cc, csv, jsonl, parquet (default: detect)")
     p.add_argument("--no-image-check", action="store_true", help="do not require the image files to exist")
     p.set_defaults(handler=cmd_data)
+
+    _add_eval_parsers(sub)
 
     p = sub.add_parser("synth", help="write a synthetic remote-sensing dataset in a real layout")
     p.add_argument("kind", choices=["captions", "classification", "change"],

@@ -1,1 +1,41 @@
-"""Evaluation protocols and metrics (retrieval, zero-shot, linear probe, captioning); lands with the eval issue."""
+"""Evaluation: the field's metrics and protocols, with reports people can read (JSON, Markdown, PNG).
+
+* Metrics (numpy only): :func:`retrieval_scores`, :func:`classification_scores`, :func:`linear_probe`,
+  :func:`knn_classify`, :func:`recall_at_k`; captioning and generation metrics in
+  :mod:`geovl.eval.captioning` and :mod:`geovl.eval.generation`.
+* Protocols (run a backbone over a dataset): :mod:`geovl.eval.protocols` and :mod:`geovl.eval.tasks`.
+* Reports: :class:`EvalReport`, :func:`write_report`.
+
+Submodules are imported on first use, so ``import geovl.eval`` stays light.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "EvalReport": "geovl.eval.report",
+    "write_report": "geovl.eval.report",
+    "load_report": "geovl.eval.report",
+    "dataset_fingerprint": "geovl.eval.report",
+    "retrieval_scores": "geovl.eval.retrieval",
+    "classification_scores": "geovl.eval.classification",
+    "linear_probe": "geovl.eval.probe",
+    "knn_classify": "geovl.eval.probe",
+    "recall_at_k": "geovl.eval.index_quality",
+    "exact_topk": "geovl.eval.index_quality",
+    "eval_retrieval": "geovl.eval.protocols",
+    "eval_zeroshot": "geovl.eval.protocols",
+    "eval_linear_probe": "geovl.eval.protocols",
+    "eval_suite": "geovl.eval.protocols",
+    "eval_index": "geovl.eval.tasks",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'geovl.eval' has no attribute {name!r}")

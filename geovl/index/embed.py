@@ -22,7 +22,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from geovl.io.geotiff import load_any_image
-from geovl.io.images import ImageReadError
+from geovl.io.images import ImageReadError, ImageSource
 from geovl.vlm.backbone import Backbone
 
 logger = logging.getLogger(__name__)
@@ -44,19 +44,19 @@ def list_images(paths: Iterable[str | os.PathLike[str]], suffixes: Sequence[str]
     return found
 
 
-class _ImageFiles(Dataset):
-    """Decode + preprocess one file per item; a bad file yields its error message instead of a tensor."""
+class _ImageSources(Dataset):
+    """Decode + preprocess one source per item; a bad source yields its error message instead of a tensor."""
 
-    def __init__(self, files: Sequence[Path], transform: Any) -> None:
-        self.files = files
+    def __init__(self, sources: Sequence[ImageSource], transform: Any) -> None:
+        self.sources = sources
         self.transform = transform
 
     def __len__(self) -> int:
-        return len(self.files)
+        return len(self.sources)
 
     def __getitem__(self, i: int) -> tuple[int, torch.Tensor | None, str | None]:
         try:
-            return i, self.transform(load_any_image(self.files[i])), None
+            return i, self.transform(load_any_image(self.sources[i])), None
         except (ImageReadError, OSError) as exc:
             return i, None, str(exc)
 
@@ -93,6 +93,56 @@ class EmbedResult:
         return len(self.files) / self.seconds if self.seconds > 0 else 0.0
 
 
+def embed_sources(
+    backbone: Backbone,
+    sources: Sequence[ImageSource],
+    *,
+    batch_size: int = 64,
+    workers: int | None = None,
+    progress: bool = True,
+    desc: str = "embed",
+) -> tuple[np.ndarray, list[int], list[tuple[int, str]], float]:
+    """Embed image sources (paths, bytes, PIL images, arrays), decoding in DataLoader workers.
+
+    Returns:
+        ``(embeddings, kept, failures, seconds)``: (N_kept, D) float32 L2-normalised rows for the sources at
+        positions ``kept`` (in order), ``(position, error)`` for each source that could not be read, and the wall
+        time of the loop.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if len(sources) == 0:
+        raise ValueError("no images to embed")
+    if workers is None:
+        workers = max(1, (os.cpu_count() or 2) - 1)
+    loader = DataLoader(
+        _ImageSources(sources, backbone.transform),
+        batch_size=batch_size,
+        num_workers=workers,
+        collate_fn=_collate,
+        pin_memory=backbone.device.type == "cuda",
+    )
+    chunks: list[np.ndarray] = []
+    kept: list[int] = []
+    failures: list[tuple[int, str]] = []
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(sources), unit="img", desc=desc, disable=not progress, dynamic_ncols=True)
+    start = time.perf_counter()
+    for idx, pixels, bad in loader:
+        for i, err in bad:
+            failures.append((i, err))
+            logger.warning("skipped %s", err)
+        if pixels is not None:
+            chunks.append(backbone.embed_pixels(pixels).cpu().numpy())
+            kept.extend(idx)
+        bar.update(len(idx) + len(bad))
+    seconds = time.perf_counter() - start
+    bar.close()
+    emb = np.concatenate(chunks) if chunks else np.zeros((0, backbone.embed_dim), np.float32)
+    return emb, kept, failures, seconds
+
+
 def embed_images(
     backbone: Backbone,
     paths: Iterable[str | os.PathLike[str]],
@@ -112,8 +162,6 @@ def embed_images(
         limit: embed only the first ``limit`` files (after sorting).
         progress: show a progress bar with images/s.
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     files = list_images(paths)
     if limit is not None:
         if limit < 1:
@@ -121,36 +169,10 @@ def embed_images(
         files = files[:limit]
     if not files:
         raise ValueError("no image files found under the given paths (looked for " + ", ".join(IMAGE_SUFFIXES) + ")")
-    if workers is None:
-        workers = max(1, (os.cpu_count() or 2) - 1)
-    loader = DataLoader(
-        _ImageFiles(files, backbone.transform),
-        batch_size=batch_size,
-        num_workers=workers,
-        collate_fn=_collate,
-        pin_memory=backbone.device.type == "cuda",
-        persistent_workers=False,
-    )
-    chunks: list[np.ndarray] = []
-    kept: list[int] = []
-    failures: list[tuple[str, str]] = []
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=len(files), unit="img", disable=not progress, dynamic_ncols=True)
-    start = time.perf_counter()
-    for idx, pixels, bad in loader:
-        for i, err in bad:
-            failures.append((str(files[i]), err))
-            logger.warning("skipped %s", err)
-        if pixels is not None:
-            chunks.append(backbone.embed_pixels(pixels).cpu().numpy())
-            kept.extend(idx)
-        bar.update(len(idx) + len(bad))
-    seconds = time.perf_counter() - start
-    bar.close()
-    dim = backbone.embed_dim
-    emb = np.concatenate(chunks) if chunks else np.zeros((0, dim), np.float32)
-    return EmbedResult(embeddings=emb, files=[str(files[i]) for i in kept], failures=failures, seconds=seconds)
+    emb, kept, bad, seconds = embed_sources(backbone, files, batch_size=batch_size, workers=workers,
+                                            progress=progress)
+    return EmbedResult(embeddings=emb, files=[str(files[i]) for i in kept],
+                       failures=[(str(files[i]), err) for i, err in bad], seconds=seconds)
 
 
 def _atomic_write_bytes(path: Path, write: Any) -> None:
