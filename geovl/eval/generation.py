@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,16 +97,21 @@ def _trace_sqrt_product(sigma1: np.ndarray, sigma2: np.ndarray, eps: float = 1e-
         from scipy import linalg
     except ImportError:
         return _trace_sqrt_product_eig(sigma1, sigma2)
-    covmean = linalg.sqrtm(sigma1.dot(sigma2))
-    if isinstance(covmean, tuple):  # older SciPy with disp=False semantics
-        covmean = covmean[0]
+
+    def sqrtm(m: np.ndarray) -> np.ndarray:
+        with warnings.catch_warnings():
+            # Singular products (fewer samples than dimensions) warn; the trace still agrees with the eigenvalue
+            # method to about 1e-8, and frechet_distance already logs the sample shortfall.
+            warnings.simplefilter("ignore", linalg.LinAlgWarning)
+            out = linalg.sqrtm(m)
+        return np.asarray(out[0] if isinstance(out, tuple) else out)  # older SciPy may return (sqrtm, error)
+
+    covmean = sqrtm(sigma1.dot(sigma2))
     if not np.isfinite(covmean).all():
-        # Singular product (fewer samples than dimensions): pytorch-fid adds eps to the diagonals.
-        logger.warning("sqrtm of the covariance product is singular; adding %g to the diagonals", eps)
+        # pytorch-fid's fallback for a product whose square root failed: add eps to the diagonals.
+        logger.warning("sqrtm of the covariance product failed; adding %g to the diagonals", eps)
         offset = np.eye(sigma1.shape[0]) * eps
-        covmean = linalg.sqrtm((sigma1 + offset).dot(sigma2 + offset))
-        if isinstance(covmean, tuple):
-            covmean = covmean[0]
+        covmean = sqrtm((sigma1 + offset).dot(sigma2 + offset))
     if np.iscomplexobj(covmean):
         if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
             logger.warning("sqrtm returned a large imaginary part; using the eigenvalue method instead")
