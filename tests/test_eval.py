@@ -247,3 +247,17 @@ def test_real_ucm_retrieval_and_eurosat_zeroshot(tmp_path: Path, capsys: pytest.
     zs = json.loads(capsys.readouterr().out)["figures"]
     assert zs["images"] == 100 and zs["classes"] == 10
     assert (tmp_path / "ret" / "retrieval_recall.png").is_file() or any((tmp_path / "ret").glob("*.png"))
+
+
+def test_reports_record_the_checkpoint_hash(tmp_path: Path) -> None:
+    import torch
+
+    from geovl.index.embed import model_record
+    from geovl.vlm import load_backbone
+    from geovl.vlm.weights import sha256_file
+
+    path = tmp_path / "w.pt"
+    torch.save(create_backbone("geovl-micro", seed=3).model.state_dict(), path)
+    record = model_record(load_backbone(path, architecture="geovl-micro"))
+    assert record["checkpoint_sha256"] == sha256_file(path)
+    assert model_record(create_backbone("geovl-micro"))["checkpoint_sha256"] is None

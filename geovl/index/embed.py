@@ -216,7 +216,25 @@ def save_embed_result(result: EmbedResult, out_dir: str | os.PathLike[str], mode
 
 
 def model_record(backbone: Backbone) -> dict[str, Any]:
-    """The backbone's identity for manifests."""
-    info = asdict(backbone.info)
-    info.update(precision=backbone.precision, device=str(backbone.device), dim=backbone.embed_dim)
-    return info
+    """The backbone's identity for manifests and reports, including the sha256 of its weights file(s)."""
+    info = backbone.info
+    if info.checkpoint and info.checkpoint_sha256 is None:
+        info.checkpoint_sha256 = _weights_digest(Path(info.checkpoint))
+    record = asdict(info)
+    record.update(precision=backbone.precision, device=str(backbone.device), dim=backbone.embed_dim)
+    return record
+
+
+def _weights_digest(path: Path) -> str | None:
+    """sha256 of a weights file; for a model folder, of its weight files' digests (sorted by name)."""
+    from geovl.vlm.weights import sha256_file
+
+    if path.is_file():
+        return sha256_file(path)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix in (".safetensors", ".bin", ".pt", ".pth"))
+        if files:
+            import hashlib
+
+            return hashlib.sha256("".join(f"{f.name}:{sha256_file(f)}\n" for f in files).encode()).hexdigest()
+    return None
