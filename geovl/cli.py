@@ -68,22 +68,31 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
-    from geovl.index.embed import embed_images, model_record, save_embed_result
+    from geovl.index.pipeline import EmbedConfig, run_embed
+    from geovl.index.sources import sources_for
 
     backbone = _load(args)
     print(f"model: {backbone}", file=sys.stderr)
-    result = embed_images(backbone, args.paths, batch_size=args.batch_size, workers=args.workers, limit=args.limit,
-                          progress=not args.quiet)
-    if args.out:
-        save_embed_result(result, args.out, model_record(backbone))
-    summary = {
-        "images": len(result.files), "failed": len(result.failures), "dim": backbone.embed_dim,
-        "seconds": round(result.seconds, 2), "images_per_second": round(result.images_per_second, 1),
-        "precision": backbone.precision, "device": str(backbone.device), "out": args.out,
-    }
-    for _path, err in result.failures[:10]:
-        print(f"skipped: {err}", file=sys.stderr)
-    print(json.dumps(summary))
+    sources = sources_for(args.paths, dataset_format=args.format, chip_size=args.chip_size,
+                          chip_overlap=args.chip_overlap, bands=_parse_bands(args.bands),
+                          min_valid_fraction=args.min_valid)
+    config = EmbedConfig(batch_size=args.batch_size, workers=args.workers, partition_size=args.partition_size,
+                         progress=not args.quiet, limit=args.limit)
+    if args.runner == "ray":
+        from geovl.index.ray_runner import run_embed_ray
+
+        summary = run_embed_ray(args.model, sources, args.out, config, device=args.device, precision=args.precision,
+                                num_actors=args.ray_actors, address=args.ray_address)
+    else:
+        summary = run_embed(backbone, sources, args.out, config)
+    for path, err in summary.failures[:10]:
+        print(f"skipped {path}: {err}", file=sys.stderr)
+    print(json.dumps({
+        "images": summary.embedded + summary.resumed, "embedded_now": summary.embedded, "resumed": summary.resumed,
+        "failed": summary.failed, "partitions": summary.partitions, "dim": backbone.embed_dim,
+        "seconds": round(summary.seconds, 2), "images_per_second": round(summary.images_per_second, 1),
+        "precision": backbone.precision, "device": str(backbone.device), "out": str(summary.out_dir),
+    }))
     return 0
 
 
@@ -281,13 +290,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(handler=cmd_models)
 
-    p = sub.add_parser("embed", help="embed image files or folders and report throughput")
-    p.add_argument("paths", nargs="+", help="image files or folders (searched recursively)")
+    p = sub.add_parser("embed", help="embed images, GeoTIFF scenes (as chips) or datasets into a folder "
+                                     "(partitioned .npy + metadata parquet; re-running resumes)")
+    p.add_argument("paths", nargs="+", help="image folders/files, GeoTIFF scenes, or dataset files (caption JSON, "
+                                           "CSV/JSONL/parquet, webdataset .tar)")
     _add_model_args(p)
-    p.add_argument("--out", "-o", default=None, help="folder for embeddings.npy, files.txt, manifest.json")
+    p.add_argument("--out", "-o", required=True, help="output folder (re-running into it resumes)")
+    p.add_argument("--format", default=None,
+                   help="read the paths as datasets of this format (karpathy, imagefolder, csv, git10m, ...)")
+    p.add_argument("--chip-size", type=int, default=256, help="chip side for large GeoTIFF scenes")
+    p.add_argument("--chip-overlap", type=int, default=0)
+    p.add_argument("--bands", default=None, help="band indexes (4,3,2) or a sensor preset for scenes")
+    p.add_argument("--min-valid", type=float, default=0.5, help="skip chips with less valid (non-nodata) area")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=None, help="decode workers (default: cores - 1, at least 1)")
-    p.add_argument("--limit", type=int, default=None, help="embed only the first N files")
+    p.add_argument("--partition-size", type=int, default=10_000, help="records per partition (unit of resume)")
+    p.add_argument("--limit", type=int, default=None, help="embed only the first N inputs")
+    p.add_argument("--runner", choices=["local", "ray"], default="local",
+                   help="local: this process; ray: a Ray Data job over partitions (a cluster via --ray-address)")
+    p.add_argument("--ray-actors", type=int, default=2, help="model replicas for --runner ray")
+    p.add_argument("--ray-address", default=None, help="Ray cluster address (default: start a local instance)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(handler=cmd_embed)
 

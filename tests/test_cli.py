@@ -38,6 +38,8 @@ def test_models_lists_the_registry(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_embed_skips_bad_files_and_writes_outputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from geovl.index.pipeline import read_embeddings
+
     root = _folder(tmp_path)
     out = tmp_path / "out"
     code = main(["embed", str(root), "--model", "random:geovl-micro", "--precision", "fp32", "--out", str(out),
@@ -45,14 +47,13 @@ def test_embed_skips_bad_files_and_writes_outputs(tmp_path: Path, capsys: pytest
     assert code == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["images"] == 6 and summary["failed"] == 2 and summary["dim"] == 32
-    emb = np.load(out / "embeddings.npy")
-    files = (out / "files.txt").read_text().splitlines()
-    failures = [json.loads(line) for line in (out / "failures.jsonl").read_text().splitlines()]
+    emb, table, manifest = read_embeddings(out)
+    files = table.column("path").to_pylist()
     assert emb.shape == (6, 32) and len(files) == 6
-    assert sorted(Path(f["file"]).name for f in failures) == ["empty.jpg", "junk.png"]
-    manifest = json.loads((out / "manifest.json").read_text())
+    failures = [json.loads(line) for p in out.glob("*.failures.jsonl") for line in p.read_text().splitlines()]
+    assert sorted(Path(f["input"]).name for f in failures) == ["empty.jpg", "junk.png"]
     assert manifest["count"] == 6 and manifest["model"]["name"] == "random:geovl-micro"
-    # Rows line up with files.txt: each row is that file's embedding.
+    # Rows line up with the metadata: each row is that file's embedding.
     ref = create_backbone("geovl-micro", precision="fp32").encode_images(files)
     np.testing.assert_allclose(emb, ref, atol=1e-5)
 
@@ -66,16 +67,18 @@ def test_embed_reads_16bit_geotiffs(tmp_path: Path, capsys: pytest.CaptureFixtur
     with rasterio.open(path, "w", driver="GTiff", width=64, height=64, count=4, dtype="uint16",
                        crs="EPSG:32633", transform=from_origin(500000, 4000000, 10, 10)) as dst:
         dst.write(data)
-    assert main(["embed", str(path), "--model", "random:geovl-micro", "--workers", "0", "-q"]) == 0
+    assert main(["embed", str(path), "--model", "random:geovl-micro", "--workers", "0", "-q",
+                 "--out", str(tmp_path / "o")]) == 0
     assert json.loads(capsys.readouterr().out)["images"] == 1
 
 
 def test_errors_are_one_line_with_exit_code_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["embed", str(tmp_path / "missing"), "--model", "random:geovl-micro", "-q"]) == 1
+    out = ["--out", str(tmp_path / "o")]
+    assert main(["embed", str(tmp_path / "missing"), "--model", "random:geovl-micro", "-q", *out]) == 1
     assert "no such file or folder" in capsys.readouterr().err
-    assert main(["embed", str(tmp_path), "--model", "remoteclip-vit-b-32", "-q"]) == 1
+    assert main(["embed", str(tmp_path), "--model", "remoteclip-vit-b-32", "-q", *out]) == 1
     assert "RemoteCLIP-ViT-B-32.pt" in capsys.readouterr().err
-    assert main(["embed", str(tmp_path), "--model", "nonsense-model", "-q"]) == 1
+    assert main(["embed", str(tmp_path), "--model", "nonsense-model", "-q", *out]) == 1
     assert "unknown checkpoint" in capsys.readouterr().err
     assert main([]) == 2
 
@@ -151,11 +154,12 @@ def test_models_shows_weights_placed_by_hand(capsys: pytest.CaptureFixture[str])
 
 
 @pytest.mark.realdata
-def test_embed_real_eurosat_and_ucm_images(capsys: pytest.CaptureFixture[str]) -> None:
+def test_embed_real_eurosat_and_ucm_images(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from tests.helpers import shared_data
 
     for name in ("eurosat_rgb", "ucm_captions"):
         root = shared_data(name)
-        assert main(["embed", str(root), "--model", "random:geovl-micro", "--limit", "40", "--workers", "0", "-q"]) == 0
+        assert main(["embed", str(root), "--model", "random:geovl-micro", "--limit", "40", "--workers", "0", "-q",
+                     "--out", str(tmp_path / name)]) == 0
         summary = json.loads(capsys.readouterr().out)
         assert summary["images"] == 40 and summary["failed"] == 0

@@ -27,19 +27,17 @@ INDEX_PROTOCOL = (
 def load_embeddings(path: PathLike) -> tuple[np.ndarray, dict[str, Any]]:
     """Rows of a ``geovl embed --out`` folder (with its manifest) or of an ``.npy`` file."""
     p = Path(path)
-    manifest: dict[str, Any] = {}
     if p.is_dir():
-        if not (p / "embeddings.npy").is_file():
-            raise FileNotFoundError(f"{p}: no embeddings.npy (make one with `geovl embed ... --out {p}`)")
-        if (p / "manifest.json").is_file():
-            manifest = json.loads((p / "manifest.json").read_text())
-        p = p / "embeddings.npy"
-    elif not p.is_file():
+        from geovl.index.pipeline import read_embeddings
+
+        emb, _, manifest = read_embeddings(p, with_metadata=False)
+        return emb, manifest
+    if not p.is_file():
         raise FileNotFoundError(f"{p}: no such file or folder")
     emb = np.load(p, mmap_mode="r")
     if emb.ndim != 2:
         raise ValueError(f"{p}: expected a 2-D array of embeddings, got shape {emb.shape}")
-    return np.asarray(emb, np.float32), manifest
+    return np.asarray(emb, np.float32), {}
 
 
 def eval_index(

@@ -7,10 +7,8 @@ half-written ``embeddings.npy``.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -173,46 +171,6 @@ def embed_images(
                                             progress=progress)
     return EmbedResult(embeddings=emb, files=[str(files[i]) for i in kept],
                        failures=[(str(files[i]), err) for i, err in bad], seconds=seconds)
-
-
-def _atomic_write_bytes(path: Path, write: Any) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def save_embed_result(result: EmbedResult, out_dir: str | os.PathLike[str], model: dict[str, Any]) -> Path:
-    """Write ``embeddings.npy``, ``files.txt``, ``failures.jsonl`` and ``manifest.json`` to ``out_dir``.
-
-    Each file is written to a temporary name and renamed; the manifest goes last, so a folder with a manifest is
-    complete.
-    """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    _atomic_write_bytes(out / "embeddings.npy", lambda fh: np.save(fh, result.embeddings.astype(np.float32)))
-    _atomic_write_bytes(out / "files.txt", lambda fh: fh.write("".join(f + "\n" for f in result.files).encode()))
-    _atomic_write_bytes(
-        out / "failures.jsonl",
-        lambda fh: fh.write("".join(json.dumps({"file": f, "error": e}) + "\n" for f, e in result.failures).encode()),
-    )
-    from geovl import __version__
-
-    manifest = {
-        "count": len(result.files),
-        "dim": int(result.embeddings.shape[1]),
-        "failures": len(result.failures),
-        "model": model,
-        "seconds": round(result.seconds, 3),
-        "images_per_second": round(result.images_per_second, 2),
-        "geovl_version": __version__,
-    }
-    _atomic_write_bytes(out / "manifest.json", lambda fh: fh.write((json.dumps(manifest, indent=2) + "\n").encode()))
-    return out
 
 
 def model_record(backbone: Backbone) -> dict[str, Any]:

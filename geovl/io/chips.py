@@ -218,6 +218,20 @@ class ChipReader:
                 self.min_valid_fraction,
             )
 
+    def read(self, row: int, col: int, ds: Any = None) -> Chip | None:
+        """Random access: the chip at grid cell (row, col), or ``None`` when it is below ``min_valid_fraction``.
+
+        Pass an open dataset (from :func:`geovl.io.geotiff.open_dataset`) to read many chips without reopening the
+        file; worker processes of a DataLoader do that.
+        """
+        if not (0 <= row < len(self._rows) and 0 <= col < len(self._cols)):
+            raise ValueError(f"chip ({row}, {col}) is outside the {len(self._rows)} x {len(self._cols)} grid")
+        window = (self._cols[col], self._rows[row], self.size, self.size)
+        if ds is not None:
+            return self._read_chip(ds, row, col, window)
+        with open_dataset(self.path) as opened:
+            return self._read_chip(opened, row, col, window)
+
     def _read_chip(self, ds: Any, r: int, c: int, window: tuple[int, int, int, int]) -> Chip | None:
         windows = _rasterio("reading raster chips").windows
         col_off, row_off, width, height = window

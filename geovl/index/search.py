@@ -1,0 +1,559 @@
+"""Search a geovl index folder by text, image or vector, with metadata, footprint and time filters.
+
+:class:`Searcher` loads ``index.faiss``, ``manifest.json``, ``metadata.parquet`` and ``deleted.npy`` once and
+answers queries. A filtered search returns ``k`` hits whenever ``k`` rows match:
+
+1. The filter becomes a row mask over the metadata (vectorised; :mod:`geovl.index.filters`), minus tombstoned
+   (deleted) ids and ``exclude_ids``.
+2. **Selective filters** (at most ``exact_threshold`` matching rows, default
+   :data:`DEFAULT_EXACT_THRESHOLD`) are scored exactly: the matching vectors are read straight from the index's
+   flat storage (Flat, HNSW-Flat; decoded for SQ/PQ storage) and ranked by inner product; an IVF index scans all
+   its lists with an id selector. The result equals brute-force filtering followed by exact search.
+3. **Broad filters** search the ANN index with a faiss id selector (a bitmap over ids), at the index's
+   ``nprobe`` / ``efSearch``. A query that comes back with fewer than ``k`` hits is retried with 4x the
+   ``nprobe`` / ``efSearch`` (twice), then scored exactly, so results are never short.
+
+Unfiltered searches without tombstones are plain faiss searches. Scores are inner products of L2-normalised
+vectors (cosine similarity).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from PIL import Image
+
+from geovl._optional import require
+from geovl.index.filters import Filters, MetadataTable
+
+if TYPE_CHECKING:
+    from geovl.vlm.backbone import Backbone
+
+logger = logging.getLogger(__name__)
+
+INDEX_FORMAT = "geovl-index"
+INDEX_FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+INDEX_FILE = "index.faiss"
+METADATA_FILE = "metadata.parquet"
+DELETED_FILE = "deleted.npy"
+
+#: Filters matching at most this many rows are scored exactly over just those rows (see the module docstring).
+#: At 512-d, exact scoring of 20k gathered vectors takes about 4 ms on one core, while HNSW with an id selector
+#: slows down and loses recall as the filter narrows (``benchmarks/filtered_search.py`` has the figures).
+DEFAULT_EXACT_THRESHOLD = 20_000
+
+_RETRIES = 2
+_RETRY_FACTOR = 4
+_EXACT_BLOCK = 16_384
+
+Query = str | os.PathLike | bytes | Image.Image | np.ndarray
+"""A text (``str``), an image (path-like, encoded bytes, PIL image, HxW[xC] array) or an embedding (1-D array of
+length D, or shape (1, D)). A ``str`` is always text: pass ``Path("x.png")`` to search with an image file."""
+
+
+@dataclass
+class Hit:
+    """One search result.
+
+    Attributes:
+        id: the vector's global int64 id.
+        score: cosine similarity to the query (inner product of normalised vectors).
+        rank: 0-based position in the result list.
+        metadata: the row's metadata columns except ``id`` (``acquired`` as ``datetime``, ``geometry`` as WKB
+            bytes).
+    """
+
+    id: int
+    score: float
+    rank: int
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly dict: times as ISO strings, bytes (WKB geometry) as hex, NaN as ``None``."""
+        return {"id": self.id, "score": self.score, "rank": self.rank, "metadata": _jsonable(self.metadata)}
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).hex()
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and value != value:
+        return None
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)
+
+
+@dataclass
+class SearchPlan:
+    """How a search with given filters would run.
+
+    Attributes:
+        path: ``"unfiltered"`` (plain ANN search), ``"exact"`` (brute force over the allowed rows),
+            ``"selector"`` (ANN search with an id selector) or ``"empty"`` (nothing matches).
+        allowed: number of rows the filters, tombstones and exclusions leave.
+        total: number of rows in the index.
+    """
+
+    path: str
+    allowed: int
+    total: int
+
+
+def read_manifest(index_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read and check ``manifest.json`` of an index folder.
+
+    Raises:
+        FileNotFoundError: no manifest (not an index folder).
+        ValueError: not a geovl index, a newer format, or a metric other than inner product.
+    """
+    path = Path(index_dir) / MANIFEST
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: {index_dir} is not a geovl index folder (build one with "
+                                "`geovl index build`)")
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: invalid JSON ({exc})") from exc
+    if manifest.get("format") != INDEX_FORMAT:
+        raise ValueError(f"{path}: format is {manifest.get('format')!r}, expected {INDEX_FORMAT!r}")
+    version = manifest.get("format_version")
+    if not isinstance(version, int) or version > INDEX_FORMAT_VERSION:
+        raise ValueError(f"{path}: format_version {version!r} is newer than this geovl reads "
+                         f"({INDEX_FORMAT_VERSION}); upgrade geovl")
+    if manifest.get("metric", "ip") != "ip":
+        raise ValueError(f"{path}: metric {manifest.get('metric')!r} is not supported; geovl indexes use 'ip'")
+    for key in ("dim", "model"):
+        if key not in manifest:
+            raise ValueError(f"{path}: missing '{key}'")
+    return dict(manifest)
+
+
+class _FaissAccess:
+    """What search needs to know about a loaded faiss index: its kind, its default parameters, and how to read
+    stored vectors by row for exact scoring."""
+
+    def __init__(self, faiss: Any, index: Any, row_ids: np.ndarray, params: dict[str, Any]) -> None:
+        self.faiss = faiss
+        self.index = index
+        self.ntotal = int(index.ntotal)
+        inner = faiss.downcast_index(index)
+        id_map: np.ndarray | None = None
+        if isinstance(inner, faiss.IndexIDMap):
+            id_map = np.asarray(faiss.vector_to_array(inner.id_map), np.int64)
+            inner = faiss.downcast_index(inner.index)
+        self.hnsw = inner if isinstance(inner, faiss.IndexHNSW) else None
+        self.ivf = None if self.hnsw is not None else faiss.try_extract_index_ivf(inner)
+        self.is_flat = isinstance(inner, faiss.IndexFlat)
+        self.nprobe = int(params.get("nprobe") or (self.ivf.nprobe if self.ivf is not None else 1))
+        self.ef_search = int(params.get("efSearch") or (self.hnsw.hnsw.efSearch if self.hnsw is not None else 16))
+
+        # Exact scoring reads vectors by internal position: a zero-copy view of float storage, or decoded codes.
+        self.storage: Any = None
+        self.vectors: np.ndarray | None = None
+        if self.ivf is None:
+            storage = faiss.downcast_index(self.hnsw.storage) if self.hnsw is not None else inner
+            if isinstance(storage, faiss.IndexFlat) and storage.code_size == 4 * storage.d:
+                self.vectors = faiss.rev_swig_ptr(storage.get_xb(), self.ntotal * storage.d).reshape(
+                    self.ntotal, storage.d)
+            else:
+                self.storage = storage
+        self.pos_of_row: np.ndarray | None = None  # None: internal position == row
+        if self.ivf is None:
+            ids_at = id_map if id_map is not None else np.arange(self.ntotal, dtype=np.int64)
+            if not np.array_equal(ids_at, row_ids):
+                order = np.argsort(ids_at, kind="stable")
+                j = np.minimum(np.searchsorted(ids_at[order], row_ids), self.ntotal - 1)
+                if not np.array_equal(ids_at[order][j], row_ids):
+                    raise ValueError("index.faiss and metadata.parquet hold different ids; rebuild the index")
+                self.pos_of_row = order[j]
+
+        # Id selectors: a bitmap over ids when ids are small non-negative numbers, else a hashed id batch.
+        self.row_ids = row_ids
+        self.dense_ids = bool(row_ids.size == 0 or np.array_equal(row_ids, np.arange(row_ids.size)))
+        self.max_id = int(row_ids.max()) if row_ids.size else 0
+        self.bitmap_ok = bool(row_ids.size == 0 or (row_ids[0] >= 0 and self.max_id < 64 * row_ids.size + (1 << 20)))
+
+    @property
+    def can_read_vectors(self) -> bool:
+        return self.vectors is not None or self.storage is not None
+
+    # ---- selectors and parameters
+    def selector(self, mask: np.ndarray) -> tuple[Any, list[Any]]:
+        """A faiss id selector for the rows in ``mask``, plus objects that must outlive the search."""
+        faiss = self.faiss
+        if self.bitmap_ok:
+            if self.dense_ids:
+                bits = mask
+            else:
+                bits = np.zeros(self.max_id + 1, dtype=bool)
+                bits[self.row_ids[mask]] = True
+            packed = np.packbits(bits, bitorder="little")
+            return faiss.IDSelectorBitmap(packed.size, faiss.swig_ptr(packed)), [packed]
+        allowed = np.ascontiguousarray(self.row_ids[mask])
+        return faiss.IDSelectorBatch(allowed.size, faiss.swig_ptr(allowed)), [allowed]
+
+    def params(self, sel: Any, nprobe: int, ef_search: int) -> Any:
+        """Per-call search parameters (never the index's own fields, so concurrent searches do not interfere)."""
+        faiss = self.faiss
+        kwargs: dict[str, Any] = {} if sel is None else {"sel": sel}
+        if self.hnsw is not None:
+            return faiss.SearchParametersHNSW(efSearch=ef_search, **kwargs)
+        if self.ivf is not None:
+            return faiss.SearchParametersIVF(nprobe=min(nprobe, int(self.ivf.nlist)), **kwargs)
+        return faiss.SearchParameters(**kwargs) if kwargs else None
+
+    def search(self, q: np.ndarray, k: int, params: Any) -> tuple[np.ndarray, np.ndarray]:
+        if params is None:
+            d, i = self.index.search(q, k)
+        else:
+            d, i = self.index.search(q, k, params=params)
+        return np.asarray(d, np.float32), np.asarray(i, np.int64)
+
+    # ---- exact scoring over a subset of rows
+    def exact(self, q: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top-``k`` (scores, ids) of ``q`` over the vectors at ``rows``; -1 ids pad short results."""
+        if self.ivf is not None or not self.can_read_vectors:
+            mask = np.zeros(self.row_ids.size, dtype=bool)
+            mask[rows] = True
+            sel, keep = self.selector(mask)
+            params = self.params(sel, nprobe=int(self.ivf.nlist) if self.ivf is not None else self.nprobe,
+                                 ef_search=max(self.ef_search, rows.size))
+            out = self.search(q, k, params)
+            del keep
+            return out
+        pos = rows if self.pos_of_row is None else self.pos_of_row[rows]
+        best_s = np.full((q.shape[0], 0), -np.inf, np.float32)
+        best_i = np.zeros((q.shape[0], 0), np.int64)
+        for start in range(0, pos.size, _EXACT_BLOCK):
+            block = pos[start:start + _EXACT_BLOCK]
+            vecs = self.vectors[block] if self.vectors is not None else self.storage.reconstruct_batch(block)
+            scores = q @ np.asarray(vecs, np.float32).T
+            ids = np.broadcast_to(self.row_ids[rows[start:start + _EXACT_BLOCK]], scores.shape)
+            best_s, best_i = _top_k(np.concatenate([best_s, scores], 1), np.concatenate([best_i, ids], 1), k)
+        if best_s.shape[1] < k:
+            pad = k - best_s.shape[1]
+            best_s = np.pad(best_s, ((0, 0), (0, pad)), constant_values=-np.inf)
+            best_i = np.pad(best_i, ((0, 0), (0, pad)), constant_values=-1)
+        return best_s, best_i
+
+
+def _top_k(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row top-``k`` of ``scores`` (best first) with the matching ``ids``."""
+    if scores.shape[1] > k:
+        keep = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        scores, ids = np.take_along_axis(scores, keep, 1), np.take_along_axis(ids, keep, 1)
+    order = np.argsort(-scores, axis=1, kind="stable")
+    return np.take_along_axis(scores, order, 1), np.take_along_axis(ids, order, 1)
+
+
+def _same_model(indexed: dict[str, Any], name: str, sha256: str | None) -> bool:
+    """Same encoder: equal checkpoint digests when both are known, else equal names."""
+    indexed_sha = indexed.get("checkpoint_sha256")
+    if indexed_sha and sha256:
+        return bool(indexed_sha == sha256)
+    return bool(indexed.get("name") == name)
+
+
+class Searcher:
+    """Searches one geovl index folder; everything is loaded once, in the constructor.
+
+    Thread safety: ``search`` / ``search_batch`` may be called from several threads at once. faiss searches are
+    read-only and get per-call parameter objects; the lazy backbone load and the per-column filter caches are
+    guarded by locks.
+
+    Args:
+        index_dir: the index folder (``manifest.json``, ``index.faiss``, ``metadata.parquet``, ``deleted.npy``).
+        backbone: encoder for text and image queries. It must be the model the index was built with (same
+            checkpoint digest, or same name when a digest is missing, and the same dimension).
+        model: name or path to load the encoder from instead of the manifest's model name (e.g. a local copy of
+            the checkpoint); the same identity check applies. Without ``backbone``, the encoder is loaded on the
+            first text or image query.
+        device, precision: for loading the encoder (see :func:`geovl.vlm.load_backbone`).
+        mmap: memory-map the faiss index and the metadata instead of reading them into RAM.
+        exact_threshold: filters leaving at most this many rows are scored exactly (default
+            :data:`DEFAULT_EXACT_THRESHOLD`).
+
+    Raises:
+        FileNotFoundError, ValueError: a missing or inconsistent index folder, or a mismatching ``backbone``.
+    """
+
+    def __init__(
+        self,
+        index_dir: str | os.PathLike[str],
+        *,
+        backbone: Backbone | None = None,
+        model: str | os.PathLike[str] | None = None,
+        device: str = "auto",
+        precision: str = "auto",
+        mmap: bool = False,
+        exact_threshold: int | None = None,
+    ) -> None:
+        faiss = require("faiss", extra="index", feature="searching an index")
+        pq = require("pyarrow.parquet", extra="index", feature="searching an index")
+        self.index_dir = Path(index_dir)
+        self.manifest = read_manifest(self.index_dir)
+        self.dim = int(self.manifest["dim"])
+        for name in (INDEX_FILE, METADATA_FILE):
+            if not (self.index_dir / name).is_file():
+                raise FileNotFoundError(f"{self.index_dir / name} not found; the index folder is incomplete")
+        flags = (faiss.IO_FLAG_MMAP | faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY) if mmap else 0
+        index = faiss.read_index(str(self.index_dir / INDEX_FILE), flags)
+        if index.d != self.dim:
+            raise ValueError(f"{self.index_dir / INDEX_FILE} holds {index.d}-d vectors but the manifest says "
+                             f"dim {self.dim}")
+        self.metadata = MetadataTable(pq.read_table(self.index_dir / METADATA_FILE, memory_map=mmap))
+        if index.ntotal != len(self.metadata):
+            raise ValueError(f"{self.index_dir}: index.faiss holds {index.ntotal} vectors but metadata.parquet has "
+                             f"{len(self.metadata)} rows; rebuild the index")
+        self._faiss = _FaissAccess(faiss, index, self.metadata.ids, dict(self.manifest.get("params") or {}))
+        self._live: np.ndarray | None = None
+        deleted_path = self.index_dir / DELETED_FILE
+        if deleted_path.is_file():
+            deleted = np.asarray(np.load(deleted_path), np.int64).ravel()
+            if deleted.size:
+                self._live = ~np.isin(self.metadata.ids, deleted)
+        self._live_selector: tuple[Any, list[Any]] | None = None
+        self.exact_threshold = DEFAULT_EXACT_THRESHOLD if exact_threshold is None else int(exact_threshold)
+        self._model_source = os.fspath(model) if model is not None else None
+        self._device, self._precision = device, precision
+        self._backbone_lock = threading.Lock()
+        self._backbone: Backbone | None = None
+        if backbone is not None:
+            self._check_backbone(backbone)
+            self._backbone = backbone
+
+    # ---- properties
+    def __len__(self) -> int:
+        """Number of searchable (not deleted) vectors."""
+        return len(self.metadata) if self._live is None else int(self._live.sum())
+
+    @property
+    def model(self) -> dict[str, Any]:
+        """The manifest's record of the model the index was built with."""
+        return dict(self.manifest["model"])
+
+    def __repr__(self) -> str:
+        return (f"Searcher({str(self.index_dir)!r}, count={len(self)}, dim={self.dim}, "
+                f"index_type={self.manifest.get('index_type')!r}, model={self.model.get('name')!r})")
+
+    # ---- encoder
+    def _check_backbone(self, backbone: Backbone) -> None:
+        indexed = self.model
+        name, sha = backbone.info.name, backbone.info.checkpoint_sha256
+        if backbone.embed_dim != self.dim or not _same_model(indexed, name, sha):
+            raise ValueError(
+                f"index built with model {indexed.get('name')} (dim {self.dim}, sha256 "
+                f"{indexed.get('checkpoint_sha256') or 'unknown'}); query encoder is {name} (dim "
+                f"{backbone.embed_dim}, sha256 {sha or 'unknown'}). Search with the model the index was built "
+                "with, or rebuild the index"
+            )
+
+    @property
+    def backbone(self) -> Backbone:
+        """The query encoder, loaded on first use from the manifest's model (or ``model=``)."""
+        if self._backbone is None:
+            with self._backbone_lock:
+                if self._backbone is None:
+                    self._backbone = self._load_backbone()
+        return self._backbone
+
+    def _load_backbone(self) -> Backbone:
+        from geovl.vlm.factory import load_backbone
+
+        indexed = self.model
+        source = self._model_source or indexed.get("name")
+        if not source:
+            raise ValueError(f"{self.index_dir / MANIFEST} names no model; pass backbone= to search by text/image")
+        logger.info("loading query encoder %s for %s", source, self.index_dir)
+        backbone = load_backbone(source, architecture=indexed.get("architecture"), device=self._device,
+                                 precision=self._precision, sha256=indexed.get("checkpoint_sha256"))
+        self._check_backbone(backbone)
+        return backbone
+
+    def encode(self, queries: Sequence[Query]) -> np.ndarray:
+        """(N, D) float32 L2-normalised query embeddings; texts and images go through the backbone in batches."""
+        texts: list[tuple[int, str]] = []
+        images: list[tuple[int, Any]] = []
+        out = np.zeros((len(queries), self.dim), np.float32)
+        for i, query in enumerate(queries):
+            if isinstance(query, str):
+                texts.append((i, query))
+            elif isinstance(query, np.ndarray) and _is_vector(query, self.dim):
+                vec = np.asarray(query, np.float32).reshape(-1)
+                if vec.size != self.dim:
+                    raise ValueError(f"query vector has {vec.size} dimensions; the index has {self.dim}")
+                out[i] = vec
+            elif isinstance(query, (os.PathLike, bytes, bytearray, Image.Image, np.ndarray)):
+                images.append((i, query))
+            else:
+                raise ValueError(f"query {i}: {type(query).__name__} is not a text, image or vector query")
+        if texts:
+            out[[i for i, _ in texts]] = self.backbone.encode_texts([t for _, t in texts])
+        if images:
+            out[[i for i, _ in images]] = self.backbone.encode_images([img for _, img in images])
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        if np.any(norms == 0) or not np.all(np.isfinite(norms)):
+            raise ValueError("a query vector is zero or not finite; it cannot be compared by cosine similarity")
+        return np.ascontiguousarray(out / norms, dtype=np.float32)
+
+    # ---- search
+    def plan(self, filters: Filters | None = None, exclude_ids: Sequence[int] | np.ndarray | None = None) -> SearchPlan:
+        """How a search with ``filters`` (and ``exclude_ids``) would run, without running it."""
+        return self._plan(self._allowed_mask(filters, exclude_ids))[0]
+
+    def search(
+        self,
+        query: Query,
+        k: int = 10,
+        filters: Filters | None = None,
+        *,
+        exclude_ids: Sequence[int] | np.ndarray | None = None,
+        nprobe: int | None = None,
+        ef_search: int | None = None,
+    ) -> list[Hit]:
+        """The ``k`` best matches of one query, best first.
+
+        Args:
+            query: text, image or vector (see :data:`Query`).
+            k: number of hits; fewer only when fewer rows pass the filters.
+            filters: metadata / bbox / time filters (:class:`~geovl.index.filters.Filters`).
+            exclude_ids: ids never to return (e.g. the query image itself in image-to-image search).
+            nprobe, ef_search: override the manifest's IVF ``nprobe`` / HNSW ``efSearch`` for this call.
+        """
+        return self.search_batch([query], k, filters, exclude_ids=exclude_ids, nprobe=nprobe,
+                                 ef_search=ef_search)[0]
+
+    def search_batch(
+        self,
+        queries: Sequence[Query],
+        k: int = 10,
+        filters: Filters | None = None,
+        *,
+        exclude_ids: Sequence[int] | np.ndarray | None = None,
+        nprobe: int | None = None,
+        ef_search: int | None = None,
+    ) -> list[list[Hit]]:
+        """:meth:`search` for several queries at once (one encoder batch and one faiss call); the same filters
+        and exclusions apply to every query. Returns one hit list per query."""
+        if isinstance(queries, (str, bytes)) or (isinstance(queries, np.ndarray) and queries.ndim == 1):
+            raise ValueError("search_batch takes a sequence of queries; use search() for one")
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValueError(f"k must be a positive integer, got {k!r}")
+        if filters is not None and not isinstance(filters, Filters):
+            raise ValueError(f"filters must be a geovl.index.Filters, got {type(filters).__name__}")
+        if len(queries) == 0:
+            return []
+        k = int(k)
+        mask = self._allowed_mask(filters, exclude_ids)  # before encoding: bad filters fail fast
+        q = self.encode(queries)
+        scores, ids = self._search_vectors(q, k, mask, nprobe, ef_search)
+        return self._hits(scores, ids)
+
+    def _allowed_mask(self, filters: Filters | None, exclude_ids: Sequence[int] | np.ndarray | None
+                      ) -> np.ndarray | None:
+        mask = self.metadata.mask(filters)
+        if self._live is not None:
+            mask = self._live.copy() if mask is None else mask & self._live
+        if exclude_ids is not None and len(exclude_ids) > 0:
+            rows = self.metadata.rows_of(np.asarray(exclude_ids, np.int64).ravel())
+            rows = rows[rows >= 0]
+            if rows.size:
+                mask = np.ones(len(self.metadata), bool) if mask is None else mask.copy()
+                mask[rows] = False
+        return mask
+
+    def _plan(self, mask: np.ndarray | None) -> tuple[SearchPlan, np.ndarray | None]:
+        total = len(self.metadata)
+        if mask is None:
+            return SearchPlan("unfiltered", total, total), None
+        rows = np.flatnonzero(mask)
+        if rows.size == total:
+            return SearchPlan("unfiltered", total, total), None
+        if rows.size == 0:
+            return SearchPlan("empty", 0, total), rows
+        if rows.size <= self.exact_threshold or self._faiss.is_flat:
+            return SearchPlan("exact", int(rows.size), total), rows
+        return SearchPlan("selector", int(rows.size), total), rows
+
+    def _search_vectors(self, q: np.ndarray, k: int, mask: np.ndarray | None, nprobe: int | None,
+                        ef_search: int | None) -> tuple[np.ndarray, np.ndarray]:
+        fa = self._faiss
+        nprobe = int(nprobe or fa.nprobe)
+        ef = max(int(ef_search or fa.ef_search), k)
+        plan, rows = self._plan(mask)
+        logger.debug("search plan %s for %d queries", plan, q.shape[0])
+        if plan.path == "empty":
+            return np.zeros((q.shape[0], 0), np.float32), np.zeros((q.shape[0], 0), np.int64)
+        if plan.path == "unfiltered":
+            return fa.search(q, min(k, fa.ntotal), fa.params(None, nprobe, ef))
+        assert rows is not None and mask is not None
+        need = min(k, rows.size)
+        if plan.path == "exact":
+            return fa.exact(q, rows, need)
+        sel, keep = self._selector(mask, filtered_only_by_tombstones=self._is_live_mask(mask))
+        scores, ids = fa.search(q, need, fa.params(sel, nprobe, ef))
+        for _ in range(_RETRIES):
+            short = np.flatnonzero((ids >= 0).sum(1) < need)
+            if short.size == 0:
+                break
+            nprobe, ef = nprobe * _RETRY_FACTOR, ef * _RETRY_FACTOR
+            scores[short], ids[short] = fa.search(q[short], need, fa.params(sel, nprobe, ef))
+        short = np.flatnonzero((ids >= 0).sum(1) < need)
+        if short.size:
+            logger.debug("%d queries still short after retries; scoring them exactly", short.size)
+            scores[short], ids[short] = fa.exact(q[short], rows, need)
+        del keep
+        return scores, ids
+
+    def _is_live_mask(self, mask: np.ndarray) -> bool:
+        return self._live is not None and mask is not self._live and np.array_equal(mask, self._live)
+
+    def _selector(self, mask: np.ndarray, filtered_only_by_tombstones: bool) -> tuple[Any, list[Any]]:
+        # The tombstone-only selector is the same for every unfiltered search: build it once.
+        if filtered_only_by_tombstones:
+            if self._live_selector is None:
+                self._live_selector = self._faiss.selector(mask)
+            return self._live_selector
+        return self._faiss.selector(mask)
+
+    def _hits(self, scores: np.ndarray, ids: np.ndarray) -> list[list[Hit]]:
+        valid = ids >= 0
+        rows = self.metadata.rows_of(ids[valid])
+        records = iter(self.metadata.records(rows[rows >= 0]))
+        found = iter(rows >= 0)
+        out: list[list[Hit]] = []
+        for qi in range(ids.shape[0]):
+            hits: list[Hit] = []
+            for j in np.flatnonzero(valid[qi]):
+                if not next(found):
+                    continue  # an id the metadata does not know; never expected in a consistent folder
+                hits.append(Hit(id=int(ids[qi, j]), score=float(scores[qi, j]), rank=len(hits),
+                                metadata=next(records)))
+            out.append(hits)
+        return out
+
+
+def _is_vector(array: np.ndarray, dim: int) -> bool:
+    """A 1-D array, or a (1, D) float array, is an embedding; anything else is an image."""
+    if array.ndim == 1:
+        return True
+    return array.ndim == 2 and array.shape[0] == 1 and array.shape[1] == dim and np.issubdtype(array.dtype,
+                                                                                                np.floating)
