@@ -11,6 +11,7 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 Handler = Callable[[argparse.Namespace], int]
@@ -157,6 +158,118 @@ def cmd_data(args: argparse.Namespace) -> int:
             "classes": len(labels), "first": samples[0] if samples else None}
     print(json.dumps(info, indent=2, default=str))
     return 0
+
+
+# ---------------------------------------------------------------- index
+
+
+def _parse_size(text: str | None) -> int | None:
+    if text is None:
+        return None
+    units = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+    t = text.strip().upper().removesuffix("B").removesuffix("I")
+    try:
+        return int(float(t[:-1]) * units[t[-1]]) if t and t[-1] in units else int(float(t))
+    except ValueError:
+        raise ValueError(f"cannot read the size '{text}' (examples: 4G, 512M, 1500000000)") from None
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    from geovl.index import store
+
+    action = args.index_action
+    if action == "build":
+        manifest = store.build_index(args.embeddings, args.out, factory=args.factory,
+                                     memory_budget_bytes=_parse_size(args.memory_budget), nprobe=args.nprobe,
+                                     ef_search=args.ef_search, progress=not args.quiet)
+    elif action == "add":
+        manifest = store.add_to_index(args.index, args.embeddings, progress=not args.quiet)
+    elif action == "remove":
+        ids = [int(x) for x in args.ids.split(",") if x.strip()] if args.ids else []
+        if args.ids_file:
+            ids += [int(x) for x in Path(args.ids_file).read_text().split()]
+        if not ids:
+            raise ValueError("give the ids to remove with --ids 1,2,3 or --ids-file FILE")
+        manifest = store.remove_from_index(args.index, ids, missing_ok=args.missing_ok)
+    elif action == "info":
+        manifest = store.load_index(args.index).manifest
+    else:
+        return cmd_search(args)
+    print(json.dumps(manifest.to_dict(), indent=2, default=str))
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from geovl.index.filters import Filters
+    from geovl.index.search import Searcher
+
+    if (args.query is None) == (args.image is None):
+        raise ValueError("give either a text query or --image PATH")
+    filters = Filters.parse(bbox=args.bbox, start=args.start, end=args.end, where=args.where or None)
+    searcher = Searcher(args.index, model=args.model, device=args.device, precision=args.precision)
+    query = args.query if args.query is not None else Path(args.image)
+    hits = searcher.search(query, k=args.k, filters=None if filters.is_empty else filters,
+                           nprobe=args.nprobe, ef_search=args.ef_search)
+    if args.json:
+        print(json.dumps([h.to_dict() for h in hits], indent=2))
+        return 0
+    if not hits:
+        print("no hits")
+    for h in hits:
+        meta = h.to_dict().get("metadata", {})
+        extra = "  ".join(f"{k}={meta[k]}" for k in ("caption", "label", "acquired", "sensor") if meta.get(k))
+        print(f"{h.rank + 1:>3}  {h.score:.4f}  id={h.id}  {meta.get('chip_id') or meta.get('path')}  {extra}")
+    return 0
+
+
+def _add_index_parsers(sub: Any) -> None:
+    p = sub.add_parser("index", help="build, update, inspect and search FAISS indexes of embeddings")
+    actions = p.add_subparsers(dest="index_action", metavar="ACTION", required=True)
+
+    t = actions.add_parser("build", help="build an index from `geovl embed` folders (atomic: replaces --out "
+                                         "only when complete)")
+    t.add_argument("embeddings", nargs="+", help="embeddings folders of one model")
+    t.add_argument("--out", "-o", required=True, help="index folder")
+    t.add_argument("--factory", default="auto",
+                   help="auto (by size and memory budget) or a faiss index_factory string: Flat, HNSW32, "
+                        "IVF4096,Flat, IVF4096,SQ8, OPQ64,IVF16384,PQ64, ...")
+    t.add_argument("--memory-budget", default=None, help="RAM the index may use, e.g. 4G (for --factory auto)")
+    t.add_argument("--nprobe", type=int, default=None, help="default IVF lists probed per query")
+    t.add_argument("--ef-search", type=int, default=None, help="default HNSW efSearch")
+    t.add_argument("--quiet", "-q", action="store_true")
+
+    t = actions.add_parser("add", help="add new embeddings folders to an index without a rebuild")
+    t.add_argument("index")
+    t.add_argument("embeddings", nargs="+")
+    t.add_argument("--quiet", "-q", action="store_true")
+
+    t = actions.add_parser("remove", help="remove vectors by id")
+    t.add_argument("index")
+    t.add_argument("--ids", default=None, help="comma-separated ids")
+    t.add_argument("--ids-file", default=None, help="file with one id per line")
+    t.add_argument("--missing-ok", action="store_true", help="ignore ids that are not in the index")
+
+    t = actions.add_parser("info", help="print an index manifest")
+    t.add_argument("index")
+
+    t = actions.add_parser("search", help="search an index by text or image, with geo / time / metadata filters")
+    t.add_argument("index")
+    t.add_argument("query", nargs="?", default=None, help="text query")
+    t.add_argument("--image", default=None, help="image query (image-to-image search)")
+    t.add_argument("-k", type=int, default=10)
+    t.add_argument("--bbox", default=None, help="west,south,east,north in degrees (footprints that intersect)")
+    t.add_argument("--start", default=None, help="acquired on or after (ISO date or time)")
+    t.add_argument("--end", default=None, help="acquired on or before (ISO date or time)")
+    t.add_argument("--where", action="append", default=None,
+                   help="metadata condition, repeatable: 'sensor=sentinel-2', 'gsd<=10', 'label in forest,river'")
+    t.add_argument("--model", default=None, help="query encoder (default: the model the index was built with)")
+    t.add_argument("--device", default="auto")
+    t.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    t.add_argument("--nprobe", type=int, default=None)
+    t.add_argument("--ef-search", type=int, default=None)
+    t.add_argument("--json", action="store_true", help="print hits as JSON")
+    for t in actions.choices.values():
+        t.set_defaults(handler=cmd_index)
 
 
 # ---------------------------------------------------------------- eval
@@ -334,6 +447,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-image-check", action="store_true", help="do not require the image files to exist")
     p.set_defaults(handler=cmd_data)
 
+    _add_index_parsers(sub)
     _add_eval_parsers(sub)
 
     p = sub.add_parser("synth", help="write a synthetic remote-sensing dataset in a real layout")

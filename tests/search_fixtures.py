@@ -91,6 +91,7 @@ def build_faiss_index(vectors: np.ndarray, ids: np.ndarray, index_type: str) -> 
     import faiss
 
     d = vectors.shape[1]
+    inner: Any
     if index_type.startswith("IVF"):
         index = faiss.index_factory(d, index_type, faiss.METRIC_INNER_PRODUCT)
         index.train(vectors)
@@ -146,6 +147,33 @@ def write_index_dir(
     }
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return folder
+
+
+def move_ivf_on_disk(folder: Path) -> Path:
+    """Rewrite ``folder``'s IVF index with its lists in ``index.ivfdata`` (faiss OnDiskInvertedLists), then move
+    the folder, as a build that writes into a temporary folder and renames it does. Returns the new folder."""
+    import faiss
+
+    index = faiss.read_index(str(folder / "index.faiss"))
+    ivf: Any = faiss.extract_index_ivf(index)
+    staging = folder.with_name(folder.name + ".tmp")
+    staging.mkdir()
+    lists: Any = faiss.OnDiskInvertedLists(ivf.nlist, ivf.code_size, str(staging / "index.ivfdata"))
+    for list_no in range(ivf.nlist):
+        n = ivf.invlists.list_size(list_no)
+        if n:
+            lists.add_entries(list_no, n, ivf.invlists.get_ids(list_no), ivf.invlists.get_codes(list_no))
+    ivf.replace_invlists(lists, True)
+    lists.this.disown()
+    faiss.write_index(index, str(staging / "index.faiss"))
+    for name in ("metadata.parquet", "manifest.json", "deleted.npy"):
+        if (folder / name).exists():
+            (folder / name).rename(staging / name)
+    (folder / "index.faiss").unlink()
+    folder.rmdir()
+    moved = folder.with_name(folder.name + "_moved")
+    staging.rename(moved)
+    return moved
 
 
 def exact_filtered(vectors: np.ndarray, ids: np.ndarray, queries: np.ndarray, allowed: np.ndarray,

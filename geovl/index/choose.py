@@ -47,6 +47,8 @@ MIN_POINTS_PER_LIST = 39
 HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 40
 HNSW_EF_SEARCH = 128
+REFINE_K_FACTOR = 4
+"""Refine types re-rank ``4 * k`` candidates by default."""
 PQ_M_CHOICES = (64, 32, 16, 8)
 TRAIN_MAX_BYTES = 2**30
 """Cap on the float32 training sample (1 GiB: 524,288 vectors at 512-d)."""
@@ -66,6 +68,7 @@ class IndexParams:
         ef_search: default HNSW search beam width (also used for an HNSW coarse quantizer).
         train_size: vectors in the training sample (0 when the index needs no training).
         seed: seed of the training sample and of k-means.
+        k_factor: for ``Refine(...)``/``RFlat`` types, candidates re-ranked per requested result.
     """
 
     nlist: int | None = None
@@ -75,6 +78,7 @@ class IndexParams:
     ef_search: int | None = None
     train_size: int = 0
     seed: int = 0
+    k_factor: int | None = None
 
 
 @dataclass
@@ -203,9 +207,16 @@ def describe_factory(factory: str, n: int, dim: int) -> IndexChoice:
         index = faiss.index_factory(dim, spec, faiss.METRIC_INNER_PRODUCT)
     except RuntimeError as exc:
         msg = str(exc).strip().splitlines()[-1]
-        raise ValueError(f"invalid faiss index_factory string {factory!r} for {dim}-d vectors: {msg}. Examples: "
+        raise ValueError(f"invalid faiss index_factory string {factory!r} for {dim}-d inner-product search: {msg}. "
+                         "Examples: "
                          "'Flat', 'HNSW32', 'IVF1024,Flat', 'IVF4096,SQ8', 'OPQ64,IVF4096,PQ64'") from exc
-    ivf = faiss.try_extract_index_ivf(index)
+    if "NSG" in spec:
+        raise ValueError(f"{factory!r}: NSG graphs must be built in a single add of all vectors, while geovl adds "
+                         "partition by partition to bound memory; use 'HNSW32' instead")
+    top = faiss.downcast_index(index)
+    while isinstance(top, faiss.IndexPreTransform):
+        top = faiss.downcast_index(top.index)
+    ivf = top if isinstance(top, faiss.IndexIVF) else None  # IVF under e.g. a refine stage is not mergeable
     params = IndexParams()
     if ivf is not None:
         kind = "ivf"
@@ -213,6 +224,10 @@ def describe_factory(factory: str, n: int, dim: int) -> IndexChoice:
         params.nprobe = default_nprobe(params.nlist)
         if re.search(r"IVF\d+_HNSW", spec):
             params.ef_search = HNSW_EF_SEARCH
+    elif (inner := faiss.try_extract_index_ivf(index)) is not None:  # e.g. IVF under a refine stage
+        kind = "other"
+        params.nlist = int(inner.nlist)
+        params.nprobe = default_nprobe(params.nlist)
     elif (hm := re.search(r"HNSW(\d+)", spec)) is not None:
         kind = "hnsw"
         params.hnsw_m, params.ef_construction, params.ef_search = int(hm.group(1)), HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH
@@ -220,6 +235,8 @@ def describe_factory(factory: str, n: int, dim: int) -> IndexChoice:
         kind = "flat"
     else:
         kind = "other"
+    if re.search(r"Refine\(|RFlat", spec):
+        params.k_factor = REFINE_K_FACTOR
     if not index.is_trained:
         params.train_size = default_train_size(n, dim, params.nlist)
     mem = estimate_memory(spec, n, dim)
@@ -230,12 +247,15 @@ _CODEC_RE = re.compile(r"^(Flat|SQ(?:8|6|4|fp16|bf16)|PQ(\d+)(?:x(\d+))?(fs)?r?|
 
 
 def estimate_memory(factory: str, n: int, dim: int) -> int:
-    """Rough RAM of a filled index in bytes: codes + ids (+ graph links, centroids, transforms).
+    """Rough RAM of a filled index in bytes: codes + ids (+ graph links, centroids, transforms, refine codes).
 
     Unknown codecs are counted as float32 (``4 * dim`` bytes per vector).
     """
-    tokens = factory.replace("_", ",").split(",")
-    per_vec = 0.0
+    refine = re.search(r"Refine\((\w+)\)", factory)
+    if refine is not None:  # a second, exact-ish code per vector for re-ranking
+        factory = factory.replace(refine.group(0), "")
+    tokens = [t for t in factory.replace("_", ",").split(",") if t]
+    per_vec = 0.0 if refine is None or not (m := _CODEC_RE.fullmatch(refine.group(1))) else _code_bytes(m, dim)
     fixed = 0.0
     code = 4.0 * dim
     nlist = 0
@@ -250,8 +270,8 @@ def estimate_memory(factory: str, n: int, dim: int) -> int:
                 hnsw_m = int(m.group(1))
         elif tok.startswith(("OPQ", "PCA")):
             fixed += 4.0 * dim * dim
-        elif (m := _CODEC_RE.fullmatch(tok)) is not None:
-            code = _code_bytes(m, dim)
+        elif (c := _CODEC_RE.fullmatch(tok)) is not None:
+            code = _code_bytes(c, dim)
     per_vec += code
     if nlist:
         per_vec += 8  # ids stored in the inverted lists

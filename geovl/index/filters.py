@@ -60,7 +60,8 @@ class Range:
 
 
 WhereCondition = Any
-"""A value (equality), a list / set / frozenset (membership), a ``(lo, hi)`` tuple or a :class:`Range`."""
+"""A value (equality), a list / set / frozenset / numpy array (membership), a ``(lo, hi)`` tuple or a
+:class:`Range`."""
 
 
 @dataclass
@@ -95,7 +96,7 @@ class Filters:
                 raise ValueError(f"where[{name!r}]: a range is a (lo, hi) pair, got {len(cond)} values")
             if isinstance(cond, tuple) and cond[0] is None and cond[1] is None:
                 raise ValueError(f"where[{name!r}]: a range needs at least one end")
-            if isinstance(cond, (list, set, frozenset)) and not cond:
+            if isinstance(cond, (list, set, frozenset, np.ndarray)) and len(cond) == 0:
                 raise ValueError(f"where[{name!r}]: empty list of values")
 
     @property
@@ -132,9 +133,6 @@ class Filters:
                 conditions[name] = _merge_ranges(text, name, conditions[name], cond)
             else:
                 conditions[name] = cond
-        for key, value in (("start", start), ("end", end)):
-            if value is not None:
-                to_utc_micros(value, what=key)
         return cls(bbox=box, start=start, end=end, where=conditions)
 
 
@@ -200,6 +198,8 @@ def _parse_condition(text: str) -> tuple[str, WhereCondition]:
     value = _unquote(m["val"])
     if value == "":
         raise ValueError(f"where condition '{text}': missing value after '{m['op']}'")
+    if value[0] in "<>=!":
+        raise ValueError(f"where condition '{text}': value '{value}' starts with an operator; quote it if meant")
     op = m["op"]
     if op in ("=", "=="):
         return m["col"], value
@@ -284,7 +284,9 @@ class MetadataTable:
             if np.any(ids[1:] == ids[:-1]):
                 raise ValueError("metadata has duplicate ids")
             table = table.take(pa.array(order))
-        self.table = table
+        # One chunk per column: pyarrow's take() on a multi-chunk table concatenates the chunks on every call
+        # (about 4 ms at 200k rows, against 0.1 ms on one chunk).
+        self.table = table.combine_chunks()
         self.ids = ids
         self._cache: dict[str, _Column] = {}
         self._bounds: tuple[np.ndarray, ...] | None = None
@@ -392,7 +394,7 @@ class MetadataTable:
             cond = Range(lo=cond[0], hi=cond[1])
         if isinstance(cond, Range):
             return col.valid & _range_mask(name, col, self.table.column(name), cond)
-        values = list(cond) if isinstance(cond, (list, set, frozenset)) else [cond]
+        values = list(cond) if isinstance(cond, (list, set, frozenset, np.ndarray)) else [cond]
         if col.kind == "string":
             return _string_membership(name, col, values)
         if col.kind == "time":
