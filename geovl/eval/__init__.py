@@ -11,8 +11,7 @@ Submodules are imported on first use, so ``import geovl.eval`` stays light.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from geovl._lazy import lazy_getattr
 
 _EXPORTS = {
     "EvalReport": "geovl.eval.report",
@@ -34,8 +33,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'geovl.eval' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _EXPORTS)

@@ -13,8 +13,7 @@ Submodules are imported on first use, so ``import geovl.index`` does not load fa
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from geovl._lazy import lazy_getattr
 
 _EXPORTS = {
     "EmbedResult": "geovl.index.embed",
@@ -45,8 +44,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'geovl.index' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _EXPORTS)
