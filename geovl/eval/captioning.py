@@ -755,7 +755,8 @@ def change_caption_metrics(
             return _score_corpus(ids, refs, cands, refs_tok, cands_tok, scorer, tokenizer, notes)
 
         overall = score(ids_all)
-        assert overall is not None  # ids_all is never empty after validation
+        if overall is None:  # validation guarantees at least one id; this guards the type, not user input
+            raise RuntimeError("no pairs to score")
         return ChangeCaptionScores(
             overall=overall,
             changed=score(ids_changed),

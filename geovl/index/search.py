@@ -562,11 +562,13 @@ class Searcher:
         total = len(self.metadata)
         need = min(k, total if rows is None else rows.size)
         if plan.path == "exact":
-            assert rows is not None
+            if rows is None:
+                raise RuntimeError("internal: an exact plan without rows")
             return fa.exact(q, rows, need)
         if plan.path == "unfiltered":
             return self._ann_search(q, need, None, nprobe, ef, None)
-        assert mask is not None and rows is not None
+        if mask is None or rows is None:
+            raise RuntimeError("internal: a filtered plan without a mask")
         share = rows.size / total
         scores = np.full((q.shape[0], need), -np.inf, np.float32)
         ids = np.full((q.shape[0], need), -1, np.int64)
