@@ -284,7 +284,11 @@ def open_run(backbone_record: dict[str, Any], dim: int, sources: Sequence[Source
         raise ValueError("nothing to embed: no sources")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    return out, _load_manifest(out, backbone_record, [s.describe() for s in sources], config, dim)
+    manifest = _load_manifest(out, backbone_record, [s.describe() for s in sources], config, dim)
+    # A killed run cannot delete its half-written temporary files: remove them before writing again.
+    for stale in [*out.glob(".part-*.tmp"), *out.glob(f".{MANIFEST}.*.tmp")]:
+        stale.unlink(missing_ok=True)
+    return out, manifest
 
 
 def plan_partitions(sources: Sequence[Source], config: EmbedConfig) -> Iterator[tuple[str, list[_Item]]]:
