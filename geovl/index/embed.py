@@ -1,8 +1,7 @@
-"""Embed a collection of image files: reader -> decode + preprocess (DataLoader workers) -> model -> writer.
+"""In-memory embedding of image collections (the partitioned, resumable pipeline is geovl.index.pipeline).
 
-Decoding runs in worker processes so it overlaps the model; unreadable files are skipped and listed, never fatal.
-Outputs are written through temporary files and renamed into place, so an interrupted run never leaves a
-half-written ``embeddings.npy``.
+Decoding runs in DataLoader workers (the pipeline's own mapper) so it overlaps the model; unreadable inputs are
+skipped and reported, never fatal.
 """
 
 from __future__ import annotations
@@ -16,11 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from torch.utils.data import DataLoader, Dataset
 
-from geovl.io.geotiff import load_any_image
-from geovl.io.images import ImageReadError, ImageSource
+from geovl.io.images import ImageSource
 from geovl.vlm.backbone import Backbone
 
 logger = logging.getLogger(__name__)
@@ -40,33 +36,6 @@ def list_images(paths: Iterable[str | os.PathLike[str]], suffixes: Sequence[str]
         else:
             raise FileNotFoundError(f"{path}: no such file or folder")
     return found
-
-
-class _ImageSources(Dataset):
-    """Decode + preprocess one source per item; a bad source yields its error message instead of a tensor."""
-
-    def __init__(self, sources: Sequence[ImageSource], transform: Any) -> None:
-        self.sources = sources
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.sources)
-
-    def __getitem__(self, i: int) -> tuple[int, torch.Tensor | None, str | None]:
-        try:
-            return i, self.transform(load_any_image(self.sources[i])), None
-        except (ImageReadError, OSError) as exc:
-            return i, None, str(exc)
-
-
-_Item = tuple[int, torch.Tensor | None, str | None]
-
-
-def _collate(items: list[_Item]) -> tuple[list[int], torch.Tensor | None, list[tuple[int, str]]]:
-    ok = [(i, t) for i, t, _ in items if t is not None]
-    bad = [(i, e) for i, t, e in items if t is None and e is not None]
-    pixels = torch.stack([t for _, t in ok]) if ok else None
-    return [i for i, _ in ok], pixels, bad
 
 
 @dataclass
@@ -113,13 +82,9 @@ def embed_sources(
         raise ValueError("no images to embed")
     if workers is None:
         workers = max(1, (os.cpu_count() or 2) - 1)
-    loader = DataLoader(
-        _ImageSources(sources, backbone.transform),
-        batch_size=batch_size,
-        num_workers=workers,
-        collate_fn=_collate,
-        pin_memory=backbone.device.type == "cuda",
-    )
+    from geovl.index.pipeline import Record, decode_loader  # the pipeline's mapper; imported late (it imports us)
+
+    loader = decode_loader(backbone, [Record(src) for src in sources], [], batch_size, workers)
     chunks: list[np.ndarray] = []
     kept: list[int] = []
     failures: list[tuple[int, str]] = []
@@ -127,7 +92,7 @@ def embed_sources(
 
     bar = tqdm(total=len(sources), unit="img", desc=desc, disable=not progress, dynamic_ncols=True)
     start = time.perf_counter()
-    for idx, pixels, bad in loader:
+    for idx, pixels, _, bad in loader:
         for i, err in bad:
             failures.append((i, err))
             logger.warning("skipped %s", err)

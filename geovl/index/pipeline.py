@@ -36,14 +36,16 @@ from torch.utils.data import DataLoader, Dataset
 from geovl import __version__
 from geovl._optional import require
 from geovl.index.embed import model_record
+from geovl.index.manifest import EMBEDDINGS_FORMAT
+from geovl.index.manifest import MANIFEST_FILE as MANIFEST
 from geovl.index.sources import ChipRef, Record, Source
+
+__all__ = ["EmbedConfig", "EmbedSummary", "Record", "decode_loader", "read_embeddings", "run_embed"]
 from geovl.io.images import ImageReadError
 from geovl.vlm.backbone import Backbone
 
 logger = logging.getLogger(__name__)
 
-EMBEDDINGS_FORMAT = "geovl-embeddings"
-MANIFEST = "manifest.json"
 
 
 @dataclass
@@ -160,6 +162,13 @@ def _collate(items: list[tuple[int, torch.Tensor | None, dict[str, Any], str | N
     bad = [(i, e or "unreadable") for i, t, _, e in items if t is None]
     pixels = torch.stack([t for _, t, _ in ok]) if ok else None
     return [i for i, _, _ in ok], pixels, [m for _, _, m in ok], bad
+
+
+def decode_loader(backbone: Backbone, records: Sequence[Record], chip_readers: list[Any], batch_size: int,
+                  workers: int) -> DataLoader:
+    """Batches of ``(positions, pixels | None, chip metadata, failures)``, decoded in ``workers`` processes."""
+    return DataLoader(_Mapper(records, backbone.transform, chip_readers), batch_size=batch_size,
+                      num_workers=workers, collate_fn=_collate, pin_memory=backbone.device.type == "cuda")
 
 
 # ---------------------------------------------------------------- writer
@@ -376,8 +385,7 @@ def _embed_partition(backbone: Backbone, chunk: list[_Item], chip_readers: list[
             rec = Record(ChipRef(offset + rec.image.scene, rec.image.row, rec.image.col), rec.meta)
         records.append(rec)
     flat_readers = [r for readers in chip_readers for r in readers]
-    loader = DataLoader(_Mapper(records, backbone.transform, flat_readers), batch_size=config.batch_size,
-                        num_workers=workers, collate_fn=_collate, pin_memory=backbone.device.type == "cuda")
+    loader = decode_loader(backbone, records, flat_readers, config.batch_size, workers)
     rows: list[dict[str, Any]] = []
     chunks: list[np.ndarray] = []
     bad: list[tuple[str, str]] = []

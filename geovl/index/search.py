@@ -52,15 +52,18 @@ from geovl.index.filters import Filters, MetadataTable
 if TYPE_CHECKING:
     from geovl.vlm.backbone import Backbone
 
+from geovl.index.manifest import (
+    DELETED_FILE,
+    INDEX_FILE,
+    INDEX_FORMAT,
+    INDEX_FORMAT_VERSION,
+    IVFDATA_FILE,
+    METADATA_FILE,
+)
+from geovl.index.manifest import MANIFEST_FILE as MANIFEST
+
 logger = logging.getLogger(__name__)
 
-INDEX_FORMAT = "geovl-index"
-INDEX_FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
-INDEX_FILE = "index.faiss"
-METADATA_FILE = "metadata.parquet"
-DELETED_FILE = "deleted.npy"
-IVFDATA_FILE = "index.ivfdata"
 
 #: Filters matching at most this many rows of 512-d vectors are scored exactly over just those rows (the default
 #: threshold scales as 512 / dim, since exact cost is rows x dim). Measured at 200k x 512 on one core
