@@ -144,6 +144,8 @@ def main() -> None:
                     help="faiss index_factory strings separated by ';'")
     ap.add_argument("--timed", type=int, default=300, help="single queries timed per index")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--nprobe", default="16,32,64", help="IVF nprobe values to sweep, comma-separated")
+    ap.add_argument("--ef-search", default="32,64,128", help="HNSW efSearch values to sweep, comma-separated")
     args = ap.parse_args()
 
     import faiss
@@ -180,7 +182,7 @@ def main() -> None:
         build_s = time.perf_counter() - t
         size_mb = sum(p.stat().st_size for p in out.glob("index.faiss*")) / 1e6
         searcher = Searcher(out)
-        sweep = _sweep(factory)
+        sweep = _sweep(factory, args.nprobe, args.ef_search)
         for knob, value in sweep:
             kw = {knob: value} if knob else {}
             ids_img = np.array([[h.id for h in hits] for hits in searcher.search_batch(list(img_q), k=10, **kw)])
@@ -232,11 +234,11 @@ def _split_factories(text: str) -> list[str]:
     return [f.strip() for f in text.split(";") if f.strip()]
 
 
-def _sweep(factory: str) -> list[tuple[str | None, int]]:
+def _sweep(factory: str, nprobe: str, ef_search: str) -> list[tuple[str | None, int]]:
     if factory.startswith("HNSW"):
-        return [("ef_search", 32), ("ef_search", 64), ("ef_search", 128)]
+        return [("ef_search", int(v)) for v in ef_search.split(",")]
     if "IVF" in factory:
-        return [("nprobe", 16), ("nprobe", 32), ("nprobe", 64)]
+        return [("nprobe", int(v)) for v in nprobe.split(",")]
     return [(None, 0)]
 
 

@@ -17,10 +17,10 @@ from typing import Any
 Handler = Callable[[argparse.Namespace], int]
 
 
-def _add_model_args(p: argparse.ArgumentParser, default: str = "random:geovl-tiny") -> None:
+def _add_model_args(p: argparse.ArgumentParser, default: str = "geovl-rs-tiny") -> None:
     p.add_argument("--model", "-m", default=default,
                    help="registry name, openclip:<arch>/<tag>, random:<arch>, or a local checkpoint path "
-                        f"(default: {default}, an untrained model)")
+                        f"(default: {default}, the small model bundled with geovl)")
     p.add_argument("--arch", default=None, help="architecture of a bare weights file (e.g. ViT-B-32)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
@@ -307,7 +307,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     elif task == "zeroshot":
         report = protocols.eval_zeroshot(backbone, args.dataset, split=args.split, format=args.format,
                                          label_set=args.label_set, limit_per_class=args.limit_per_class,
-                                         seed=args.seed, **common)
+                                         holdout=args.holdout, seed=args.seed, **common)
     elif task == "linear-probe":
         report = protocols.eval_linear_probe(backbone, args.dataset, format=args.format,
                                              test_fraction=args.test_fraction, shots=args.shots, knn_k=args.knn_k,
@@ -354,6 +354,8 @@ def _add_eval_parsers(sub: Any) -> None:
     t.add_argument("--format", default="auto")
     t.add_argument("--label-set", default=None, help="class phrases: eurosat, ucmerced (default: auto-detect)")
     t.add_argument("--limit-per-class", type=int, default=None, help="evaluate N random images per class")
+    t.add_argument("--holdout", type=float, default=None,
+                   help="score only this stable hold-out fraction (what training's holdout_fraction kept out)")
 
     t = task("linear-probe", "linear-probe and k-NN accuracy on frozen embeddings")
     t.add_argument("dataset")
@@ -388,6 +390,22 @@ def _add_eval_parsers(sub: Any) -> None:
 
 
 # ---------------------------------------------------------------- parser
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    # The CLI dispatches to training; the library itself never imports geovl.training.
+    from geovl.training import load_config, train_clip
+
+    overrides = list(args.overrides) + ([f"run.output={args.output}"] if args.output else [])
+    config = load_config(args.config, overrides)
+    result = train_clip(config, resume=args.resume, progress=not args.quiet)
+    if result.final is not None:
+        print(f"trained {result.steps} steps; model written to {result.final}")
+        for row in result.evals[-1:]:
+            for key, value in row.items():
+                if key != "step":
+                    print(f"  {key}: {value:.4g}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -449,6 +467,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_index_parsers(sub)
     _add_eval_parsers(sub)
+
+    p = sub.add_parser("train", help="train models (clip: contrastive fine-tuning; runs under torchrun for DDP)")
+    kinds = p.add_subparsers(dest="train_kind", metavar="KIND", required=True)
+    t = kinds.add_parser("clip", help="contrastive (CLIP / SigLIP) fine-tuning of any registry model or architecture")
+    t.add_argument("--config", required=True, help="YAML or JSON config (see configs/)")
+    t.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a config value, e.g. --set optim.steps=500 --set run.output=runs/x (repeatable)")
+    t.add_argument("--output", default=None, help="run folder (same as --set run.output=...)")
+    t.add_argument("--resume", default="auto",
+                   help="auto: continue from the run folder's latest checkpoint; no: refuse a folder that has one; "
+                        "or a checkpoint folder")
+    t.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    t.set_defaults(handler=cmd_train)
 
     p = sub.add_parser("synth", help="write a synthetic remote-sensing dataset in a real layout")
     p.add_argument("kind", choices=["captions", "classification", "change"],

@@ -69,7 +69,8 @@ def metadata_table(ids: np.ndarray, *, extra: bool = True) -> Any:
 
 def write_embeddings(path: Path, vectors: np.ndarray, ids: np.ndarray | None = None, *,
                      model: Mapping[str, Any] | None = None, partition_size: int = 1000,
-                     shuffle_partition: int | None = None, extra_columns: bool = True) -> Path:
+                     shuffle_partition: int | None = None, extra_columns: bool = True,
+                     metadata: Any = None) -> Path:
     """Write an embeddings folder (manifest.json + part-NNNNN.npy/.parquet) in the pipeline's layout.
 
     Args:
@@ -80,6 +81,8 @@ def write_embeddings(path: Path, vectors: np.ndarray, ids: np.ndarray | None = N
         partition_size: rows per partition.
         shuffle_partition: index of a partition whose rows are written in shuffled id order.
         extra_columns: add the optional geo/time/caption columns.
+        metadata: a pyarrow table with an ``id`` column holding every id, written instead of the generated
+            columns (each partition gets the rows of its ids, in its order).
     """
     import pyarrow.parquet as pq
 
@@ -88,6 +91,9 @@ def write_embeddings(path: Path, vectors: np.ndarray, ids: np.ndarray | None = N
     model = dict(TEST_MODEL if model is None else model)
     model["dim"] = int(vectors.shape[1])
     parts: list[dict[str, Any]] = []
+    if metadata is not None:
+        table_ids = np.asarray(metadata.column("id").to_numpy(), np.int64)
+        by_id = np.argsort(table_ids, kind="stable")
     for p, start in enumerate(range(0, len(vectors), partition_size)):
         name = f"part-{p:05d}"
         v, i = vectors[start:start + partition_size], ids[start:start + partition_size]
@@ -95,7 +101,14 @@ def write_embeddings(path: Path, vectors: np.ndarray, ids: np.ndarray | None = N
             order = np.random.default_rng(p).permutation(len(i))
             v, i = v[order], i[order]
         np.save(path / f"{name}.npy", np.ascontiguousarray(v, np.float32))
-        pq.write_table(metadata_table(i, extra=extra_columns), path / f"{name}.parquet")
+        if metadata is None:
+            table = metadata_table(i, extra=extra_columns)
+        else:
+            rows = by_id[np.minimum(np.searchsorted(table_ids[by_id], i), len(by_id) - 1)]
+            if not np.array_equal(table_ids[rows], i):
+                raise ValueError("metadata lacks some of the ids")
+            table = metadata.take(rows)
+        pq.write_table(table, path / f"{name}.parquet")
         parts.append({"name": name, "count": len(i)})
     manifest = {"format": "geovl-embeddings", "format_version": 1, "model": model, "dim": int(vectors.shape[1]),
                 "metric": "ip", "normalized": True, "count": len(vectors), "partitions": parts, "complete": True,

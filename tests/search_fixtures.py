@@ -1,9 +1,8 @@
-"""Write small geovl index folders (manifest.json, index.faiss, metadata.parquet, deleted.npy) directly with
-faiss and pyarrow, in the layout ``geovl.index.store`` writes, plus brute-force references for search tests."""
+"""Small geovl index folders for search tests, built through :mod:`geovl.index.store` (the path users take) from
+seeded clustered vectors and synthetic metadata, plus brute-force references."""
 
 from __future__ import annotations
 
-import json
 import struct
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -86,29 +85,6 @@ def synthetic_metadata(ids: np.ndarray, *, seed: int = 0) -> Any:
     })
 
 
-def build_faiss_index(vectors: np.ndarray, ids: np.ndarray, index_type: str) -> Any:
-    """``Flat`` / ``HNSW<M>`` wrapped in IndexIDMap2, or an ``IVF...`` index with ``add_with_ids``."""
-    import faiss
-
-    d = vectors.shape[1]
-    inner: Any
-    if index_type.startswith("IVF"):
-        index = faiss.index_factory(d, index_type, faiss.METRIC_INNER_PRODUCT)
-        index.train(vectors)
-        index.add_with_ids(vectors, ids)
-        return index
-    if index_type.startswith("HNSW"):
-        inner = faiss.IndexHNSWFlat(d, int(index_type[4:].split(",")[0]), faiss.METRIC_INNER_PRODUCT)
-        inner.hnsw.efConstruction = 40
-    elif index_type == "Flat":
-        inner = faiss.IndexFlatIP(d)
-    else:
-        raise ValueError(f"unsupported test index type {index_type}")
-    index = faiss.IndexIDMap2(inner)
-    index.add_with_ids(vectors, ids)
-    return index
-
-
 def write_index_dir(
     folder: Path,
     vectors: np.ndarray,
@@ -120,60 +96,42 @@ def write_index_dir(
     model: dict[str, Any] | None = None,
     nprobe: int | None = None,
     ef_search: int | None = None,
+    on_disk: bool = False,
 ) -> Path:
-    """Write an index folder for ``vectors`` (ids default to 0..N-1; metadata to :func:`synthetic_metadata`)."""
-    import faiss
-    import pyarrow.parquet as pq
+    """Build an index folder for ``vectors`` the way users do, through :mod:`geovl.index.store`.
 
-    folder.mkdir(parents=True, exist_ok=True)
+    The vectors and metadata (ids default to 0..N-1; metadata to :func:`synthetic_metadata`) are written as an
+    embeddings folder next to ``folder`` (``<name>_embeddings``), then :func:`~geovl.index.store.build_index` builds
+    ``index_type`` from it (seed 0, on the CPU). ``on_disk`` instead takes the sharded path for an IVF type:
+    :func:`~geovl.index.store.train_ivf_quantizer`, two :func:`~geovl.index.store.build_shard` and
+    :func:`~geovl.index.store.merge_shards` with ``on_disk=True`` (lists in ``index.ivfdata``). ``deleted`` ids are
+    then removed with :func:`~geovl.index.store.remove_from_index`: Flat and in-RAM IVF indexes delete them, HNSW
+    and on-disk indexes record tombstones (``deleted.npy``).
+    """
+    from geovl.index import store
+    from tests.index_fixtures import write_embeddings
+
     ids = np.arange(vectors.shape[0], dtype=np.int64) if ids is None else np.asarray(ids, np.int64)
-    index = build_faiss_index(vectors, ids, index_type)
-    faiss.write_index(index, str(folder / "index.faiss"))
     table = synthetic_metadata(ids) if metadata is None else metadata
-    pq.write_table(table.sort_by("id"), folder / "metadata.parquet")
-    if deleted is not None:
-        np.save(folder / "deleted.npy", np.asarray(deleted, np.int64))
-    dim = vectors.shape[1]
-    manifest = {
-        "format": "geovl-index",
-        "format_version": 1,
-        "model": dict(model or {"name": "synthetic", "architecture": "none", "checkpoint_sha256": None, "dim": dim}),
-        "dim": dim,
-        "metric": "ip",
-        "count": int(vectors.shape[0]),
-        "deleted": 0 if deleted is None else len(deleted),
-        "index_type": index_type,
-        "params": {"nprobe": nprobe, "efSearch": ef_search},
-    }
-    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    record = dict(model or {"name": "synthetic", "architecture": "none", "checkpoint_sha256": None})
+    emb = folder.with_name(folder.name + "_embeddings")
+    if not on_disk:
+        write_embeddings(emb, vectors, ids, model=record, metadata=table)
+        store.build_index(emb, folder, factory=index_type, nprobe=nprobe, ef_search=ef_search, use_gpu=False,
+                          progress=False)
+    else:
+        half = vectors.shape[0] // 2
+        parts = [write_embeddings(emb.with_name(f"{emb.name}{i}"), vectors[sl], ids[sl], model=record, metadata=table)
+                 for i, sl in enumerate((slice(0, half), slice(half, None)))]
+        trained = folder.with_name(folder.name + "_trained")
+        store.train_ivf_quantizer(parts, trained, factory=index_type, use_gpu=False, nprobe=nprobe)
+        shards = [part.with_name(part.name + "_shard") for part in parts]
+        for part, shard in zip(parts, shards, strict=True):
+            store.build_shard(trained, part, shard, use_gpu=False, progress=False)
+        store.merge_shards(shards, folder, on_disk=True)
+    if deleted is not None and len(deleted):
+        store.remove_from_index(folder, np.asarray(deleted, np.int64))
     return folder
-
-
-def move_ivf_on_disk(folder: Path) -> Path:
-    """Rewrite ``folder``'s IVF index with its lists in ``index.ivfdata`` (faiss OnDiskInvertedLists), then move
-    the folder, as a build that writes into a temporary folder and renames it does. Returns the new folder."""
-    import faiss
-
-    index = faiss.read_index(str(folder / "index.faiss"))
-    ivf: Any = faiss.extract_index_ivf(index)
-    staging = folder.with_name(folder.name + ".tmp")
-    staging.mkdir()
-    lists: Any = faiss.OnDiskInvertedLists(ivf.nlist, ivf.code_size, str(staging / "index.ivfdata"))
-    for list_no in range(ivf.nlist):
-        n = ivf.invlists.list_size(list_no)
-        if n:
-            lists.add_entries(list_no, n, ivf.invlists.get_ids(list_no), ivf.invlists.get_codes(list_no))
-    ivf.replace_invlists(lists, True)
-    lists.this.disown()
-    faiss.write_index(index, str(staging / "index.faiss"))
-    for name in ("metadata.parquet", "manifest.json", "deleted.npy"):
-        if (folder / name).exists():
-            (folder / name).rename(staging / name)
-    (folder / "index.faiss").unlink()
-    folder.rmdir()
-    moved = folder.with_name(folder.name + "_moved")
-    staging.rename(moved)
-    return moved
 
 
 def exact_filtered(vectors: np.ndarray, ids: np.ndarray, queries: np.ndarray, allowed: np.ndarray,

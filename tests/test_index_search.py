@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ pa = pytest.importorskip("pyarrow")
 from geovl.index.filters import Filters, Range  # noqa: E402
 from geovl.index.search import Hit, Searcher  # noqa: E402
 from tests import search_fixtures as sf  # noqa: E402
+from tests.index_fixtures import clustered_unit_vectors, exact_topk  # noqa: E402
 
 N, DIM, K = 3000, 64, 10
 IDS = 1000 + 3 * np.arange(N, dtype=np.int64)  # non-dense ids exercise the id <-> row mapping
@@ -173,21 +175,26 @@ def test_filter_with_fewer_matches_than_k_returns_exactly_those(index_dirs: dict
 
 
 @pytest.mark.parametrize("id_style", ["dense", "sparse", "huge"])
-@pytest.mark.parametrize("kind", ["Flat", "HNSW32", "IVF32,Flat"])
-def test_tombstoned_ids_never_returned(tmp_path: Path, kind: str, id_style: str) -> None:
+@pytest.mark.parametrize("kind", ["Flat", "HNSW32", "IVF32,Flat", "IVF16,Flat on disk"])
+def test_removed_ids_never_returned(tmp_path: Path, kind: str, id_style: str) -> None:
     n = 600
     # dense ids make the selector bitmap the row mask; huge ids need a hashed id batch instead of a bitmap
     ids = {"dense": np.arange(n), "sparse": IDS[:n], "huge": 2**40 + 7 * np.arange(n)}[id_style].astype(np.int64)
     vecs = VECTORS[:n]
     deleted = ids[::3]  # a third of the index, including every query's own vector below
     table = TABLE.slice(0, n).set_column(0, "id", pa.array(ids))
-    folder = sf.write_index_dir(tmp_path / "idx", vecs, ids=ids, index_type=kind, metadata=table, deleted=deleted,
-                                nprobe=4)
+    folder = sf.write_index_dir(tmp_path / "idx", vecs, ids=ids, index_type=kind.removesuffix(" on disk"),
+                                metadata=table, deleted=deleted, nprobe=4, on_disk=kind.endswith("on disk"))
     searcher = Searcher(folder)
     assert len(searcher) == n - deleted.size
     queries = list(vecs[::3][:10])
     live = ~np.isin(ids, deleted)
-    assert searcher.plan().path == "exact" and searcher.plan(exact=False).path == "ann"
+    # HNSW and on-disk lists keep removed vectors as tombstones, which every search masks out; Flat and IVF in RAM
+    # delete them (faiss remove_ids), leaving plain searches.
+    tombstones = searcher.manifest["removal"] == "tombstones"
+    assert tombstones == (kind.startswith("HNSW") or kind.endswith("on disk"))
+    assert searcher.plan().path == ("exact" if tombstones else "unfiltered")
+    assert searcher.plan(exact=False).path == ("ann" if tombstones else "unfiltered")
     for filters in (None, Filters(where={"sensor": "S2"})):
         for exact in (None, False):
             results = searcher.search_batch(queries, k=50, filters=filters, exact=exact)
@@ -342,15 +349,15 @@ def test_mmap_and_missing_folder(index_dirs: dict[str, Path], tmp_path: Path) ->
         a = Searcher(index_dirs[kind], mmap=True).search(QUERIES[1], k=K)
         b = Searcher(index_dirs[kind]).search(QUERIES[1], k=K)
         assert ids_of(a) == ids_of(b)
-    with pytest.raises(FileNotFoundError, match="not a geovl index folder"):
+    with pytest.raises(FileNotFoundError, match="no geovl index at"):
         Searcher(tmp_path)
 
 
 def test_on_disk_ivf_lists_load_after_the_folder_moved(tmp_path: Path) -> None:
     n = 800
     folder = sf.write_index_dir(tmp_path / "idx", VECTORS[:n], ids=IDS[:n], index_type="IVF16,Flat",
-                                metadata=TABLE.slice(0, n))
-    moved = sf.move_ivf_on_disk(folder)
+                                metadata=TABLE.slice(0, n), on_disk=True)
+    moved = folder.rename(tmp_path / "moved")
     assert (moved / "index.ivfdata").is_file()
     for mmap in (False, True):
         hits = Searcher(moved, mmap=mmap).search(QUERIES[0], k=K, nprobe=16)
@@ -400,3 +407,177 @@ def test_mismatching_backbone_is_refused(micro_index: Path) -> None:
         Searcher(micro_index, backbone=create_backbone("geovl-micro-rn", device="cpu"))
     with pytest.raises(ValueError, match="query encoder is random:geovl-micro-rn"):
         Searcher(micro_index, model="random:geovl-micro-rn", device="cpu").search("a road")
+
+
+# ---------------------------------------------------------------- wrapped indexes: pre-transform, refine, HNSW
+
+WN, WDIM = 2000, 32
+W_IDS = 5 + 2 * np.arange(WN, dtype=np.int64)
+W_VECTORS = clustered_unit_vectors(WN, WDIM, seed=0)  # clustered: on i.i.d. noise no ANN index has recall
+W_QUERIES = clustered_unit_vectors(50, WDIM, seed=1)  # new draws from the same clusters
+W_TRUTH = exact_topk(W_VECTORS, W_IDS, W_QUERIES, K)
+WRAPPED = ("OPQ8,IVF16,PQ8", "IVF16,PQ8,RFlat", "HNSW16")
+
+
+@pytest.fixture(scope="module")
+def wrapped_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("wrapped")
+    return {f: sf.write_index_dir(root / f.replace(",", "_"), W_VECTORS, ids=W_IDS, index_type=f) for f in WRAPPED}
+
+
+def _ids(results: list[list[Hit]]) -> np.ndarray:
+    return np.array([ids_of(r) for r in results])
+
+
+def _raw_search(folder: Path, **settings: int) -> np.ndarray:
+    """Ids from the bare faiss index of ``folder`` with ``settings`` set on its inner objects (faiss
+    ParameterSpace: ``nprobe``, ``efSearch``, ``k_factor_rf``), bypassing the Searcher."""
+    import faiss
+
+    from geovl.index.store import load_index
+
+    index = load_index(folder, use_gpu=False).index
+    for name, value in settings.items():
+        faiss.ParameterSpace().set_index_parameter(index, name, value)
+    return np.asarray(index.search(W_QUERIES, K)[1])
+
+
+def test_build_index_writes_the_wrapped_types(wrapped_dirs: dict[str, Path]) -> None:
+    import faiss
+
+    def down(index: Any) -> Any:
+        return faiss.downcast_index(index)
+
+    searchers = {f: Searcher(folder) for f, folder in wrapped_dirs.items()}  # they own the faiss objects below
+    opq = down(searchers["OPQ8,IVF16,PQ8"].loaded.index)
+    assert isinstance(opq, faiss.IndexPreTransform) and isinstance(down(opq.index), faiss.IndexIVFPQ)
+    refine = down(searchers["IVF16,PQ8,RFlat"].loaded.index)
+    assert isinstance(refine, faiss.IndexIDMap2) and isinstance(down(refine.index), faiss.IndexRefineFlat)
+    assert isinstance(down(down(refine.index).base_index), faiss.IndexIVFPQ)
+    hnsw = down(searchers["HNSW16"].loaded.index)
+    assert isinstance(hnsw, faiss.IndexIDMap2) and isinstance(down(hnsw.index), faiss.IndexHNSWFlat)
+
+
+@pytest.mark.parametrize("factory", WRAPPED)
+def test_wrapped_indexes_memory_mapped_search_like_in_ram(wrapped_dirs: dict[str, Path], factory: str) -> None:
+    ram, mapped = Searcher(wrapped_dirs[factory]), Searcher(wrapped_dirs[factory], mmap=True)
+    assert np.array_equal(_ids(mapped.search_batch(list(W_QUERIES), k=K)), _ids(ram.search_batch(list(W_QUERIES), k=K)))
+
+
+@pytest.mark.parametrize("factory", ["OPQ8,IVF16,PQ8", "IVF16,PQ8,RFlat"])
+def test_nprobe_reaches_the_inner_ivf(wrapped_dirs: dict[str, Path], factory: str) -> None:
+    import faiss
+
+    searcher = Searcher(wrapped_dirs[factory])
+    assert searcher.manifest["params"]["nprobe"] == 8  # the default, overridden below
+    cvar: Any = faiss.cvar
+    stats = cvar.indexIVF_stats
+    for nprobe in (1, 4, 16):
+        stats.reset()
+        got = _ids(searcher.search_batch(list(W_QUERIES), k=K, nprobe=nprobe))
+        # faiss counts the inverted lists it scanned: nprobe per query, in one pass
+        assert (stats.nq, stats.nlist) == (len(W_QUERIES), nprobe * len(W_QUERIES))
+        # the same results as the bare index with its inner IVF's nprobe set
+        assert np.array_equal(got, _raw_search(wrapped_dirs[factory], nprobe=nprobe))
+    # the per-call parameter leaves the index's own field (the manifest default) alone
+    assert faiss.extract_index_ivf(searcher.loaded.index).nprobe == 8
+
+
+def test_ef_search_reaches_the_inner_hnsw(wrapped_dirs: dict[str, Path]) -> None:
+    import faiss
+
+    searcher = Searcher(wrapped_dirs["HNSW16"])
+    cvar: Any = faiss.cvar
+    stats = cvar.hnsw_stats
+    work = []
+    for ef in (10, 32, 128):
+        stats.reset()
+        got = _ids(searcher.search_batch(list(W_QUERIES), k=K, ef_search=ef))
+        work.append(stats.ndis)  # distances computed grow with the beam width
+        assert np.array_equal(got, _raw_search(wrapped_dirs["HNSW16"], efSearch=ef))
+    assert work[0] < work[1] < work[2]
+
+
+def test_k_factor_reaches_the_refine_stage(wrapped_dirs: dict[str, Path]) -> None:
+    folder = wrapped_dirs["IVF16,PQ8,RFlat"]
+    searcher = Searcher(folder)
+    assert searcher.manifest["params"]["k_factor"] == 4
+    for k_factor in (1, 8):
+        got = _ids(searcher.search_batch(list(W_QUERIES), k=K, nprobe=16, k_factor=k_factor))
+        assert np.array_equal(got, _raw_search(folder, nprobe=16, k_factor_rf=k_factor))
+    one, four = (recall(_ids(searcher.search_batch(list(W_QUERIES), k=K, nprobe=16, k_factor=f)).tolist(),
+                        W_TRUTH.tolist()) for f in (1, 4))
+    assert one < 0.85 < 0.95 <= four  # re-ranking 4k PQ candidates with the exact vectors recovers the top k
+    with pytest.raises(ValueError, match="k_factor"):
+        searcher.search(W_QUERIES[0], k_factor=0.5)
+
+
+@pytest.mark.parametrize(("factory", "low", "high", "minimum"), [
+    ("OPQ8,IVF16,PQ8", {"nprobe": 1}, {"nprobe": 16}, 0.65),  # 8-byte codes of 32-d vectors cap recall near 0.7
+    ("IVF16,PQ8,RFlat", {"nprobe": 1}, {"nprobe": 16}, 0.95),
+    ("HNSW16", {"ef_search": 10}, {"ef_search": 128}, 0.97),
+])
+def test_recall_grows_with_the_search_parameter(wrapped_dirs: dict[str, Path], factory: str, low: dict[str, Any],
+                                                 high: dict[str, Any], minimum: float) -> None:
+    searcher = Searcher(wrapped_dirs[factory])
+    r_low = recall(_ids(searcher.search_batch(list(W_QUERIES), k=K, **low)).tolist(), W_TRUTH.tolist())
+    r_high = recall(_ids(searcher.search_batch(list(W_QUERIES), k=K, **high)).tolist(), W_TRUTH.tolist())
+    assert r_high >= minimum and r_high > r_low
+    # the true nearest neighbour is among the 10 hits (1-recall@10) even where the codes blur the ranking
+    top1 = _ids(searcher.search_batch(list(W_QUERIES), k=K, **high))
+    assert np.mean([t in row for t, row in zip(W_TRUTH[:, 0], top1, strict=True)]) >= 0.95
+
+
+def test_parameters_that_do_not_apply_are_ignored(wrapped_dirs: dict[str, Path]) -> None:
+    hnsw = Searcher(wrapped_dirs["HNSW16"])
+    assert np.array_equal(_ids(hnsw.search_batch(list(W_QUERIES), k=K, nprobe=1, k_factor=3)),
+                          _ids(hnsw.search_batch(list(W_QUERIES), k=K)))
+    ivf = Searcher(wrapped_dirs["OPQ8,IVF16,PQ8"])
+    assert np.array_equal(_ids(ivf.search_batch(list(W_QUERIES), k=K, ef_search=500, k_factor=3)),
+                          _ids(ivf.search_batch(list(W_QUERIES), k=K)))
+
+
+@pytest.mark.parametrize("factory", WRAPPED)
+def test_filtered_search_on_wrapped_indexes(wrapped_dirs: dict[str, Path], factory: str,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    table = sf.synthetic_metadata(W_IDS)  # the fixture's metadata
+    allowed = np.isin(np.asarray(table.column("tile").to_numpy()), np.arange(6))  # ~6% of the rows
+    filters = Filters(where={"tile": list(range(6))})
+    truth = sf.exact_filtered(W_VECTORS, W_IDS, W_QUERIES, allowed, K)
+    searcher = Searcher(wrapped_dirs[factory], exact_threshold=0)
+    monkeypatch.setattr("geovl.index.search._FAR_SHARE", 0.0)  # the selector path, not the exact shortcut
+    selectors: list[np.ndarray] = []
+    make_selector = searcher._faiss.selector
+
+    def counting_selector(mask: np.ndarray) -> tuple[Any, list[Any]]:
+        selectors.append(mask)
+        return make_selector(mask)
+
+    monkeypatch.setattr(searcher._faiss, "selector", counting_selector)
+    got = [ids_of(r) for r in searcher.search_batch(list(W_QUERIES), k=K, filters=filters, nprobe=16)]
+    assert selectors  # an ANN search with an id selector ran (through the IDMap2 and refine stage where present)
+    assert all(len(g) == K and np.isin(g, W_IDS[allowed]).all() for g in got)
+    assert recall(got, truth) >= (0.6 if factory.startswith("OPQ") else 0.9)
+    exact = [ids_of(r) for r in searcher.search_batch(list(W_QUERIES), k=K, filters=filters, exact=True)]
+    assert all(len(g) == K and np.isin(g, W_IDS[allowed]).all() for g in exact)
+    if not factory.startswith("OPQ"):  # exact scoring reads float vectors (refine stage, HNSW storage)
+        assert exact == truth
+
+
+def test_loaded_index_search_on_a_refine_type_skips_tombstones(tmp_path: Path) -> None:
+    import faiss
+
+    from geovl.index.store import load_index
+
+    removed = W_IDS[:200]
+    folder = sf.write_index_dir(tmp_path / "refine", W_VECTORS, ids=W_IDS, index_type="IVF16,PQ8,RFlat",
+                                deleted=removed)
+    loaded = load_index(folder, use_gpu=False)
+    assert loaded.deleted.size == removed.size  # IVF under a refine stage cannot remove: tombstones
+    cvar: Any = faiss.cvar
+    stats = cvar.indexIVF_stats
+    stats.reset()
+    _, ids = loaded.search(W_VECTORS[:20], K, nprobe=3)
+    assert stats.nlist == 3 * 20 and not np.isin(ids, removed).any() and (ids >= 0).all()
+    hits = Searcher(folder).search_batch(list(W_VECTORS[:20]), k=K, exact=False)
+    assert all(len(h) == K and not np.isin(ids_of(h), removed).any() for h in hits)

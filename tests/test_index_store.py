@@ -23,6 +23,7 @@ from geovl.index.choose import (  # noqa: E402
     choose_index,
     default_nprobe,
     describe_factory,
+    estimate_hnsw_build_seconds,
     estimate_memory,
     ivf_nlist,
 )
@@ -78,29 +79,40 @@ def _new_set(tmp_path: Path, name: str, n: int, *, seed: int, start: int, **kw: 
 def test_choose_index_rules_at_boundaries() -> None:
     flat_n = FLAT_MAX_BYTES // (4 * 512)
     assert choose_index(flat_n, 512).factory == "Flat"
-    assert choose_index(flat_n + 1, 512).factory == "HNSW32"
-    hnsw = choose_index(HNSW_MAX_VECTORS, 512)
+    assert choose_index(flat_n + 1, 512, cores=2).factory == "HNSW32"
+    hnsw = choose_index(HNSW_MAX_VECTORS, 512, build_seconds=None)
     assert (hnsw.kind, hnsw.params.hnsw_m, hnsw.params.ef_search, hnsw.params.ef_construction) == ("hnsw", 32, 128, 40)
-    big = choose_index(HNSW_MAX_VECTORS + 1, 512)
-    assert big.factory == "IVF32768_HNSW32,Flat" and big.kind == "ivf"  # 16*sqrt(4M) = 32000 -> 2^15
-    # HNSW does not fit the budget -> IVF,Flat with 4*sqrt(n) lists under 1M; tighter -> SQ8; tighter -> OPQ+PQ
+    big = choose_index(HNSW_MAX_VECTORS + 1, 512, build_seconds=None)
+    assert big.factory == "IVF4096,Flat" and big.kind == "ivf"  # 2*sqrt(4M) = 4000 -> 2^12
+    # HNSW does not fit the budget -> IVF,Flat with 2*sqrt(n) lists under 10M; tighter -> SQ8; tighter -> OPQ+PQ
     n = 500_000
     hnsw_mem = estimate_memory("HNSW32", n, 512)
-    assert choose_index(n, 512, hnsw_mem).factory == "HNSW32"
-    assert choose_index(n, 512, hnsw_mem - 1).factory == "IVF2048,Flat"  # 4*sqrt(5e5) = 2828 -> 2^11
-    assert choose_index(n, 512, 400 * 2**20).factory == "IVF2048,SQ8"
+    assert choose_index(n, 512, hnsw_mem, build_seconds=None).factory == "HNSW32"
+    assert choose_index(n, 512, hnsw_mem - 1).factory == "IVF1024,Flat"  # 2*sqrt(5e5) = 1414 -> 2^10
+    assert choose_index(n, 512, 400 * 2**20).factory == "IVF1024,SQ8"
     pq_choice = choose_index(n, 512, 60 * 2**20)
-    assert pq_choice.factory == "OPQ64,IVF2048,PQ64" and "re-rank" in pq_choice.reason
-    assert choose_index(n, 512, 1).factory == "OPQ8,IVF2048,PQ8"  # nothing fits: smallest, said so
+    assert pq_choice.factory == "OPQ64,IVF1024,PQ64" and "re-rank" in pq_choice.reason
+    assert choose_index(n, 512, 1).factory == "OPQ8,IVF1024,PQ8"  # nothing fits: smallest, said so
     assert "over budget" in choose_index(n, 512, 1).reason
-    # list counts: 2^14..2^16 for 1M-10M, never more than n/39; nprobe = clip(nlist // 128, 8, 128)
-    assert ivf_nlist(1_000_000) == 2**14 and ivf_nlist(9_999_999) == 2**16 and ivf_nlist(50_000_000) == 2**17
+    # list counts: 2*sqrt(n) below 10M, 2^16..2^18 above, never more than n/39; nprobe = clip(nlist // 256, 8, 128)
+    assert ivf_nlist(1_000_000) == 2**11 and ivf_nlist(9_999_999) == 2**13 and ivf_nlist(50_000_000) == 2**17
     assert ivf_nlist(1000) == 16 and ivf_nlist(5000) == 128
-    assert [default_nprobe(n) for n in (16, 64, 1024, 4096, 2**16)] == [8, 8, 8, 32, 128]
+    assert [default_nprobe(n) for n in (16, 64, 1024, 4096, 2**16)] == [8, 8, 8, 16, 128]
     small_ivf = choose_index(5000, 32, ivf_only=True)
     assert small_ivf.factory == "IVF128,Flat" and small_ivf.params.nprobe == 8 and small_ivf.params.train_size == 5000
     for c in (choose_index(10, 32), hnsw, big, pq_choice):
         assert c.reason and c.memory_bytes > 0
+
+
+def test_choose_index_weighs_build_time() -> None:
+    """At 1M x 512, HNSW32 takes ~255 s to build on 2 cores (measured): over the 120 s budget, so IVF; with 16 cores
+    it fits; an explicit budget is respected."""
+    two = choose_index(1_000_000, 512, cores=2)
+    assert two.factory == "IVF2048,Flat" and two.params.nprobe == 8 and "to build" in two.reason
+    assert estimate_hnsw_build_seconds(1_000_000, 512, 2) == pytest.approx(255, rel=0.01)
+    assert choose_index(1_000_000, 512, cores=16).factory == "HNSW32"
+    assert choose_index(1_000_000, 512, cores=2, build_seconds=600).factory == "HNSW32"
+    assert choose_index(400_000, 512, cores=2).factory == "HNSW32"  # ~102 s
 
 
 def test_describe_factory_validates_and_strips_idmap() -> None:

@@ -6,6 +6,7 @@ calling ``stat`` per file, so opening a reader over tens of thousands of images 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -140,6 +141,16 @@ def report_missing(
             msg + ". Pass on_missing='skip' to drop those samples, or require_images=False to keep them unchecked"
         )
     logger.warning("%s; skipping those samples", msg)
+
+
+def holdout_member(image_id: str, fraction: float) -> bool:
+    """Whether ``image_id`` falls in a stable hold-out ``fraction`` of a dataset (a hash of the id, so the same
+    images are held out whatever the order, the machine or the other images). Training (``holdout_fraction``)
+    and evaluation (``--holdout``) use this one rule to keep the two sides apart."""
+    if fraction <= 0:
+        return False
+    digest = hashlib.sha1(image_id.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
 
 
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from geovl.data import autodetect, open_dataset
+from geovl.data._common import holdout_member
 from geovl.eval.classification import ClassificationScores, classification_scores
 from geovl.eval.probe import knn_classify, linear_probe
 from geovl.eval.report import EvalReport, dataset_fingerprint
@@ -167,16 +168,25 @@ def eval_zeroshot(
     templates: Sequence[str] = RS_TEMPLATES,
     label_set: str | None = None,
     limit_per_class: int | None = None,
+    holdout: float | None = None,
     seed: int = 0,
     batch_size: int = 64,
     workers: int | None = None,
     progress: bool = True,
 ) -> EvalReport:
     """Zero-shot scene classification with a prompt ensemble on a labelled dataset (ImageFolder or labelled
-    Karpathy set): accuracy, top-5, per-class accuracy and the confusion matrix."""
+    Karpathy set): accuracy, top-5, per-class accuracy and the confusion matrix.
+
+    ``holdout`` scores only the images in that stable hold-out fraction (:func:`geovl.data._common.holdout_member`),
+    the ones a training run with the same ``holdout_fraction`` never saw.
+    """
     start = time.perf_counter()
     kind, reader = _open(path, format, split)
     samples = [s for s in reader if s["label"] is not None]
+    if holdout is not None:
+        if not 0 < holdout < 1:
+            raise ValueError(f"holdout must be a fraction in (0, 1), got {holdout}")
+        samples = [s for s in samples if holdout_member(s["image_id"], holdout)]
     if not samples:
         raise ValueError(f"{path}: no labelled images (zero-shot needs class labels, e.g. an ImageFolder)")
     samples = _subsample_per_class(samples, limit_per_class, seed)
@@ -196,7 +206,7 @@ def eval_zeroshot(
         details=details,
         protocol=ZEROSHOT_PROTOCOL.format(n_templates=len(templates), example=templates[0].format("{class}")),
         settings={"templates": list(templates), "label_set": label_set, "limit_per_class": limit_per_class,
-                  "seed": seed, "batch_size": batch_size},
+                  "holdout": holdout, "seed": seed, "batch_size": batch_size},
         units={"mean_per_class": "%"},
         seconds=time.perf_counter() - start,
     )

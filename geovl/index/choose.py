@@ -7,21 +7,23 @@ The rules follow autofaiss' heuristics, tuned to what we measured on a 2-vCPU CP
    An exact scan of 128 MiB takes about 3-5 ms per query at the ~41 GB/s we measured (74 ms for 2 GiB), under
    the 10 ms target; it is exact and supports removal. autofaiss stops at 1k vectors; exact search stays fast
    well beyond that.
-2. **HNSW32** (efConstruction 40, efSearch 128) while ``n <=`` :data:`HNSW_MAX_VECTORS` (4M) and its estimated
-   RAM fits the budget. Measured at 1M x 512: build 72 s, 2.2 GB, 0.23 ms per query, recall@10 0.959.
+2. **HNSW32** (efConstruction 40, efSearch 128) while ``n <=`` :data:`HNSW_MAX_VECTORS` (4M), its estimated
+   RAM fits the budget and its estimated build time fits the build-time budget (default 120 s). HNSW builds
+   cost :data:`HNSW_BUILD_CORE_SECONDS` per million 512-d vectors (measured: 255 s at 1M on 2 cores, i.e. about
+   470k vectors in 120 s there). Measured at 1M x 512: recall@10 0.971 at efSearch 64, p50 1.97 ms.
    HNSW cannot remove vectors: removals become tombstones.
-3. **IVF{nlist},Flat** otherwise, when it fits the budget. ``nlist`` is ``4 * sqrt(n)`` rounded to a power of two
-   below 1M vectors, ``16 * sqrt(n)`` rounded to a power of two and clipped to 2^14..2^16 for 1M-10M vectors
-   (2^16..2^18 above), and never more than ``n / 39`` (faiss' minimum of 39 training points per list). With 2^14
-   or more lists the coarse quantizer is HNSW32 (``IVF{nlist}_HNSW32``) so assigning a query stays sub-ms.
-   Measured: IVF1024,Flat at nprobe 8, recall@10 0.984 and 0.81 ms.
+3. **IVF{nlist},Flat** otherwise, when it fits the budget. ``nlist`` is ``2 * sqrt(n)`` rounded to a power of two
+   below 10M vectors (2048 at 1M: 65 s to build on 2 cores, recall@10 0.982 at nprobe 8), ``16 * sqrt(n)``
+   clipped to 2^16..2^18 above, and never more than ``n / 39`` (faiss' minimum of 39 training points per list).
+   With 2^14 or more lists the coarse quantizer is HNSW32 (``IVF{nlist}_HNSW32``) so assigning a query stays
+   sub-ms.
 4. **IVF{nlist},SQ8** when float32 codes do not fit: 4x smaller (d bytes per vector). Measured: IVF1024,SQ8,
    498 MB, recall@10 0.970 at nprobe 8, 0.29 ms.
 5. **OPQ{m},IVF{nlist},PQ{m}** when even SQ8 does not fit, with the largest ``m`` in (64, 32, 16, 8) that fits.
    PQ alone kept only 0.45-0.70 recall@10 at 512-d in our measurements, so the reason string recommends re-ranking
    the top ``k * 4`` candidates with the exact vectors (the embedding ``.npy`` files, read memory-mapped).
 
-Default search parameters: ``nprobe = clip(nlist // 128, 8, 128)`` (8 at 1024 lists, as measured) and
+Default search parameters: ``nprobe = clip(nlist // 256, 8, 128)`` (8 at 2048 lists, as measured) and
 ``efSearch = 128``. Both are recorded in the index manifest; tune them on real text queries, which are out of
 distribution for an image index and lose recall on every ANN index.
 """
@@ -29,6 +31,7 @@ distribution for an image index and lose recall on every ANN index.
 from __future__ import annotations
 
 import math
+import os
 import re
 from dataclasses import dataclass, field
 
@@ -37,9 +40,13 @@ from geovl._optional import require
 FLAT_MAX_BYTES = 128 * 2**20
 """Largest float32 collection (bytes) searched exactly by default: ~3-5 ms per query on our CPU."""
 HNSW_MAX_VECTORS = 4_000_000
-"""Above this HNSW's build time (72 s at 1M on 2 vCPUs, superlinear) and RAM are no longer worth it."""
-IVF_SMALL_MAX_VECTORS = 1_000_000
-"""Below this IVF uses ``4 * sqrt(n)`` lists; above, 2^14 and more."""
+"""Above this HNSW's build time (superlinear) and RAM are no longer worth it, whatever the cores."""
+HNSW_BUILD_CORE_SECONDS = 510.0
+"""CPU-core seconds to build HNSW32 over 1M 512-d vectors (measured: 255 s on 2 cores); scales with n and dim."""
+BUILD_SECONDS_DEFAULT = 120.0
+"""Default build-time budget of :func:`choose_index`, in seconds."""
+IVF_SMALL_MAX_VECTORS = 10_000_000
+"""Below this IVF uses ``2 * sqrt(n)`` lists; above, 2^16 and more."""
 IVF_HNSW_QUANTIZER_MIN_LISTS = 2**14
 """From this many lists on, the coarse quantizer is an HNSW graph instead of a flat scan of the centroids."""
 MIN_POINTS_PER_LIST = 39
@@ -102,16 +109,21 @@ class IndexChoice:
 
 
 def default_nprobe(nlist: int) -> int:
-    """Default IVF lists to visit per query: ``clip(nlist // 128, 8, 128)``, never more than ``nlist``."""
-    return int(min(nlist, max(8, min(128, nlist // 128))))
+    """Default IVF lists to visit per query: ``clip(nlist // 256, 8, 128)``, never more than ``nlist``."""
+    return int(min(nlist, max(8, min(128, nlist // 256))))
+
+
+def estimate_hnsw_build_seconds(n: int, dim: int, cores: int | None = None) -> float:
+    """Estimated HNSW32 build time from :data:`HNSW_BUILD_CORE_SECONDS` (linear in ``n * dim``, over ``cores``)."""
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return HNSW_BUILD_CORE_SECONDS * (n / 1e6) * (dim / 512) / max(1, cores)
 
 
 def ivf_nlist(n: int) -> int:
     """Inverted lists for ``n`` vectors (autofaiss' rule; see the module docstring), a power of two >= 1."""
     if n < IVF_SMALL_MAX_VECTORS:
-        exp = round(math.log2(max(1.0, 4 * math.sqrt(n))))
-    elif n < 10_000_000:
-        exp = min(16, max(14, round(math.log2(16 * math.sqrt(n)))))
+        exp = round(math.log2(max(1.0, 2 * math.sqrt(n))))
     else:
         exp = min(18, max(16, round(math.log2(16 * math.sqrt(n)))))
     cap = max(1, n // MIN_POINTS_PER_LIST)
@@ -129,7 +141,8 @@ def _ivf_factory(nlist: int, codec: str) -> str:
     return f"IVF{nlist}{quantizer},{codec}"
 
 
-def choose_index(n: int, dim: int, memory_budget_bytes: int | None = None, *, ivf_only: bool = False) -> IndexChoice:
+def choose_index(n: int, dim: int, memory_budget_bytes: int | None = None, *, ivf_only: bool = False,
+                 build_seconds: float | None = BUILD_SECONDS_DEFAULT, cores: int | None = None) -> IndexChoice:
     """Choose an index type for ``n`` vectors of ``dim`` dimensions (inner product on unit vectors).
 
     Args:
@@ -137,6 +150,8 @@ def choose_index(n: int, dim: int, memory_budget_bytes: int | None = None, *, iv
         dim: vector dimension.
         memory_budget_bytes: RAM the filled index may use, in bytes; ``None`` means no limit.
         ivf_only: only consider IVF types (for sharded builds, which merge inverted lists).
+        build_seconds: build-time budget; HNSW is chosen only when its estimated build fits (``None``: no limit).
+        cores: CPU cores the build may use (default: those this process may run on).
 
     Returns:
         The choice, with estimated RAM in bytes and the rule that picked it (see the module docstring).
@@ -158,7 +173,9 @@ def choose_index(n: int, dim: int, memory_budget_bytes: int | None = None, *, iv
                                f"{size} is {raw / 2**20:.1f} MiB of float32 (<= {FLAT_MAX_BYTES // 2**20} MiB): an "
                                "exact scan takes a few ms per query, is exact and supports removal")
         hnsw = estimate_memory(f"HNSW{HNSW_M}", n, dim)
-        if n <= HNSW_MAX_VECTORS and fits(hnsw):
+        hnsw_s = estimate_hnsw_build_seconds(n, dim, cores)
+        quick = build_seconds is None or hnsw_s <= build_seconds
+        if n <= HNSW_MAX_VECTORS and fits(hnsw) and quick:
             params = IndexParams(hnsw_m=HNSW_M, ef_construction=HNSW_EF_CONSTRUCTION, ef_search=HNSW_EF_SEARCH)
             return IndexChoice(f"HNSW{HNSW_M}", "hnsw", params, hnsw,
                                f"{size} is above the exact-scan limit and HNSW{HNSW_M} fits "
@@ -169,9 +186,16 @@ def choose_index(n: int, dim: int, memory_budget_bytes: int | None = None, *, iv
     params = IndexParams(nlist=nlist, nprobe=default_nprobe(nlist), train_size=default_train_size(n, dim, nlist))
     if nlist >= IVF_HNSW_QUANTIZER_MIN_LISTS:
         params.ef_search = HNSW_EF_SEARCH
-    why = "" if ivf_only else (f"n > {HNSW_MAX_VECTORS:,}" if n > HNSW_MAX_VECTORS else "HNSW does not fit the budget")
+    if ivf_only:
+        why = ""
+    elif n > HNSW_MAX_VECTORS:
+        why = f"n > {HNSW_MAX_VECTORS:,}"
+    elif not quick:
+        why = f"HNSW would take ~{hnsw_s:.0f} s to build (budget {build_seconds:.0f} s)"
+    else:
+        why = "HNSW does not fit the memory budget"
     lead = f"{size}: {why + '; ' if why else ''}IVF with {nlist} lists ({_nlist_rule(n)})"
-    for codec, note in (("Flat", "float32 codes, recall@10 ~0.98 at nprobe 8 (measured IVF1024 at 1M)"),
+    for codec, note in (("Flat", "float32 codes, recall@10 ~0.98 at nprobe 8 (measured IVF2048 at 1M)"),
                         ("SQ8", "float32 codes do not fit; SQ8 is 4x smaller, recall@10 ~0.97 (measured)")):
         factory = _ivf_factory(nlist, codec)
         mem = estimate_memory(factory, n, dim)
@@ -295,8 +319,8 @@ def _code_bytes(m: re.Match[str], dim: int) -> float:
 
 def _nlist_rule(n: int) -> str:
     if n < IVF_SMALL_MAX_VECTORS:
-        return "4*sqrt(n) rounded to a power of two"
-    return "16*sqrt(n) rounded to a power of two, clipped to 2^14..2^16 for 1M-10M vectors, 2^16..2^18 above"
+        return "2*sqrt(n) rounded to a power of two"
+    return "16*sqrt(n) rounded to a power of two, clipped to 2^16..2^18"
 
 
 def _budget_text(mem: int, budget: int | None) -> str:

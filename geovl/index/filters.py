@@ -287,6 +287,7 @@ class MetadataTable:
         # One chunk per column: pyarrow's take() on a multi-chunk table concatenates the chunks on every call
         # (about 4 ms at 200k rows, against 0.1 ms on one chunk).
         self.table = table.combine_chunks()
+        self._without: dict[tuple[str, ...], Any] = {}
         self.ids = ids
         self._cache: dict[str, _Column] = {}
         self._bounds: tuple[np.ndarray, ...] | None = None
@@ -314,8 +315,11 @@ class MetadataTable:
         if len(rows) == 0:
             return []
         pa = require("pyarrow", extra="index")
-        keep = [c for c in self.table.column_names if c not in drop]
-        return list(self.table.select(keep).take(pa.array(np.asarray(rows, np.int64))).to_pylist())
+        table = self._without.get(tuple(drop))
+        if table is None:
+            present = [c for c in drop if c in self.table.column_names]
+            table = self._without[tuple(drop)] = self.table.drop_columns(present)
+        return list(table.take(pa.array(np.asarray(rows, np.int64))).to_pylist())
 
     # ---- masks
     def mask(self, filters: Filters | None) -> np.ndarray | None:

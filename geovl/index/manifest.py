@@ -252,6 +252,10 @@ class IndexManifest:
         data["params"] = IndexParams(**{k: v for k, v in attrs.items()
                                         if k in {f.name for f in dataclasses.fields(IndexParams)}})
         data["sources"] = [SourceRecord(**s) for s in raw.get("sources", [])]
+        missing = [f.name for f in dataclasses.fields(cls) if f.name not in data
+                   and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+        if missing:
+            raise ValueError(f"index manifest is missing {', '.join(repr(m) for m in missing)}; {BUILD_HINT}")
         return cls(**data)
 
     @classmethod

@@ -1,14 +1,17 @@
 """Search a geovl index folder by text, image or vector, with metadata, footprint and time filters.
 
-:class:`Searcher` loads ``index.faiss``, ``manifest.json``, ``metadata.parquet`` and ``deleted.npy`` once and
-answers queries. A filtered search returns ``k`` hits whenever ``k`` rows match:
+:class:`Searcher` loads an index folder once, through :func:`geovl.index.store.load_index` (``manifest.json``,
+``index.faiss``, ``deleted.npy``) plus ``metadata.parquet``, and answers queries. A filtered search returns ``k``
+hits whenever ``k`` rows match:
 
 1. The filter becomes a row mask over the metadata (vectorised; :mod:`geovl.index.filters`), minus tombstoned
    (deleted) ids and ``exclude_ids``.
 2. **Selective filters** (at most :attr:`Searcher.exact_threshold` matching rows; by default
    :data:`DEFAULT_EXACT_THRESHOLD` at 512-d) are scored exactly: the matching vectors are read straight from the
-   index's float storage (Flat, HNSW-Flat; decoded codes for SQ/PQ storage) and ranked by inner product; an IVF
-   index scans all of its lists with an id selector. The result equals brute-force filtering then exact search.
+   index's float storage (Flat, HNSW-Flat, the ``RFlat`` refine stage; decoded codes for SQ/PQ storage) and ranked
+   by inner product; an IVF index without a refine stage scans all of its lists with an id selector. With float
+   vectors (any of these, IVF-Flat included) the result equals brute-force filtering then exact search; with
+   SQ/PQ codes it ranks by the codes' approximations.
 3. **Broad filters** take the ANN path, per query:
 
    a. *Post-filter*: one unfiltered ANN search for the top ``max(efSearch, 4k)``; when ``k`` of them are allowed,
@@ -27,13 +30,16 @@ answers queries. A filtered search returns ``k`` hits whenever ``k`` rows match:
 Tombstoned ids (``deleted.npy``) are excluded the same way. Unfiltered searches without tombstones are plain faiss
 searches. Scores are inner products of L2-normalised vectors (cosine similarity).
 
-Supported index types: Flat and HNSW (any storage) wrapped in ``IndexIDMap``/``IndexIDMap2``, and IVF (any codes)
-with ``add_with_ids``.
+Supported index types (as :func:`geovl.index.store.build_index` writes them): Flat and HNSW (any storage) wrapped in
+``IndexIDMap``/``IndexIDMap2``; IVF (any codes, any coarse quantizer) with ``add_with_ids``, also under an OPQ/PCA
+``IndexPreTransform`` (``"OPQ16,IVF256,PQ16"``); and IVF or HNSW under a refine stage (``"IVF256,PQ16,RFlat"``,
+``"...,Refine(SQ8)"``), wrapped in ``IndexIDMap2``. ``nprobe`` / ``ef_search`` reach the IVF / HNSW index through
+those wrappers as per-call faiss search parameters (:func:`geovl.index.store.search_parameters`), and ``k_factor``
+reaches the refine stage; a parameter that does not apply to the index type is ignored.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -52,15 +58,10 @@ from geovl.index.filters import Filters, MetadataTable
 if TYPE_CHECKING:
     from geovl.vlm.backbone import Backbone
 
-from geovl.index.manifest import (
-    DELETED_FILE,
-    INDEX_FILE,
-    INDEX_FORMAT,
-    INDEX_FORMAT_VERSION,
-    IVFDATA_FILE,
-    METADATA_FILE,
-)
+from geovl.index.choose import IndexParams
+from geovl.index.manifest import INDEX_FILE, METADATA_FILE
 from geovl.index.manifest import MANIFEST_FILE as MANIFEST
+from geovl.index.store import LoadedIndex, _unwrap, load_index, search_parameters
 
 logger = logging.getLogger(__name__)
 
@@ -143,78 +144,46 @@ class SearchPlan:
     total: int
 
 
-def read_manifest(index_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read and check ``manifest.json`` of an index folder.
-
-    Raises:
-        FileNotFoundError: no manifest (not an index folder).
-        ValueError: not a geovl index, a newer format, or a metric other than inner product.
-    """
-    path = Path(index_dir) / MANIFEST
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: {index_dir} is not a geovl index folder (build one with "
-                                "`geovl index build`)")
-    try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: invalid JSON ({exc})") from exc
-    if manifest.get("format") != INDEX_FORMAT:
-        raise ValueError(f"{path}: format is {manifest.get('format')!r}, expected {INDEX_FORMAT!r}")
-    version = manifest.get("format_version")
-    if not isinstance(version, int) or version > INDEX_FORMAT_VERSION:
-        raise ValueError(f"{path}: format_version {version!r} is newer than this geovl reads "
-                         f"({INDEX_FORMAT_VERSION}); upgrade geovl")
-    if manifest.get("metric", "ip") != "ip":
-        raise ValueError(f"{path}: metric {manifest.get('metric')!r} is not supported; geovl indexes use 'ip'")
-    for key in ("dim", "model"):
-        if key not in manifest:
-            raise ValueError(f"{path}: missing '{key}'")
-    return dict(manifest)
-
-
-def _read_index(faiss: Any, index_dir: Path, manifest: dict[str, Any], mmap: bool) -> Any:
-    """Read ``index.faiss``: on-disk IVF lists (``index.ivfdata``) are found next to it wherever the folder moved;
-    ``mmap`` maps IVF lists (``IO_FLAG_MMAP``) or flat codes (``IO_FLAG_MMAP_IFC``) read-only."""
-    path = str(index_dir / INDEX_FILE)
-    if (index_dir / IVFDATA_FILE).is_file():
-        return faiss.read_index(path, faiss.IO_FLAG_ONDISK_SAME_DIR | faiss.IO_FLAG_READ_ONLY)
-    if not mmap:
-        return faiss.read_index(path)
-    ivf = "IVF" in str(manifest.get("index_type", "")).upper()
-    try:
-        return faiss.read_index(path, faiss.IO_FLAG_READ_ONLY | (faiss.IO_FLAG_MMAP if ivf else faiss.IO_FLAG_MMAP_IFC))
-    except RuntimeError as exc:
-        logger.info("memory-mapping %s failed (%s); reading it into RAM", path, exc)
-        return faiss.read_index(path)
-
-
 class _FaissAccess:
     """What search needs to know about a loaded faiss index: its kind, its default parameters, and how to read
     stored vectors by row for exact scoring."""
 
-    def __init__(self, faiss: Any, index: Any, row_ids: np.ndarray, params: dict[str, Any]) -> None:
+    def __init__(self, faiss: Any, index: Any, row_ids: np.ndarray, params: IndexParams) -> None:
         self.faiss = faiss
         self.index = index
         self.ntotal = int(index.ntotal)
-        inner = faiss.downcast_index(index)
+        id_map_index, self.refine, core, transformed = _unwrap(index)
         id_map: np.ndarray | None = None
-        if isinstance(inner, faiss.IndexIDMap):
-            id_map = np.asarray(faiss.vector_to_array(inner.id_map), np.int64)
-            inner = faiss.downcast_index(inner.index)
-        self.hnsw = inner if isinstance(inner, faiss.IndexHNSW) else None
-        self.ivf = None if self.hnsw is not None else faiss.try_extract_index_ivf(inner)
-        self.nprobe = int(params.get("nprobe") or (self.ivf.nprobe if self.ivf is not None else 1))
-        self.ef_search = int(params.get("efSearch") or (self.hnsw.hnsw.efSearch if self.hnsw is not None else 16))
+        if id_map_index is not None:
+            id_map = np.asarray(faiss.vector_to_array(id_map_index.id_map), np.int64)
+        top = faiss.downcast_index(id_map_index.index) if id_map_index is not None else faiss.downcast_index(index)
+        self.hnsw = core if isinstance(core, faiss.IndexHNSW) else None
+        self.ivf = core if isinstance(core, faiss.IndexIVF) else None
+        quantizer = faiss.downcast_index(self.ivf.quantizer) if self.ivf is not None else None
+        self.nprobe = int(params.nprobe or (self.ivf.nprobe if self.ivf is not None else 1))
+        self.ef_search = int(params.ef_search or (self.hnsw.hnsw.efSearch if self.hnsw is not None else 0)
+                             or (quantizer.hnsw.efSearch if isinstance(quantizer, faiss.IndexHNSW) else 16))
+        self.k_factor = float(params.k_factor or (self.refine.k_factor if self.refine is not None else 1))
 
         # Exact scoring reads vectors by internal position: a zero-copy view of float storage (which can also be
-        # scanned in place with a position selector), or decoded codes (SQ / PQ storage).
+        # scanned in place with a position selector), or decoded codes (SQ / PQ storage, or through a
+        # pre-transform). A refine stage stores every vector again (exactly for RFlat), by position. An IVF index
+        # without one is scanned list by list with an id selector instead.
+        self.scan_ivf = self.ivf is not None and self.refine is None
         self.flat: Any = None
         self.storage: Any = None
         self.vectors: np.ndarray | None = None
         self.ids_at_pos = id_map if id_map is not None else np.arange(self.ntotal, dtype=np.int64)
         self.pos_of_row: np.ndarray | None = None  # None: internal position == row
-        if self.ivf is None:
-            storage = faiss.downcast_index(self.hnsw.storage) if self.hnsw is not None else inner
+        if not self.scan_ivf:
+            if transformed:
+                storage = top
+            elif self.refine is not None:
+                storage = faiss.downcast_index(self.refine.refine_index)
+            elif self.hnsw is not None:
+                storage = faiss.downcast_index(self.hnsw.storage)
+            else:
+                storage = top
             if isinstance(storage, faiss.IndexFlat) and storage.code_size == 4 * storage.d:
                 self.flat = storage
                 self.vectors = faiss.rev_swig_ptr(storage.get_xb(), self.ntotal * storage.d).reshape(
@@ -249,15 +218,15 @@ class _FaissAccess:
         allowed = np.ascontiguousarray(self.row_ids[mask])
         return faiss.IDSelectorBatch(allowed.size, faiss.swig_ptr(allowed)), [allowed]
 
-    def params(self, sel: Any, nprobe: int, ef_search: int) -> Any:
-        """Per-call search parameters (never the index's own fields, so concurrent searches do not interfere)."""
-        faiss = self.faiss
-        kwargs: dict[str, Any] = {} if sel is None else {"sel": sel}
-        if self.hnsw is not None:
-            return faiss.SearchParametersHNSW(efSearch=ef_search, **kwargs)
-        if self.ivf is not None:
-            return faiss.SearchParametersIVF(nprobe=min(nprobe, int(self.ivf.nlist)), **kwargs)
-        return faiss.SearchParameters(**kwargs) if kwargs else None
+    def params(self, sel: Any, nprobe: int, ef_search: int, k_factor: float | None = None) -> Any:
+        """Per-call search parameters (never the index's own fields, so concurrent searches do not interfere) that
+        reach the IVF / HNSW index under any IDMap, pre-transform or refine wrapper
+        (:func:`geovl.index.store.search_parameters`); parameters that do not apply to the index are ignored."""
+        params = search_parameters(self.index, sel=sel, nprobe=nprobe, ef_search=ef_search,
+                                   k_factor=k_factor or self.k_factor)
+        if params is None and sel is not None:
+            params = self.faiss.SearchParameters(sel=sel)
+        return params
 
     def search(self, q: np.ndarray, k: int, params: Any) -> tuple[np.ndarray, np.ndarray]:
         if params is None:
@@ -270,7 +239,7 @@ class _FaissAccess:
     def exact(self, q: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Exact top-``k`` (scores, ids) of ``q`` over the vectors at ``rows``; -1 ids pad short results."""
         faiss = self.faiss
-        if self.ivf is not None:  # every list, scanning only the selected ids
+        if self.scan_ivf and self.ivf is not None:  # every list, scanning only the selected ids
             mask = np.zeros(self.row_ids.size, dtype=bool)
             mask[rows] = True
             sel, keep = self.selector(mask)
@@ -341,6 +310,12 @@ class Searcher:
         exact_threshold: filters leaving at most this many rows are scored exactly (default
             :data:`DEFAULT_EXACT_THRESHOLD` x 512 / dim).
 
+    Attributes:
+        loaded: the index as :func:`geovl.index.store.load_index` loaded it (always on the CPU: searches use id
+            selectors and read stored vectors).
+        manifest: the index manifest as a dict (``IndexManifest.to_dict()``).
+        metadata: the metadata table, one row per stored vector.
+
     Raises:
         FileNotFoundError, ValueError: a missing or inconsistent index folder, or a mismatching ``backbone``.
     """
@@ -359,26 +334,25 @@ class Searcher:
         faiss = require("faiss", extra="index", feature="searching an index")
         pq = require("pyarrow.parquet", extra="index", feature="searching an index")
         self.index_dir = Path(index_dir)
-        self.manifest = read_manifest(self.index_dir)
-        self.dim = int(self.manifest["dim"])
-        for name in (INDEX_FILE, METADATA_FILE):
-            if not (self.index_dir / name).is_file():
-                raise FileNotFoundError(f"{self.index_dir / name} not found; the index folder is incomplete")
-        index = _read_index(faiss, self.index_dir, self.manifest, mmap)
+        # The one loader of index folders (manifest checks, mmap, on-disk lists, tombstones). The index stays on the
+        # CPU: searches use id selectors and read stored vectors, which GPU indexes do not offer.
+        self.loaded: LoadedIndex = load_index(self.index_dir, mmap=mmap, use_gpu=False)
+        self.manifest: dict[str, Any] = self.loaded.manifest.to_dict()
+        self.dim = int(self.loaded.manifest.dim)
+        folder = self.loaded.path  # the previous version of the folder when a write was interrupted mid-swap
+        index = self.loaded.index
         if index.d != self.dim:
-            raise ValueError(f"{self.index_dir / INDEX_FILE} holds {index.d}-d vectors but the manifest says "
-                             f"dim {self.dim}")
-        self.metadata = MetadataTable(pq.read_table(self.index_dir / METADATA_FILE, memory_map=mmap))
+            raise ValueError(f"{folder / INDEX_FILE} holds {index.d}-d vectors but the manifest says dim {self.dim}")
+        if not (folder / METADATA_FILE).is_file():
+            raise FileNotFoundError(f"{folder / METADATA_FILE} not found; the index folder is incomplete")
+        self.metadata = MetadataTable(pq.read_table(folder / METADATA_FILE, memory_map=mmap))
         if index.ntotal != len(self.metadata):
-            raise ValueError(f"{self.index_dir}: index.faiss holds {index.ntotal} vectors but metadata.parquet has "
+            raise ValueError(f"{folder}: index.faiss holds {index.ntotal} vectors but metadata.parquet has "
                              f"{len(self.metadata)} rows; rebuild the index")
-        self._faiss = _FaissAccess(faiss, index, self.metadata.ids, dict(self.manifest.get("params") or {}))
+        self._faiss = _FaissAccess(faiss, index, self.metadata.ids, self.loaded.manifest.params)
         self._live: np.ndarray | None = None
-        deleted_path = self.index_dir / DELETED_FILE
-        if deleted_path.is_file():
-            deleted = np.asarray(np.load(deleted_path), np.int64).ravel()
-            if deleted.size:
-                self._live = ~np.isin(self.metadata.ids, deleted)
+        if self.loaded.deleted.size:
+            self._live = ~np.isin(self.metadata.ids, self.loaded.deleted)
         self._live_selector: tuple[Any, list[Any]] | None = None
         self.exact_threshold = (max(1, DEFAULT_EXACT_THRESHOLD * 512 // self.dim) if exact_threshold is None
                                 else int(exact_threshold))
@@ -485,6 +459,7 @@ class Searcher:
         nprobe: int | None = None,
         ef_search: int | None = None,
         exact: bool | None = None,
+        k_factor: float | None = None,
     ) -> list[Hit]:
         """The ``k`` best matches of one query, best first.
 
@@ -493,12 +468,18 @@ class Searcher:
             k: number of hits; fewer only when fewer rows pass the filters.
             filters: metadata / bbox / time filters (:class:`~geovl.index.filters.Filters`).
             exclude_ids: ids never to return (e.g. the query image itself in image-to-image search).
-            nprobe, ef_search: override the manifest's IVF ``nprobe`` / HNSW ``efSearch`` for this call.
+            nprobe, ef_search: override the manifest's IVF ``nprobe`` / HNSW ``efSearch`` for this call. They
+                reach the IVF or HNSW index under an OPQ/PCA pre-transform or a refine stage too; ``ef_search`` on
+                an IVF index sets its HNSW coarse quantizer's ``efSearch`` (when it has one). A parameter that
+                does not apply to the index type (``nprobe`` on HNSW or Flat, ``ef_search`` on IVF-Flat or Flat)
+                is ignored.
             exact: ``True`` scores every allowed row exactly (slow on big unfiltered searches, never misses),
                 ``False`` always uses the ANN index, ``None`` decides by :attr:`exact_threshold`.
+            k_factor: for refine types (``...,RFlat``, ``...,Refine(...)``): candidates re-ranked per result
+                (default: the manifest's); ignored by other types.
         """
         return self.search_batch([query], k, filters, exclude_ids=exclude_ids, nprobe=nprobe, ef_search=ef_search,
-                                 exact=exact)[0]
+                                 exact=exact, k_factor=k_factor)[0]
 
     def search_batch(
         self,
@@ -510,6 +491,7 @@ class Searcher:
         nprobe: int | None = None,
         ef_search: int | None = None,
         exact: bool | None = None,
+        k_factor: float | None = None,
     ) -> list[list[Hit]]:
         """:meth:`search` for several queries at once (one encoder batch and one faiss call); the same filters
         and exclusions apply to every query. Returns one hit list per query."""
@@ -519,12 +501,14 @@ class Searcher:
             raise ValueError(f"k must be a positive integer, got {k!r}")
         if filters is not None and not isinstance(filters, Filters):
             raise ValueError(f"filters must be a geovl.index.Filters, got {type(filters).__name__}")
+        if k_factor is not None and not k_factor >= 1:
+            raise ValueError(f"k_factor must be >= 1, got {k_factor!r}")
         if len(queries) == 0:
             return []
         k = int(k)
         mask = self._allowed_mask(filters, exclude_ids)  # before encoding: bad filters fail fast
         q = self.encode(queries)
-        scores, ids = self._search_vectors(q, k, mask, nprobe, ef_search, exact)
+        scores, ids = self._search_vectors(q, k, mask, nprobe, ef_search, exact, k_factor)
         return self._hits(scores, ids)
 
     def _allowed_mask(self, filters: Filters | None, exclude_ids: Sequence[int] | np.ndarray | None
@@ -542,6 +526,8 @@ class Searcher:
 
     def _plan(self, mask: np.ndarray | None, exact: bool | None = None) -> tuple[SearchPlan, np.ndarray | None]:
         total = len(self.metadata)
+        if mask is None and not exact:
+            return SearchPlan("unfiltered", total, total), None  # no (N,) row array on the hot path
         rows = np.arange(total) if mask is None else np.flatnonzero(mask)
         if rows.size == 0:
             return SearchPlan("empty", 0, total), rows
@@ -554,10 +540,12 @@ class Searcher:
         return SearchPlan("ann", int(rows.size), total), rows
 
     def _search_vectors(self, q: np.ndarray, k: int, mask: np.ndarray | None, nprobe: int | None,
-                        ef_search: int | None, exact: bool | None) -> tuple[np.ndarray, np.ndarray]:
+                        ef_search: int | None, exact: bool | None, k_factor: float | None = None
+                        ) -> tuple[np.ndarray, np.ndarray]:
         fa = self._faiss
         nprobe = int(nprobe or fa.nprobe)
         ef = max(int(ef_search or fa.ef_search), k)
+        kf = float(k_factor or fa.k_factor)
         plan, rows = self._plan(mask, exact)
         logger.debug("search plan %s for %d queries", plan, q.shape[0])
         if plan.path == "empty":
@@ -569,7 +557,7 @@ class Searcher:
                 raise RuntimeError("internal: an exact plan without rows")
             return fa.exact(q, rows, need)
         if plan.path == "unfiltered":
-            return self._ann_search(q, need, None, nprobe, ef, None)
+            return self._ann_search(q, need, None, nprobe, ef, None, kf)
         if mask is None or rows is None:
             raise RuntimeError("internal: a filtered plan without a mask")
         share = rows.size / total
@@ -580,7 +568,7 @@ class Searcher:
             # Post-filter the query's unfiltered neighbourhood first (one ANN search; efSearch bounds HNSW's cost
             # whatever k): when k allowed rows are among its top results, they are the filtered top-k.
             probe_k = min(total, max(ef, _PROBE_FACTOR * need))
-            probe_s, probe_i = fa.search(q, probe_k, fa.params(None, nprobe, ef))
+            probe_s, probe_i = fa.search(q, probe_k, fa.params(None, nprobe, ef, kf))
             probe_rows = self.metadata.rows_of(probe_i)
             ok = (probe_rows >= 0) & mask[np.maximum(probe_rows, 0)]
             count = ok.sum(1)
@@ -601,16 +589,17 @@ class Searcher:
             # An ANN search with a selector only collects the allowed vectors it passes, so a narrower filter needs
             # a wider beam (HNSW) or more lists (IVF) for the same recall: both grow as 1/share below 10% (to 8x).
             boost = min(_MAX_BOOST, max(1.0, _BOOST_BELOW_SHARE / share))
-            scores[todo], ids[todo] = self._ann_search(q[todo], need, sel, int(nprobe * boost), int(ef * boost), rows)
+            scores[todo], ids[todo] = self._ann_search(q[todo], need, sel, int(nprobe * boost), int(ef * boost), rows,
+                                                       kf)
             del keep
         return scores, ids
 
-    def _ann_search(self, q: np.ndarray, need: int, sel: Any, nprobe: int, ef: int, rows: np.ndarray | None
-                    ) -> tuple[np.ndarray, np.ndarray]:
+    def _ann_search(self, q: np.ndarray, need: int, sel: Any, nprobe: int, ef: int, rows: np.ndarray | None,
+                    k_factor: float) -> tuple[np.ndarray, np.ndarray]:
         """ANN search (with ``sel`` when given) that widens ``nprobe`` / ``efSearch`` for queries that come back
         with fewer than ``need`` hits, then scores what is still short exactly over ``rows`` (all when None)."""
         fa = self._faiss
-        scores, ids = fa.search(q, need, fa.params(sel, nprobe, ef))
+        scores, ids = fa.search(q, need, fa.params(sel, nprobe, ef, k_factor))
         for _ in range(_RETRIES):
             short = np.flatnonzero((ids >= 0).sum(1) < need)
             can_widen = (fa.hnsw is not None and ef * _RETRY_FACTOR <= _MAX_RETRY_EF) or (
@@ -618,7 +607,7 @@ class Searcher:
             if short.size == 0 or not can_widen:
                 break
             nprobe, ef = nprobe * _RETRY_FACTOR, ef * _RETRY_FACTOR
-            scores[short], ids[short] = fa.search(q[short], need, fa.params(sel, nprobe, ef))
+            scores[short], ids[short] = fa.search(q[short], need, fa.params(sel, nprobe, ef, k_factor))
         short = np.flatnonzero((ids >= 0).sum(1) < need)
         if short.size:
             logger.debug("%d queries still short after retries; scoring them exactly", short.size)

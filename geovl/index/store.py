@@ -362,9 +362,14 @@ def _new_index(choice: IndexChoice, dim: int) -> Any:
     hnsw = _hnsw_of(index)
     if hnsw is not None and choice.params.ef_construction:
         hnsw.efConstruction = int(choice.params.ef_construction)
-    ivf = faiss.try_extract_index_ivf(index)
-    if ivf is not None:
+    ivf = _unwrap(index)[2]  # the IVF index under any IDMap2 / pre-transform / refine wrapper
+    if isinstance(ivf, faiss.IndexIVF):
         ivf.cp.seed = int(choice.params.seed)
+    if isinstance(ivf, faiss.IndexIVFPQ):
+        # index_factory turns on polysemous training for PQ codes: a simulated annealing that reorders every
+        # codebook (training IVF16,PQ8 on 2k x 32-d took 12.9 s with it, 0.24 s without, on one core) and only
+        # serves polysemous (Hamming-filtered) search, which geovl never enables. Distances are the same without.
+        ivf.do_polysemous_training = False
     return index
 
 
@@ -767,6 +772,90 @@ def _remove_ids(out: Path, manifest: IndexManifest, tmp: Path, ids: np.ndarray) 
     return True
 
 
+def _unwrap(index: Any) -> tuple[Any, Any, Any, bool]:
+    """Walk the wrappers geovl writes around a faiss index.
+
+    Returns:
+        ``(id_map, refine, core, transformed)``: the outer ``IndexIDMap``/``IndexIDMap2`` (or ``None``), the
+        ``IndexRefine``/``IndexRefineFlat`` stage (or ``None``), the index doing the ANN work (IVF, HNSW, flat
+        codes, ...) under any ``IndexPreTransform`` (OPQ, PCA, ...), and whether a pre-transform sits between the
+        id map and the refine stage or core (then stored vectors are in the transformed space).
+    """
+    faiss = _faiss()
+    node = faiss.downcast_index(index)
+    id_map = refine = None
+    transformed = False
+    if isinstance(node, faiss.IndexIDMap):  # IndexIDMap2 too (a subclass)
+        id_map, node = node, faiss.downcast_index(node.index)
+    while True:
+        if isinstance(node, faiss.IndexPreTransform):
+            transformed = transformed or refine is None
+            node = faiss.downcast_index(node.index)
+        elif isinstance(node, faiss.IndexRefine) and refine is None:
+            refine, node = node, faiss.downcast_index(node.base_index)
+        else:
+            return id_map, refine, node, transformed
+
+
+def search_parameters(index: Any, *, sel: Any = None, nprobe: int | None = None, ef_search: int | None = None,
+                      k_factor: float | None = None) -> Any:
+    """Per-call faiss search parameters for ``index`` that reach the index doing the work.
+
+    faiss' wrappers pass parameters on differently: ``IndexIDMap``/``IndexIDMap2`` translate ``sel`` from ids to
+    positions and pass the rest on, ``IndexPreTransform`` passes non-pre-transform parameters to its index, and
+    ``IndexRefine`` takes only ``IndexRefineSearchParameters`` (whose ``base_index_params`` go to its base index;
+    a ``sel`` at its top level is ignored). So: an IVF index anywhere in the chain gets ``nprobe`` (clipped to
+    ``nlist``) and, with an HNSW coarse quantizer, ``ef_search`` as the quantizer's ``efSearch``; an HNSW index gets
+    ``ef_search``; a refine stage gets ``k_factor`` and carries the core's parameters, with ``sel`` translated to
+    the positions its base index labels vectors with. Parameters that do not apply to the index type (``nprobe``
+    on HNSW or Flat, ``ef_search`` on IVF-Flat or Flat, ``k_factor`` without a refine stage) are ignored, as
+    :func:`build_index` ignores them. Per-call parameters leave the index's own fields alone, so concurrent searches
+    with different parameters do not interfere.
+
+    Args:
+        index: a CPU faiss index as geovl writes it (:func:`load_index`).
+        sel: a faiss ``IDSelector`` over the index's labels (global ids); the caller keeps it alive.
+        nprobe, ef_search, k_factor: ``None`` or 0 keeps the index's own value (the manifest's defaults, set by
+            :func:`load_index`).
+
+    Returns:
+        The parameters (they hold references to the parameter and selector objects they point to; keep them alive
+        during the search), or ``None`` where the core index type takes no parameters faiss knows of.
+    """
+    faiss = _faiss()
+    id_map, refine, core, _ = _unwrap(index)
+    kwargs: dict[str, Any] = {}
+    if sel is not None:
+        if refine is None:
+            kwargs["sel"] = sel
+        elif id_map is not None:  # the base index labels vectors by position in the id map
+            translated = faiss.IDSelectorTranslated(id_map.id_map, sel)
+            translated.referenced_objects = [sel]
+            kwargs["sel"] = translated
+        else:
+            kwargs["sel"] = sel
+    params: Any
+    if isinstance(core, faiss.IndexIVF):
+        kwargs["nprobe"] = int(min(int(nprobe or core.nprobe), int(core.nlist)))
+        quantizer = faiss.downcast_index(core.quantizer)
+        if isinstance(quantizer, faiss.IndexHNSW):
+            kwargs["quantizer_params"] = faiss.SearchParametersHNSW(
+                efSearch=int(ef_search or quantizer.hnsw.efSearch))
+        params = faiss.SearchParametersIVF(**kwargs)
+    elif isinstance(core, faiss.IndexHNSW):
+        params = faiss.SearchParametersHNSW(efSearch=int(ef_search or core.hnsw.efSearch), **kwargs)
+    elif isinstance(core, faiss.IndexFlatCodes) or refine is not None:
+        params = faiss.SearchParameters(**kwargs)
+    else:
+        return None
+    if refine is None:
+        return params
+    factor = float(k_factor or refine.k_factor)
+    if factor < 1:
+        raise ValueError(f"k_factor must be >= 1, got {factor}")
+    return faiss.IndexRefineSearchParameters(k_factor=factor, base_index_params=params)
+
+
 @dataclass
 class LoadedIndex:
     """An index folder loaded for search.
@@ -792,15 +881,19 @@ class LoadedIndex:
         """Raise ``ValueError`` unless queries from ``model`` (a model record) match the index's model."""
         self.manifest.check_model(model)
 
-    def search(self, queries: np.ndarray, k: int, *, nprobe: int | None = None,
-               ef_search: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, queries: np.ndarray, k: int, *, nprobe: int | None = None, ef_search: int | None = None,
+               k_factor: float | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` inner-product search, skipping tombstoned ids.
+
+        Parameters reach the index doing the work through the IDMap / pre-transform / refine wrappers (see
+        :func:`search_parameters`); those that do not apply to the index type are ignored.
 
         Args:
             queries: (N_q, D) or (D,) float32 L2-normalised query vectors.
             k: results per query.
             nprobe: IVF lists to visit (default: the manifest's).
-            ef_search: HNSW beam width (default: the manifest's).
+            ef_search: HNSW beam width, or that of an IVF index's HNSW coarse quantizer (default: the manifest's).
+            k_factor: for refine types, candidates re-ranked per result (default: the manifest's).
 
         Returns:
             ``(scores, ids)``, each (N_q, k): cosine similarities (best first) and global ids, ``-1`` / ``-inf``
@@ -811,7 +904,7 @@ class LoadedIndex:
             raise ValueError(f"queries are {q.shape[1]}-d, the index is {self.manifest.dim}-d")
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
-        refs = self._params(nprobe, ef_search)
+        refs = self._params(nprobe, ef_search, k_factor)
         if refs is not None:
             scores, ids = self.index.search(q, k, params=refs[0])
         else:  # selectors unsupported here: over-fetch and drop tombstones afterwards
@@ -821,39 +914,20 @@ class LoadedIndex:
         scores = np.where(ids < 0, -np.inf, scores).astype(np.float32)
         return scores, ids.astype(np.int64)
 
-    def _params(self, nprobe: int | None, ef_search: int | None) -> tuple[Any, ...] | None:
+    def _params(self, nprobe: int | None, ef_search: int | None,
+                k_factor: float | None) -> tuple[Any, ...] | None:
         """faiss SearchParameters (plus the objects they point to, kept alive) or ``None`` where unsupported."""
         faiss = _faiss()
         if self.gpu:
             return None
-        p = self.manifest.params
-        inner = faiss.downcast_index(self.index)
-        if isinstance(inner, faiss.IndexIDMap2):  # translates the selector to internal positions itself
-            inner = faiss.downcast_index(inner.index)
-        if isinstance(inner, faiss.IndexPreTransform):  # passes non-PreTransform parameters to its index
-            inner = faiss.downcast_index(inner.index)
         keep: list[Any] = []
-        if isinstance(inner, faiss.IndexIVF):
-            params = faiss.SearchParametersIVF()
-            params.nprobe = int(nprobe or p.nprobe or inner.nprobe)
-            if isinstance(faiss.downcast_index(inner.quantizer), faiss.IndexHNSW):
-                qp = faiss.SearchParametersHNSW()
-                qp.efSearch = int(p.ef_search or 64)
-                params.quantizer_params = qp
-                keep.append(qp)
-        elif isinstance(inner, faiss.IndexHNSW):
-            params = faiss.SearchParametersHNSW()
-            params.efSearch = int(ef_search or p.ef_search or inner.hnsw.efSearch)
-        elif isinstance(inner, faiss.IndexFlatCodes):
-            params = faiss.SearchParameters()
-        else:
-            return None
+        sel = None
         if self.deleted.size:
             batch = faiss.IDSelectorBatch(self.deleted)
             sel = faiss.IDSelectorNot(batch)
-            params.sel = sel
             keep += [batch, sel]
-        return (params, *keep)
+        params = search_parameters(self.index, sel=sel, nprobe=nprobe, ef_search=ef_search, k_factor=k_factor)
+        return None if params is None else (params, *keep)
 
 
 def _drop_tombstones(scores: np.ndarray, ids: np.ndarray, deleted: np.ndarray,
@@ -889,6 +963,9 @@ def load_index(index_dir: PathLike, *, mmap: bool = False, use_gpu: UseGpu = "au
         logger.warning("%s is missing after an interrupted write; loading the previous index from %s", path, olds[-1])
         path = olds[-1]
     manifest = IndexManifest.load(path)
+    if manifest.metric != "ip":
+        raise ValueError(f"{path / MANIFEST_FILE}: metric {manifest.metric!r} is not supported; geovl indexes use "
+                         "'ip' (inner product of L2-normalised vectors)")
     if mmap and not manifest.on_disk:
         flags = faiss.IO_FLAG_READ_ONLY | (faiss.IO_FLAG_MMAP if manifest.kind == "ivf" else faiss.IO_FLAG_MMAP_IFC)
         try:

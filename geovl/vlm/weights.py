@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from geovl.vlm.registry import CheckpointSpec, HubFile, HubRepo, OpenClipTag, UrlFile
+from geovl.vlm.registry import Bundled, CheckpointSpec, HubFile, HubRepo, OpenClipTag, UrlFile
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +84,8 @@ def local_checkpoint(spec: CheckpointSpec) -> Path | None:
     if manual is not None and manual.exists():
         return manual
     source = spec.source
+    if isinstance(source, Bundled):
+        return source.path() if source.path().is_dir() else None
     if isinstance(source, HubFile):
         from huggingface_hub import try_to_load_from_cache
 
