@@ -359,3 +359,53 @@ def test_lit_with_a_locked_transformers_text_tower_exports_without_it(tmp_path: 
     other.save_pretrained(bert)
     with pytest.raises(ValueError, match="not the one this checkpoint was trained with"):
         load_backbone(result.final)
+
+
+def test_a_transformers_siglip_model_fine_tunes_and_exports(tmp_path: Path, synth: Path) -> None:
+    """Git-RSCLIP's format (a transformers SigLIP folder) trains with the SigLIP loss and exports to a folder that
+    loads back with the trained weights."""
+    from geovl.vlm import load_backbone
+    from tests.vlm_fixtures import write_siglip_folder
+
+    start = tmp_path / "siglip"
+    write_siglip_folder(start, seed=0)
+    cfg = config_from_dict(_cfg(synth, tmp_path / "run", model__name=str(start), loss__kind="siglip",
+                                optim__steps=6, run__save_every=3))
+    result = train_clip(cfg, progress=False)
+    assert result.final is not None and (result.final / "config.json").is_file()
+    before = load_backbone(start, precision="fp32")
+    after = load_backbone(result.final, precision="fp32")
+    texts = ["a river", "many buildings"]
+    assert after.encode_texts(texts).shape == (2, before.embed_dim)
+    assert not np.allclose(after.encode_texts(texts), before.encode_texts(texts))
+    assert np.isfinite(result.losses).all()
+
+
+def test_tensorboard_logs_when_asked(tmp_path: Path, synth: Path) -> None:
+    pytest.importorskip("tensorboard")
+    cfg = config_from_dict(_cfg(synth, tmp_path / "run", optim__steps=2, run__tensorboard=True))
+    train_clip(cfg, progress=False)
+    assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
+
+
+@pytest.mark.realdata
+def test_the_shared_data_config_runs(tmp_path: Path) -> None:
+    """configs/ucm-rsicd-finetune.yaml on ../shared/data (fine-tuning the bundled model), cut to a few steps."""
+    from tests.helpers import shared_data
+
+    shared_data("ucm_captions")
+    cwd = Path.cwd()
+    os.chdir(REPO)  # the config's paths are relative to the repository root, as on the command line
+    try:
+        cfg = load_config(REPO / "configs" / "ucm-rsicd-finetune.yaml",
+                          ["optim.steps=3", "optim.warmup_steps=1", "eval.every_steps=0", "data.cache_images=false",
+                           "eval.zeroshot_limit_per_class=5", f"run.output={tmp_path / 'run'}", "data.batch_size=16"])
+        for src in cfg.data.sources:
+            src.limit = 64
+        result = train_clip(cfg, progress=False)
+    finally:
+        os.chdir(cwd)
+    assert result.final is not None and result.steps == 3
+    figures = result.evals[-1]
+    assert figures["eval/ucm_captions/mean_recall"] > 10  # the bundled model's level, not chance (~5)
+    assert "eval/eurosat_rgb/zeroshot_accuracy" in figures

@@ -406,3 +406,22 @@ def test_golden_embeddings_do_not_drift() -> None:
 # Recorded with geovl 0.1.0 (torch 2.15, open_clip 3.3). A change here means embeddings changed: re-index.
 GOLDEN_IMAGE = np.array([0.19598, -0.04829, 0.07664, 0.36798, -0.04372, 0.10099], np.float32)
 GOLDEN_TEXT = np.array([0.03275, -0.04798, 0.36319, -0.02065, 0.04788, 0.14112], np.float32)
+
+
+def test_uint8_pixels_embed_exactly_like_normalised_float() -> None:
+    """Decode workers ship uint8 (resize / crop only); the batch is normalised on the model side, identically."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from geovl.vlm import load_backbone
+
+    bb = load_backbone("random:geovl-micro", precision="fp32")
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray((rng.random((70, 90, 3)) * 255).astype("uint8")),
+              Image.fromarray((rng.random((40, 40)) * 255).astype("uint8"))]  # greyscale: converted to RGB
+    u8 = torch.stack([bb.uint8_transform(im) for im in images])
+    f32 = torch.stack([bb.transform(im) for im in images])
+    assert u8.dtype == torch.uint8 and u8.shape == f32.shape
+    assert torch.allclose(bb.normalize_uint8(u8), f32, atol=1e-6)
+    assert np.allclose(bb.embed_pixels(u8).numpy(), bb.embed_pixels(f32).numpy(), atol=1e-6)

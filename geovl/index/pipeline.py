@@ -167,7 +167,7 @@ def _collate(items: list[tuple[int, torch.Tensor | None, dict[str, Any], str | N
 def decode_loader(backbone: Backbone, records: Sequence[Record], chip_readers: list[Any], batch_size: int,
                   workers: int) -> DataLoader:
     """Batches of ``(positions, pixels | None, chip metadata, failures)``, decoded in ``workers`` processes."""
-    return DataLoader(_Mapper(records, backbone.transform, chip_readers), batch_size=batch_size,
+    return DataLoader(_Mapper(records, backbone.uint8_transform, chip_readers), batch_size=batch_size,
                       num_workers=workers, collate_fn=_collate, pin_memory=backbone.device.type == "cuda")
 
 

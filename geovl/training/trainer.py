@@ -662,6 +662,8 @@ def _export(backbone: Backbone, folder: Path, config: TrainConfig, state: Traini
             figures: dict[str, float]) -> Path:
     from geovl.vlm.factory import save_backbone
 
+    if not isinstance(backbone.towers, OpenClipTowers):
+        return _export_transformers(backbone, folder, config, state, figures)
     external = None
     cfg = getattr(backbone.towers, "model_cfg", {}) or {}
     text_cfg = cfg.get("text_cfg", {})
@@ -674,3 +676,38 @@ def _export(backbone: Backbone, folder: Path, config: TrainConfig, state: Traini
     meta = {"trained_by": "geovl train clip", "steps": state.step, "samples_seen": state.samples,
             "config": config_to_dict(config), "final_eval": figures}
     return save_backbone(backbone, folder, metadata=meta, dtype=dtype, external=external)
+
+
+def _export_transformers(backbone: Backbone, folder: Path, config: TrainConfig, state: TrainingState,
+                         figures: dict[str, float]) -> Path:
+    """A transformers SigLIP model (Git-RSCLIP) is written as a ``save_pretrained`` folder (weights, config,
+    tokenizer, preprocessor), which :func:`geovl.vlm.load_backbone` reads back; atomically, like every export."""
+    import shutil
+    import tempfile
+
+    towers: Any = backbone.towers
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+    try:
+        backbone.model.save_pretrained(tmp)
+        towers.tokenizer.save_pretrained(tmp)
+        pre = backbone.preprocess
+        (tmp / "preprocessor_config.json").write_text(json.dumps({
+            "image_mean": list(pre.mean), "image_std": list(pre.std),
+            "size": {"height": pre.image_size, "width": pre.image_size}}, indent=2) + "\n")
+        (tmp / "geovl_training.json").write_text(json.dumps({
+            "trained_by": "geovl train clip", "steps": state.step, "samples_seen": state.samples,
+            "config": config_to_dict(config), "final_eval": figures}, indent=2) + "\n")
+        tmp.chmod(0o755)
+        if folder.exists():
+            old = folder.with_name(f".{folder.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(folder, old)
+            os.replace(tmp, folder)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, folder)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return folder

@@ -32,6 +32,20 @@ def build_transform(pre: Preprocess) -> Callable[[Image.Image], torch.Tensor]:
     return image_transform_v2(cfg, is_train=False)
 
 
+def build_uint8_transform(pre: Preprocess) -> Callable[[Image.Image], torch.Tensor]:
+    """The geometric part of :func:`build_transform` (resize / crop / RGB), returning a (3, S, S) uint8 tensor.
+
+    Decode workers use it so that they ship a quarter of the bytes and leave the float conversion and
+    normalisation to one vectorised step on the whole batch (:meth:`Backbone.embed_pixels` accepts uint8).
+    """
+    from torchvision import transforms as T
+
+    full = build_transform(pre)
+    steps = [t for t in getattr(full, "transforms", []) if type(t).__name__ not in ("MaybeToTensor", "ToTensor",
+                                                                                    "Normalize")]
+    return T.Compose([*steps, T.PILToTensor()])
+
+
 @dataclass
 class ModelInfo:
     """Where a backbone came from, for manifests and reports.
@@ -73,6 +87,9 @@ class Backbone:
         self.device = device
         self.dtype = dtype
         self.transform = build_transform(preprocess)
+        self.uint8_transform = build_uint8_transform(preprocess)
+        self._mean = torch.tensor(preprocess.mean, device=device).view(1, 3, 1, 1)
+        self._std = torch.tensor(preprocess.std, device=device).view(1, 3, 1, 1)
         towers.module.to(device=device, dtype=dtype).eval()
 
     # ---- properties
@@ -123,11 +140,20 @@ class Backbone:
     def _to_device(self, x: torch.Tensor) -> torch.Tensor:
         return x.to(self.device, non_blocking=True)
 
+    def normalize_uint8(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) uint8 from :attr:`uint8_transform` -> the model's normalised float input, on its device."""
+        x = self._to_device(pixels).float().div_(255.0)
+        return x.sub_(self._mean).div_(self._std)
+
     @torch.inference_mode()
     def embed_pixels(self, pixels: torch.Tensor, normalize: bool = True) -> torch.Tensor:
-        """(B, D) float32 embeddings of a preprocessed (B, 3, S, S) batch, on the backbone's device."""
+        """(B, D) float32 embeddings of a preprocessed (B, 3, S, S) batch, on the backbone's device: float input
+        is taken as normalised (:attr:`transform`), uint8 input as resized and cropped only
+        (:attr:`uint8_transform`) and is normalised here."""
         if pixels.ndim != 4 or pixels.shape[1] != 3:
             raise ValueError(f"expected a (B, 3, H, W) pixel batch, got shape {tuple(pixels.shape)}")
+        if pixels.dtype == torch.uint8:
+            pixels = self.normalize_uint8(pixels)
         out = self.towers.encode_image(self._to_device(pixels)).float()
         return F.normalize(out, dim=-1) if normalize else out
 

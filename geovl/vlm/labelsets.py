@@ -55,6 +55,25 @@ def _key(label: str) -> str:
     return label.lower().replace(" ", "").replace("_", "").replace("-", "")
 
 
+def resolve_label_set(name: str) -> dict[str, str]:
+    """The ``class name -> prompt phrase`` table of a label set (name matching ignores case, ``-`` and ``_``).
+
+    Raises:
+        ValueError: unknown name; the message lists the known sets.
+    """
+    key = _key(name)
+    for known, table in LABEL_SETS.items():
+        if _key(known) == key:
+            return table
+    raise ValueError(f"unknown label set '{name}'; known: {', '.join(LABEL_SETS)}")
+
+
+def missing_labels(labels: Iterable[str], table: Mapping[str, str]) -> list[str]:
+    """The labels that ``table`` has no entry for (matching as :func:`prompt_names` does)."""
+    known = {_key(k) for k in table}
+    return [lab for lab in labels if _key(lab) not in known]
+
+
 def prompt_names(labels: Iterable[str], label_set: str | Mapping[str, str] | None = None) -> list[str]:
     """The prompt phrase for each label.
 
@@ -67,9 +86,7 @@ def prompt_names(labels: Iterable[str], label_set: str | Mapping[str, str] | Non
 
     labels = list(labels)
     if isinstance(label_set, str):
-        if label_set not in LABEL_SETS:
-            raise ValueError(f"unknown label set '{label_set}'; known: {', '.join(LABEL_SETS)}")
-        table: Mapping[str, str] | None = LABEL_SETS[label_set]
+        table: Mapping[str, str] | None = resolve_label_set(label_set)
     elif label_set is None:
         table = next((t for t in LABEL_SETS.values() if {_key(k) for k in t} >= {_key(lab) for lab in labels}), None)
     else:

@@ -1,0 +1,64 @@
+"""Settings of the HTTP API server, as one typed dataclass (``geovl serve`` flags map onto it one to one)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class ServeConfig:
+    """What ``geovl serve`` loads and how it limits requests.
+
+    Attributes:
+        model: backbone to load (registry name, ``random:<arch>``, or a checkpoint path).
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N``.
+        precision: ``auto``, ``fp32``, ``bf16`` or ``fp16``.
+        max_batch: most images embedded in one forward pass.
+        max_wait_ms: how long the batcher waits for more images before running a partial batch (milliseconds).
+        queue_size: most images waiting for a forward pass; beyond it requests get HTTP 503.
+        max_image_bytes: largest encoded image accepted (bytes); larger gives HTTP 413.
+        max_image_pixels: largest decoded image accepted (width x height); larger gives HTTP 422.
+        max_images_per_request: most images in one request; more gives HTTP 413.
+        max_labels: most class labels in one request; more gives HTTP 422.
+        max_top_k: largest ``top_k`` accepted.
+        classifier_cache_size: class-embedding sets kept in memory (least recently used are dropped).
+        api_tokens: accepted bearer tokens; empty means no authentication.
+        host: interface to bind. Loopback by default; pass ``0.0.0.0`` deliberately to expose the server.
+        port: TCP port.
+        retry_after_s: the ``Retry-After`` value sent with HTTP 503 (seconds).
+    """
+
+    model: str = "geovl-rs-tiny"
+    device: str = "auto"
+    precision: str = "auto"
+    max_batch: int = 32
+    max_wait_ms: float = 10.0
+    queue_size: int = 256
+    max_image_bytes: int = 10 * 1024 * 1024
+    max_image_pixels: int = 8192 * 8192
+    max_images_per_request: int = 64
+    max_labels: int = 256
+    max_top_k: int = 100
+    classifier_cache_size: int = 32
+    api_tokens: tuple[str, ...] = field(default_factory=tuple)
+    host: str = "127.0.0.1"
+    port: int = 8000
+    retry_after_s: int = 1
+
+    def __post_init__(self) -> None:
+        self.api_tokens = tuple(self.api_tokens)
+        positive = ("max_batch", "queue_size", "max_image_bytes", "max_image_pixels", "max_images_per_request",
+                    "max_labels", "max_top_k", "classifier_cache_size", "retry_after_s")
+        for name in positive:
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"ServeConfig.{name} must be a positive integer, got {value!r}")
+        if self.max_wait_ms < 0:
+            raise ValueError(f"ServeConfig.max_wait_ms must be >= 0, got {self.max_wait_ms}")
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"ServeConfig.port must be in 0..65535, got {self.port}")
+        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
+            raise ValueError(f"ServeConfig.precision must be auto, fp32, bf16 or fp16, got {self.precision!r}")
+        bad = [t for t in self.api_tokens if not t or any(c.isspace() for c in t)]
+        if bad:
+            raise ValueError("API tokens must be non-empty and contain no whitespace")
