@@ -137,6 +137,113 @@ def cmd_chips(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- classify
+
+
+def _parse_labels(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    labels = [part.strip() for part in text.split(",")]
+    if not any(labels):
+        raise ValueError("--labels is empty; give class names separated by commas, e.g. --labels 'forest,river'")
+    return labels
+
+
+def cmd_classify(args: argparse.Namespace) -> int:
+    from geovl.vlm.labelsets import LABEL_SETS, resolve_label_set
+
+    if args.list_label_sets:
+        for name, table in LABEL_SETS.items():
+            print(f"{name:<14} {len(table):>3} classes: {', '.join(table)}")
+        return 0
+    if not args.paths:
+        raise ValueError("give images, folders or a GeoTIFF scene to classify (or --list-label-sets)")
+    if args.labels is None and args.label_set is None:
+        raise ValueError("no classes: give --labels 'a,b,c' or --label-set NAME (see --list-label-sets)")
+    if args.label_set is not None:
+        resolve_label_set(args.label_set)  # fail on a typo before loading the model
+    if args.map is not None:
+        return _classify_scene(args)
+    from geovl.index.embed import list_images
+    from geovl.vlm.classify import ZeroShotClassifier
+
+    paths = list_images(args.paths)
+    if not paths:
+        raise ValueError(f"no images found under {', '.join(args.paths)}")
+    classifier = ZeroShotClassifier(_load(args), _parse_labels(args.labels), label_set=args.label_set)
+    predictions = classifier.classify(paths, top_k=args.top_k, batch_size=args.batch_size)
+    rows = [{"image": str(path), **pred.to_dict()} for path, pred in zip(paths, predictions, strict=True)]
+    if args.out:
+        _write_predictions(Path(args.out), rows)
+        print(f"wrote {len(rows)} predictions to {args.out}", file=sys.stderr)
+    if args.json:
+        print(json.dumps({"classes": classifier.classes, "predictions": rows}, indent=2))
+    elif not args.out:
+        for row in rows:
+            ranked = ", ".join(f"{lab} {score:.3f}" for lab, score in zip(row["labels"], row["scores"], strict=True))
+            print(f"{row['image']}\t{ranked}")
+    return 0
+
+
+def _write_predictions(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Predictions as JSON (``.json``) or CSV (anything else: image, rank, label, score; one row per rank)."""
+    import csv
+    import os
+
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        if path.suffix.lower() == ".json":
+            json.dump(rows, f, indent=2)
+        else:
+            writer = csv.writer(f)
+            writer.writerow(["image", "rank", "label", "score"])
+            for row in rows:
+                for rank, (label, score) in enumerate(zip(row["labels"], row["scores"], strict=True), start=1):
+                    writer.writerow([row["image"], rank, label, f"{score:.6f}"])
+    os.replace(tmp, path)
+
+
+def _classify_scene(args: argparse.Namespace) -> int:
+    from geovl.vlm.classify import ZeroShotClassifier
+    from geovl.vlm.labelmap import classify_scene
+
+    if len(args.paths) != 1:
+        raise ValueError(f"--map classifies one scene; got {len(args.paths)} paths")
+    classifier = ZeroShotClassifier(_load(args), _parse_labels(args.labels), label_set=args.label_set)
+    result = classify_scene(classifier, args.paths[0], args.map, chip_size=args.chip_size,
+                            bands=_parse_bands(args.bands), nodata=args.nodata, min_valid_fraction=args.min_valid,
+                            probabilities=args.probabilities, batch_size=args.batch_size, progress=not args.quiet)
+    summary = {
+        "map": str(result.path), "classes": str(result.table_json), "table": str(result.table_csv),
+        "probabilities": str(result.probabilities_path) if result.probabilities_path else None,
+        "grid": list(result.grid_shape), "classified": result.classified, "skipped": result.skipped,
+        "counts": {k: v for k, v in result.counts.items() if v},
+    }
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+# ---------------------------------------------------------------- serve
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from geovl._optional import require
+
+    for module in ("fastapi", "uvicorn", "multipart"):
+        require(module, extra="api", feature="geovl serve")
+    from geovl.api.config import ServeConfig
+    from geovl.api.server import serve
+
+    config = ServeConfig(model=args.model, device=args.device, precision=args.precision, host=args.host,
+                         port=args.port, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
+                         queue_size=args.queue_size, max_images_per_request=args.max_images,
+                         max_image_bytes=args.max_image_mb * 1024 * 1024, api_tokens=tuple(args.tokens))
+    print(f"geovl serve: loading {config.model}; API on http://{config.host}:{config.port}/v1 "
+          f"(docs at /docs){'' if config.api_tokens else ', no token needed'}", file=sys.stderr)
+    serve(config)
+    return 0
+
+
 # ---------------------------------------------------------------- data
 
 
@@ -458,6 +565,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", "-q", action="store_true")
     p.set_defaults(handler=cmd_chips)
 
+    p = sub.add_parser("classify", help="zero-shot scene classification of images, folders, or a GeoTIFF scene "
+                                        "(--map: a per-chip label map)")
+    p.add_argument("paths", nargs="*", help="images and folders (searched recursively), or one scene with --map")
+    labels = p.add_argument_group("classes (one or both)")
+    labels.add_argument("--labels", default=None,
+                        help="comma-separated class names, e.g. 'forest,river,farmland' (with --label-set: a subset "
+                             "of the set, prompted with its phrases)")
+    labels.add_argument("--label-set", default=None, help="a benchmark label set, e.g. eurosat, aid, nwpu-resisc45")
+    p.add_argument("--list-label-sets", action="store_true", help="print the label sets and exit")
+    _add_model_args(p)
+    p.add_argument("--top-k", type=int, default=5, help="classes reported per image")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--out", "-o", default=None, help="write predictions to a .csv (one row per rank) or .json file")
+    scene = p.add_argument_group("label maps of GeoTIFF scenes")
+    scene.add_argument("--map", default=None, help="write a uint8 GeoTIFF label map (one pixel per chip, 255 = "
+                                                   "nodata) plus .classes.json / .classes.csv tables")
+    scene.add_argument("--probabilities", default=None, help="also write a float32 per-class probability GeoTIFF")
+    scene.add_argument("--chip-size", type=int, default=64, help="chip side in scene pixels (= map pixel size)")
+    scene.add_argument("--bands", default=None, help="band indexes (4,3,2) or a sensor preset (sentinel2-rgb, ...)")
+    scene.add_argument("--nodata", type=float, default=None, help="nodata value (default: the file's)")
+    scene.add_argument("--min-valid", type=float, default=0.5, help="leave chips with less valid area as nodata")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    p.set_defaults(handler=cmd_classify)
+
     p = sub.add_parser("data", help="inspect a dataset: detected format, counts, splits, first sample")
     p.add_argument("path", help="dataset file or folder")
     p.add_argument("--format", default="auto", help="karpathy, coco, imagefolder, skyscript, gaia, webdataset, "
@@ -467,6 +599,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_index_parsers(sub)
     _add_eval_parsers(sub)
+
+    p = sub.add_parser("serve", help="serve zero-shot classification over HTTP (/v1/classify; needs geovl[api])")
+    p.add_argument("--model", "-m", default="geovl-rs-tiny", help="model to load (as for embed; default: bundled)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    p.add_argument("--host", default="127.0.0.1", help="interface to bind (default loopback; 0.0.0.0 exposes it)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--max-batch", type=int, default=32, help="most images per forward pass")
+    p.add_argument("--max-wait-ms", type=float, default=10.0, help="how long a batch waits to fill (ms)")
+    p.add_argument("--queue-size", type=int, default=256, help="most images waiting; beyond it HTTP 503")
+    p.add_argument("--max-images", type=int, default=64, help="most images per request (more: HTTP 413)")
+    p.add_argument("--max-image-mb", type=int, default=10, help="largest image file in MiB (larger: HTTP 413)")
+    p.add_argument("--token", dest="tokens", action="append", default=[], metavar="T",
+                   help="accepted bearer token (repeatable; none: no authentication)")
+    p.set_defaults(handler=cmd_serve)
 
     p = sub.add_parser("train", help="train models (clip: contrastive fine-tuning; runs under torchrun for DDP)")
     kinds = p.add_subparsers(dest="train_kind", metavar="KIND", required=True)

@@ -53,6 +53,9 @@ class ServeConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"ServeConfig.{name} must be a positive integer, got {value!r}")
+        if self.queue_size < self.max_images_per_request:
+            raise ValueError(f"ServeConfig.queue_size ({self.queue_size}) must be at least max_images_per_request "
+                             f"({self.max_images_per_request}), or a full-size request could never be queued")
         if self.max_wait_ms < 0:
             raise ValueError(f"ServeConfig.max_wait_ms must be >= 0, got {self.max_wait_ms}")
         if not 0 <= self.port <= 65535:

@@ -16,6 +16,7 @@ redoes the rest: nothing is lost and nothing is duplicated.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import logging
@@ -167,8 +168,17 @@ def _collate(items: list[tuple[int, torch.Tensor | None, dict[str, Any], str | N
 def decode_loader(backbone: Backbone, records: Sequence[Record], chip_readers: list[Any], batch_size: int,
                   workers: int) -> DataLoader:
     """Batches of ``(positions, pixels | None, chip metadata, failures)``, decoded in ``workers`` processes."""
+    cpu = backbone.device.type == "cpu"
     return DataLoader(_Mapper(records, backbone.uint8_transform, chip_readers), batch_size=batch_size,
-                      num_workers=workers, collate_fn=_collate, pin_memory=backbone.device.type == "cuda")
+                      num_workers=workers, collate_fn=_collate, pin_memory=not cpu,
+                      worker_init_fn=_yield_to_the_model if cpu else None, prefetch_factor=4 if workers else None)
+
+
+def _yield_to_the_model(_: int) -> None:
+    """Decode workers run at a lower CPU priority when the model shares the CPU: the model's OpenMP threads wait
+    for each other at every layer, so a worker that pre-empts one of them stalls all of them."""
+    with contextlib.suppress(OSError):  # not permitted: keep the default priority
+        os.nice(10)
 
 
 # ---------------------------------------------------------------- writer

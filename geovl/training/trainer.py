@@ -686,10 +686,11 @@ def _export_transformers(backbone: Backbone, folder: Path, config: TrainConfig, 
     import tempfile
 
     towers: Any = backbone.towers
+    model: Any = backbone.model
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
     try:
-        backbone.model.save_pretrained(tmp)
+        model.save_pretrained(tmp)
         towers.tokenizer.save_pretrained(tmp)
         pre = backbone.preprocess
         (tmp / "preprocessor_config.json").write_text(json.dumps({

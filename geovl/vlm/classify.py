@@ -39,8 +39,9 @@ class Prediction:
 def resolve_classes(labels: Sequence[str] | None, label_set: str | None) -> tuple[list[str], list[str]]:
     """``(class names, prompt phrases)`` from user labels and / or a label set name.
 
-    * ``labels`` only: the labels are the class names; prompts come from a known label set that covers them all,
-      else the prettified labels (:func:`geovl.vlm.labelsets.prompt_names`).
+    * ``labels`` only: the labels are the class names, prompted as written except that ``_``, ``-`` and camel case
+      become spaces (:func:`geovl.data.prettify_class_name`); no benchmark set is guessed, so free text stays the
+      user's own.
     * ``label_set`` only: every class of the set, with its prompt phrases.
     * both: the given labels (a subset of the set, matched ignoring case, spaces, ``_`` and ``-``), reported as
       given and prompted with the set's phrases.
@@ -66,7 +67,9 @@ def resolve_classes(labels: Sequence[str] | None, label_set: str | None) -> tupl
     if dupes:
         raise ValueError(f"duplicate class names: {dupes}")
     if table is None:
-        return names, prompt_names(names)
+        from geovl.data import prettify_class_name
+
+        return names, [prettify_class_name(n) for n in names]
     missing = missing_labels(names, table)
     if missing:
         raise ValueError(f"label set '{label_set}' has no class {missing[:5]}; its classes are: {', '.join(table)}")

@@ -1,0 +1,364 @@
+"""The HTTP API (``geovl serve``): real HTTP on loopback against uvicorn in a background thread."""
+
+from __future__ import annotations
+
+import base64
+import io
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("fastapi")
+pytest.importorskip("multipart")
+httpx = pytest.importorskip("httpx")
+uvicorn = pytest.importorskip("uvicorn")
+
+from PIL import Image  # noqa: E402
+
+from geovl.api.batching import BatcherClosedError, MicroBatcher, QueueFullError  # noqa: E402
+from geovl.api.client import GeovlAPIError, GeovlClient  # noqa: E402
+from geovl.api.config import ServeConfig  # noqa: E402
+from geovl.api.server import create_app  # noqa: E402
+from geovl.vlm import Backbone, load_backbone  # noqa: E402
+from geovl.vlm.classify import ZeroShotClassifier  # noqa: E402
+
+LABELS = ["forest", "river", "dense residential area", "harbour"]
+
+
+def _png(seed: int, size: int = 40) -> bytes:
+    rng = np.random.default_rng(seed)
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _backbone() -> Backbone:
+    return load_backbone("random:geovl-micro", device="cpu", precision="fp32")
+
+
+@pytest.fixture(scope="module")
+def backbone() -> Backbone:
+    return _backbone()
+
+
+@contextmanager
+def live_server(config: ServeConfig, backbone: Backbone) -> Iterator[tuple[str, Any]]:
+    """Serve ``create_app(config)`` on a free loopback port; yields (base URL, the app)."""
+    app = create_app(config, backbone=backbone)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the test server did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}", app
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        sock.close()
+
+
+@pytest.fixture(scope="module")
+def server(backbone: Backbone) -> Iterator[tuple[str, Any]]:
+    config = ServeConfig(model="random:geovl-micro", max_images_per_request=4, max_labels=8,
+                         max_image_bytes=200_000, queue_size=64, max_wait_ms=5)
+    with live_server(config, backbone) as s:
+        yield s
+
+
+@pytest.fixture
+def url(server: tuple[str, Any]) -> str:
+    return server[0]
+
+
+# ---------------------------------------------------------------- endpoints
+
+
+def test_health_and_models(url: str, backbone: Backbone) -> None:
+    with GeovlClient(url) as client:
+        health = client.health()
+        assert health.status == "ok" and health.model == "random:geovl-micro"
+        info = client.models()
+    assert info.models[0].dim == backbone.embed_dim and info.models[0].image_size == backbone.image_size
+    assert "eurosat" in info.label_sets and "Forest" in info.label_sets["eurosat"]
+    assert info.templates and all("{}" in t for t in info.templates)
+
+
+def test_classify_with_labels_matches_the_classifier(url: str, backbone: Backbone) -> None:
+    images = [_png(1), _png(2), _png(3)]
+    with GeovlClient(url) as client:
+        result = client.classify(images, labels=LABELS, top_k=3)
+    expected = ZeroShotClassifier(backbone, LABELS).classify(images, top_k=3)
+    assert result.classes == LABELS and len(result.predictions) == 3
+    for got, want in zip(result.predictions, expected, strict=True):
+        assert got.labels == want.labels
+        np.testing.assert_allclose(got.scores, want.scores, rtol=1e-4, atol=1e-6)
+    assert result.timing["total_ms"] > 0 and len(result.timing["batch_sizes"]) == 3
+
+
+def test_classify_with_label_set_json_and_multipart_agree(url: str, backbone: Backbone) -> None:
+    images = [_png(4), _png(5)]
+    with GeovlClient(url) as client:
+        result = client.classify(images, label_set="eurosat", top_k=2)
+    expected = ZeroShotClassifier(backbone, label_set="eurosat").classify(images, top_k=2)
+    assert [p.labels for p in result.predictions] == [p.labels for p in expected]
+    assert len(result.classes) == 10
+    files = [("images", ("a.png", images[0], "image/png")), ("images", ("b.png", images[1], "image/png"))]
+    r = httpx.post(f"{url}/v1/classify", files=files, data={"label_set": "eurosat", "top_k": "2"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert [p["labels"] for p in body["predictions"]] == [p.labels for p in expected]
+    assert [p["filename"] for p in body["predictions"]] == ["a.png", "b.png"]
+    # A subset of the set, comma-separated in one multipart field.
+    r = httpx.post(f"{url}/v1/classify", files=files[:1], data={"label_set": "eurosat", "labels": "Forest,River"})
+    assert r.status_code == 200 and r.json()["classes"] == ["Forest", "River"]
+
+
+def test_class_embeddings_are_cached(server: tuple[str, Any]) -> None:
+    url, app = server
+    service = app.state.service
+    labels = ["cached-a", "cached-b"]
+    with GeovlClient(url) as client:
+        client.classify([_png(6)], labels=labels)
+        n = service.cached_classifiers
+        client.classify([_png(7)], labels=labels)
+    assert service.cached_classifiers == n
+
+
+# ---------------------------------------------------------------- errors
+
+
+def _error(response: httpx.Response, status: int) -> str:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error", "detail"}
+    return str(body["detail"])
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def test_limits(url: str) -> None:
+    img = _b64(_png(8))
+    post = lambda body: httpx.post(f"{url}/v1/classify", json=body)  # noqa: E731
+    assert "limit is 4" in _error(post({"images": [img] * 5, "labels": LABELS}), 413)
+    big = np.random.default_rng(0).integers(0, 255, (400, 400, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(big).save(buf, format="PNG")
+    assert "200000 bytes" in _error(post({"images": [_b64(buf.getvalue())], "labels": LABELS}), 413)
+    files = [("images", ("big.png", buf.getvalue(), "image/png"))]
+    assert "'big.png'" in _error(httpx.post(f"{url}/v1/classify", files=files, data={"labels": "a,b"}), 413)
+    assert "limit is 8" in _error(post({"images": [img], "labels": [f"c{i}" for i in range(9)]}), 422)
+    assert "top_k" in _error(post({"images": [img], "labels": LABELS, "top_k": 0}), 422)
+    assert "unknown label set" in _error(post({"images": [img], "label_set": "nope"}), 422)
+    assert "no classes" in _error(post({"images": [img]}), 422)
+    assert "duplicate" in _error(post({"images": [img], "labels": ["a", "a"]}), 422)
+    assert "no images" in _error(post({"images": [], "labels": LABELS}), 422)
+    assert "images" in _error(post({"labels": LABELS}), 422)
+    assert "not supported" in _error(httpx.post(f"{url}/v1/classify", content=b"x",
+                                                headers={"content-type": "text/plain"}), 415)
+    huge = httpx.post(f"{url}/v1/classify", content=b"{" + b" " * 4_000_000,
+                      headers={"content-type": "application/json"})
+    assert "limit" in _error(huge, 413)
+    chunked = httpx.post(f"{url}/v1/classify", content=iter([b"{", b" " * 4_000_000]),
+                         headers={"content-type": "application/json"})  # no Content-Length: counted as it arrives
+    assert "limit" in _error(chunked, 413)
+    assert _error(httpx.get(f"{url}/v1/nope"), 404)
+
+
+def test_bad_image_is_named_and_fails_only_its_request(url: str) -> None:
+    detail = _error(httpx.post(f"{url}/v1/classify", json={"images": [_b64(_png(9)), _b64(b"not an image")],
+                                                           "labels": LABELS}), 422)
+    assert detail.startswith("images[1]") and "image" in detail
+    assert "base64" in _error(httpx.post(f"{url}/v1/classify", json={"images": ["%%%"], "labels": LABELS}), 422)
+    files = [("images", ("broken.jpg", _png(10)[:60], "image/jpeg"))]
+    assert "'broken.jpg'" in _error(httpx.post(f"{url}/v1/classify", files=files, data={"labels": "a,b"}), 422)
+    with GeovlClient(url) as client:
+        assert len(client.classify([_png(11)], labels=LABELS).predictions) == 1
+        with pytest.raises(GeovlAPIError) as err:
+            client.classify([b"garbage"], labels=LABELS)
+    assert err.value.status == 422 and err.value.code == "invalid_image"
+
+
+def test_bearer_tokens(backbone: Backbone) -> None:
+    config = ServeConfig(model="random:geovl-micro", api_tokens=("s3cret", "other"))
+    with live_server(config, backbone) as (url, _):
+        assert httpx.get(f"{url}/v1/health").status_code == 200  # liveness needs no token
+        r = httpx.get(f"{url}/v1/models")
+        _error(r, 401)
+        assert r.headers["WWW-Authenticate"].startswith("Bearer")
+        r = httpx.post(f"{url}/v1/classify", json={"images": [_b64(_png(1))], "labels": LABELS},
+                       headers={"Authorization": "Bearer wrong"})
+        assert "invalid" in _error(r, 401) and "invalid_token" in r.headers["WWW-Authenticate"]
+        with GeovlClient(url, token="other") as client:
+            assert client.classify([_png(1)], labels=LABELS).predictions
+        with GeovlClient(url) as client, pytest.raises(GeovlAPIError) as err:
+            client.models()
+        assert err.value.status == 401
+        spec = httpx.get(f"{url}/openapi.json").json()
+        assert "401" in spec["paths"]["/v1/classify"]["post"]["responses"]
+
+
+# ---------------------------------------------------------------- batching and overload
+
+
+def _instrument(backbone: Backbone, before: Callable[[torch.Tensor], None]) -> None:
+    real = backbone.embed_pixels
+
+    def embed_pixels(pixels: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        before(pixels)
+        return real(pixels, normalize)
+
+    backbone.embed_pixels = embed_pixels  # type: ignore[method-assign]
+
+
+def test_overload_gives_503_with_retry_after() -> None:
+    backbone = _backbone()
+    entered, release = threading.Event(), threading.Event()
+
+    def block(pixels: torch.Tensor) -> None:
+        entered.set()
+        release.wait(30)
+
+    _instrument(backbone, block)
+    config = ServeConfig(model="random:geovl-micro", queue_size=1, max_images_per_request=1, max_batch=1,
+                         max_wait_ms=0, retry_after_s=2)
+    with live_server(config, backbone) as (url, app):
+        body = {"images": [_b64(_png(1))], "labels": LABELS}
+        results: list[int] = []
+        call = lambda: results.append(httpx.post(f"{url}/v1/classify", json=body, timeout=60).status_code)  # noqa: E731
+        first = threading.Thread(target=call)
+        first.start()
+        assert entered.wait(30)  # first request is in the forward pass
+        second = threading.Thread(target=call)
+        second.start()
+        deadline = time.monotonic() + 30
+        while app.state.service.batcher.pending < 1:  # second request is queued
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        r = httpx.post(f"{url}/v1/classify", json=body)
+        assert "busy" in _error(r, 503)
+        assert r.headers["Retry-After"] == "2"
+        with GeovlClient(url) as client, pytest.raises(GeovlAPIError) as err:
+            client.classify([_png(3)], labels=LABELS)
+        assert err.value.status == 503 and err.value.retry_after == 2
+        release.set()
+        first.join(30)
+        second.join(30)
+    assert results == [200, 200]
+
+
+def test_concurrent_requests_share_forward_passes() -> None:
+    backbone = _backbone()
+    batches: list[int] = []
+    _instrument(backbone, lambda pixels: batches.append(len(pixels)))
+    config = ServeConfig(model="random:geovl-micro", max_batch=8, max_wait_ms=3000)
+    with live_server(config, backbone) as (url, _):
+        with GeovlClient(url) as client:
+            client.classify([_png(0)], labels=LABELS)  # builds the class embeddings; waits out max_wait once
+        batches.clear()
+        statuses: list[list[int]] = []
+
+        def one(i: int) -> None:
+            with GeovlClient(url) as c:
+                statuses.append(c.classify([_png(i)], labels=LABELS).timing["batch_sizes"])
+
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(8)]
+        start = time.monotonic()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        elapsed = time.monotonic() - start
+    assert sum(batches) == 8 and len(batches) <= 2, batches
+    assert len(statuses) == 8 and max(s[0] for s in statuses) == max(batches)
+    assert elapsed < 3.0 or len(batches) == 2  # a full batch runs at once, without waiting out max_wait_ms
+
+
+def test_openapi_schema_lists_v1_paths(url: str) -> None:
+    spec = httpx.get(f"{url}/openapi.json").json()
+    assert {"/v1/health", "/v1/models", "/v1/classify"} <= set(spec["paths"])
+    post = spec["paths"]["/v1/classify"]["post"]
+    assert set(post["requestBody"]["content"]) == {"application/json", "multipart/form-data"}
+    assert {"200", "413", "415", "422", "503"} <= set(post["responses"])
+    assert "Retry-After" in post["responses"]["503"]["headers"]
+    schemas = spec["components"]["schemas"]
+    assert {"ClassifyRequest", "ClassifyForm", "ClassifyResponse", "ErrorResponse", "Timing"} <= set(schemas)
+    refs = [c["schema"]["$ref"].rsplit("/", 1)[1] for c in post["requestBody"]["content"].values()]
+    assert all(r in schemas for r in refs)
+    assert spec["paths"]["/v1/models"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+
+
+# ---------------------------------------------------------------- the batcher and config on their own
+
+
+def test_micro_batcher_batches_isolates_errors_and_closes() -> None:
+    calls: list[list[int]] = []
+
+    def process(items: list[int]) -> list[int]:
+        calls.append(items)
+        if -1 in items:
+            raise ValueError("negative")
+        return [x * 10 for x in items]
+
+    batcher: MicroBatcher[int, int] = MicroBatcher(process, max_batch=4, max_wait_ms=200, queue_size=6)
+    futures = batcher.submit([1, 2, -1, 3])
+    assert [f.exception(5) is None for f in futures] == [True, True, False, True]
+    assert [futures[i].result() for i in (0, 1, 3)] == [10, 20, 30]
+    assert calls[0] == [1, 2, -1, 3]  # one batch, then each item alone to find the one that fails
+    with pytest.raises(ValueError, match="negative"):
+        futures[2].result()
+    with pytest.raises(ValueError, match="never fit"):
+        batcher.submit(list(range(7)))
+    batcher.close()
+    with pytest.raises(BatcherClosedError):
+        batcher.submit([1])
+
+
+def test_micro_batcher_rejects_when_full_and_drains_on_close() -> None:
+    gate = threading.Event()
+    batcher: MicroBatcher[int, int] = MicroBatcher(lambda xs: (gate.wait(10), xs)[1], max_batch=1, max_wait_ms=0,
+                                                   queue_size=2)
+    first = batcher.submit([1])
+    deadline = time.monotonic() + 10
+    while batcher.pending:  # the worker has taken the first item
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    queued = batcher.submit([2, 3])
+    with pytest.raises(QueueFullError, match="full"):
+        batcher.submit([4])
+    gate.set()
+    batcher.close()
+    assert [f.result(5) for f in [*first, *queued]] == [1, 2, 3]
+
+
+def test_serve_config_checks() -> None:
+    with pytest.raises(ValueError, match="max_batch"):
+        ServeConfig(max_batch=0)
+    with pytest.raises(ValueError, match="queue_size"):
+        ServeConfig(queue_size=2, max_images_per_request=4)
+    with pytest.raises(ValueError, match="token"):
+        ServeConfig(api_tokens=("has space",))
+    assert ServeConfig().host == "127.0.0.1"
+
+
+def test_cli_serve_parses() -> None:
+    from geovl.cli import build_parser
+
+    args = build_parser().parse_args(["serve", "--port", "9000", "--token", "a", "--token", "b", "--max-batch", "4"])
+    assert args.port == 9000 and args.tokens == ["a", "b"] and args.max_batch == 4 and args.host == "127.0.0.1"
