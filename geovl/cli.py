@@ -162,6 +162,19 @@ def cmd_classify(args: argparse.Namespace) -> int:
         raise ValueError("no classes: give --labels 'a,b,c' or --label-set NAME (see --list-label-sets)")
     if args.label_set is not None:
         resolve_label_set(args.label_set)  # fail on a typo before loading the model
+    if args.threshold is not None and not args.multi_label:
+        raise ValueError("--threshold applies to --multi-label; add --multi-label")
+    threshold = 0.5 if args.threshold is None else args.threshold
+    if args.multi_label:
+        from geovl.vlm.classify import _check_threshold
+
+        if args.map is not None:
+            raise ValueError("--multi-label scores images; a --map label map holds one class per chip")
+        _check_threshold(threshold)
+    if args.evaluate:
+        return _classify_evaluate(args)
+    if args.report_dir is not None or args.holdout is not None:
+        raise ValueError("--report-dir and --holdout apply to --evaluate; add --evaluate")
     if args.map is not None:
         return _classify_scene(args)
     from geovl.index.embed import list_images
@@ -171,16 +184,21 @@ def cmd_classify(args: argparse.Namespace) -> int:
     if not paths:
         raise ValueError(f"no images found under {', '.join(args.paths)}")
     classifier = ZeroShotClassifier(_load(args), _parse_labels(args.labels), label_set=args.label_set)
-    predictions = classifier.classify(paths, top_k=args.top_k, batch_size=args.batch_size)
+    if args.multi_label:
+        predictions = classifier.multi_label(paths, threshold=threshold, batch_size=args.batch_size)
+    else:
+        predictions = classifier.classify(paths, top_k=args.top_k, batch_size=args.batch_size)
     rows = [{"image": str(path), **pred.to_dict()} for path, pred in zip(paths, predictions, strict=True)]
     if args.out:
         _write_predictions(Path(args.out), rows)
         print(f"wrote {len(rows)} predictions to {args.out}", file=sys.stderr)
     if args.json:
-        print(json.dumps({"classes": classifier.classes, "predictions": rows}, indent=2))
+        extra = {"multi_label": True, "threshold": threshold} if args.multi_label else {}
+        print(json.dumps({"classes": classifier.classes, **extra, "predictions": rows}, indent=2))
     elif not args.out:
         for row in rows:
             ranked = ", ".join(f"{lab} {score:.3f}" for lab, score in zip(row["labels"], row["scores"], strict=True))
+            ranked = ranked or "(no class passes the threshold)"
             print(f"{row['image']}\t{ranked}")
     return 0
 
@@ -203,6 +221,27 @@ def _write_predictions(path: Path, rows: list[dict[str, Any]]) -> None:
     os.replace(tmp, path)
 
 
+def _classify_evaluate(args: argparse.Namespace) -> int:
+    from geovl.eval.protocols import eval_classifier
+    from geovl.eval.report import to_jsonable, write_report
+    from geovl.vlm.classify import ZeroShotClassifier
+
+    if args.map is not None or args.multi_label:
+        raise ValueError("--evaluate scores single-label predictions; drop --map / --multi-label")
+    if len(args.paths) != 1 or not Path(args.paths[0]).is_dir():
+        raise ValueError("--evaluate needs one labelled dataset folder (an ImageFolder: one sub-folder per class)")
+    classifier = ZeroShotClassifier(_load(args), _parse_labels(args.labels), label_set=args.label_set)
+    report = eval_classifier(classifier, args.paths[0], holdout=args.holdout, batch_size=args.batch_size,
+                             progress=not args.quiet)
+    out = args.report_dir or "out/classify_eval"
+    files = write_report(report, out)
+    summary = {"task": report.task, "figures": to_jsonable(report.figures),
+               "per_class": to_jsonable(report.details["per_class"]),
+               "report": {k: str(v) for k, v in files.items()}}
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
 def _classify_scene(args: argparse.Namespace) -> int:
     from geovl.vlm.classify import ZeroShotClassifier
     from geovl.vlm.labelmap import classify_scene
@@ -215,6 +254,7 @@ def _classify_scene(args: argparse.Namespace) -> int:
                             probabilities=args.probabilities, batch_size=args.batch_size, progress=not args.quiet)
     summary = {
         "map": str(result.path), "classes": str(result.table_json), "table": str(result.table_csv),
+        "footprints": str(result.footprints),
         "probabilities": str(result.probabilities_path) if result.probabilities_path else None,
         "grid": list(result.grid_shape), "classified": result.classified, "skipped": result.skipped,
         "counts": {k: v for k, v in result.counts.items() if v},
@@ -231,13 +271,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     for module in ("fastapi", "uvicorn", "multipart"):
         require(module, extra="api", feature="geovl serve")
-    from geovl.api.config import ServeConfig
+    from geovl.api.config import ServeConfig, tokens_from_env
     from geovl.api.server import serve
 
+    tokens = tuple(args.tokens) or tokens_from_env()  # --token wins over GEOVL_API_TOKENS
     config = ServeConfig(model=args.model, device=args.device, precision=args.precision, host=args.host,
                          port=args.port, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
                          queue_size=args.queue_size, max_images_per_request=args.max_images,
-                         max_image_bytes=args.max_image_mb * 1024 * 1024, api_tokens=tuple(args.tokens))
+                         max_image_bytes=args.max_image_mb * 1024 * 1024, api_tokens=tokens,
+                         cors_origins=list(args.cors_origins), index=args.index)
     print(f"geovl serve: loading {config.model}; API on http://{config.host}:{config.port}/v1 "
           f"(docs at /docs){'' if config.api_tokens else ', no token needed'}", file=sys.stderr)
     serve(config)
@@ -576,17 +618,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--list-label-sets", action="store_true", help="print the label sets and exit")
     _add_model_args(p)
     p.add_argument("--top-k", type=int, default=5, help="classes reported per image")
+    p.add_argument("--multi-label", action="store_true",
+                   help="report every class whose own score passes --threshold (sigmoid of the logit for SigLIP "
+                        "models, else a softmax against generic background prompts) instead of the top k")
+    p.add_argument("--threshold", type=float, default=None, help="score threshold in (0, 1) for --multi-label "
+                                                                 "(default 0.5)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--out", "-o", default=None, help="write predictions to a .csv (one row per rank) or .json file")
     scene = p.add_argument_group("label maps of GeoTIFF scenes")
     scene.add_argument("--map", default=None, help="write a uint8 GeoTIFF label map (one pixel per chip, 255 = "
-                                                   "nodata) plus .classes.json / .classes.csv tables")
+                                                   "nodata) plus .classes.json / .classes.csv tables and "
+                                                   "a .chips.geojson of chip footprints with their classes")
     scene.add_argument("--probabilities", default=None, help="also write a float32 per-class probability GeoTIFF")
     scene.add_argument("--chip-size", type=int, default=64, help="chip side in scene pixels (= map pixel size)")
     scene.add_argument("--bands", default=None, help="band indexes (4,3,2) or a sensor preset (sentinel2-rgb, ...)")
     scene.add_argument("--nodata", type=float, default=None, help="nodata value (default: the file's)")
     scene.add_argument("--min-valid", type=float, default=0.5, help="leave chips with less valid area as nodata")
+    evaluate = p.add_argument_group("accuracy on a labelled dataset")
+    evaluate.add_argument("--evaluate", action="store_true",
+                          help="the path is an ImageFolder (one folder per class): report overall and per-class "
+                               "accuracy and write JSON, Markdown and a confusion-matrix PNG")
+    evaluate.add_argument("--report-dir", default=None, help="report folder (default: out/classify_eval)")
+    evaluate.add_argument("--holdout", type=float, default=None,
+                          help="score only this stable hold-out fraction (what training's holdout_fraction kept out)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(handler=cmd_classify)
 
@@ -612,7 +667,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-images", type=int, default=64, help="most images per request (more: HTTP 413)")
     p.add_argument("--max-image-mb", type=int, default=10, help="largest image file in MiB (larger: HTTP 413)")
     p.add_argument("--token", dest="tokens", action="append", default=[], metavar="T",
-                   help="accepted bearer token (repeatable; none: no authentication)")
+                   help="accepted bearer token (repeatable). Visible to other users in the process list: "
+                        "prefer GEOVL_API_TOKENS=tok1,tok2 in the environment, read when --token is not given. "
+                        "Neither: no authentication")
+    p.add_argument("--cors-origin", dest="cors_origins", action="append", default=[], metavar="ORIGIN",
+                   help="allow browser calls from this origin (repeatable, or *; default: no CORS)")
+    p.add_argument("--index", default=None, metavar="DIR",
+                   help="serve POST /v1/search over this geovl index folder (built with the same model)")
     p.set_defaults(handler=cmd_serve)
 
     p = sub.add_parser("train", help="train models (clip: contrastive fine-tuning; runs under torchrun for DDP)")

@@ -257,6 +257,10 @@ def test_overload_gives_503_with_retry_after() -> None:
         with GeovlClient(url) as client, pytest.raises(GeovlAPIError) as err:
             client.classify([_png(3)], labels=LABELS)
         assert err.value.status == 503 and err.value.retry_after == 2
+        metrics = httpx.get(f"{url}/metrics").text
+        assert _metric(metrics, "geovl_overload_rejections_total") == 2
+        assert _metric(metrics, "geovl_http_requests_total", endpoint="/v1/classify", status="503") == 2
+        assert _metric(metrics, "geovl_queue_depth") == 1
         release.set()
         first.join(30)
         second.join(30)
@@ -362,3 +366,161 @@ def test_cli_serve_parses() -> None:
 
     args = build_parser().parse_args(["serve", "--port", "9000", "--token", "a", "--token", "b", "--max-batch", "4"])
     assert args.port == 9000 and args.tokens == ["a", "b"] and args.max_batch == 4 and args.host == "127.0.0.1"
+    assert args.cors_origins == [] and args.index is None
+    args = build_parser().parse_args(["serve", "--cors-origin", "https://a.org", "--cors-origin", "*",
+                                      "--index", "idx"])
+    assert args.cors_origins == ["https://a.org", "*"] and args.index == "idx" and args.tokens == []
+
+
+# ---------------------------------------------------------------- readiness, env tokens, CORS
+
+
+def test_ready_and_health(url: str, server: tuple[str, Any]) -> None:
+    r = httpx.get(f"{url}/v1/ready")
+    assert r.status_code == 200 and r.json()["status"] == "ready" and r.json()["model"] == "random:geovl-micro"
+    service = server[1].state.service
+    real = type(service.batcher).running
+    try:
+        type(service.batcher).running = property(lambda self: False)  # type: ignore[method-assign]
+        r = httpx.get(f"{url}/v1/ready")
+        assert _error(r, 503) and r.headers["Retry-After"]
+        assert httpx.get(f"{url}/v1/health").status_code == 200  # liveness is not readiness
+    finally:
+        type(service.batcher).running = real  # type: ignore[method-assign]
+    assert httpx.get(f"{url}/v1/ready").status_code == 200
+
+
+def test_tokens_from_env_and_cli(monkeypatch: pytest.MonkeyPatch) -> None:
+    from geovl.api.config import tokens_from_env
+
+    assert tokens_from_env({"GEOVL_API_TOKENS": " a, b ,,c "}) == ("a", "b", "c")
+    assert tokens_from_env({}) == ()
+    monkeypatch.setenv("GEOVL_API_TOKENS", "x,y")
+    assert tokens_from_env() == ("x", "y")
+
+
+def test_cors_off_by_default_and_on_when_configured(url: str, backbone: Backbone) -> None:
+    preflight = {"Origin": "https://app.example.org", "Access-Control-Request-Method": "POST"}
+    r = httpx.get(f"{url}/v1/health", headers={"Origin": "https://app.example.org"})
+    assert "access-control-allow-origin" not in r.headers
+    config = ServeConfig(model="random:geovl-micro", cors_origins=["https://app.example.org/"])
+    with live_server(config, backbone) as (cors_url, _):
+        r = httpx.options(f"{cors_url}/v1/classify", headers=preflight)
+        assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "https://app.example.org"
+        r = httpx.get(f"{cors_url}/v1/health", headers={"Origin": "https://evil.example.org"})
+        assert "access-control-allow-origin" not in r.headers
+
+
+# ---------------------------------------------------------------- metrics
+
+
+def _metric(text: str, name: str, **labels: str) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                total += sample.value
+    return total
+
+
+def test_metrics_counters_move(url: str) -> None:
+    pytest.importorskip("prometheus_client")
+    before = httpx.get(f"{url}/metrics")
+    assert before.status_code == 200 and before.headers["content-type"].startswith("text/plain")
+    text = before.text
+    classified = _metric(text, "geovl_images_classified_total")
+    ok = _metric(text, "geovl_http_requests_total", endpoint="/v1/classify", status="200")
+    bad = _metric(text, "geovl_http_requests_total", endpoint="/v1/classify", status="422")
+    batches = _metric(text, "geovl_forward_batch_size_count")
+    with GeovlClient(url) as client:
+        client.classify([_png(1), _png(2)], labels=LABELS)
+    httpx.post(f"{url}/v1/classify", json={"images": [], "labels": LABELS})
+    httpx.get(f"{url}/v1/no-such-path")
+    after = httpx.get(f"{url}/metrics").text
+    assert _metric(after, "geovl_images_classified_total") == classified + 2
+    assert _metric(after, "geovl_http_requests_total", endpoint="/v1/classify", status="200") == ok + 1
+    assert _metric(after, "geovl_http_requests_total", endpoint="/v1/classify", status="422") == bad + 1
+    assert _metric(after, "geovl_http_requests_total", endpoint="unmatched", status="404") >= 1
+    assert _metric(after, "geovl_forward_batch_size_count") >= batches + 1
+    assert _metric(after, "geovl_http_request_duration_seconds_count", endpoint="/v1/classify") >= ok + bad + 2
+    assert "geovl_queue_depth 0.0" in after and "geovl_overload_rejections_total" in after
+
+
+# ---------------------------------------------------------------- embed
+
+
+def test_embed_images_and_texts_match_the_backbone(url: str, backbone: Backbone) -> None:
+    images, texts = [_png(20), _png(21)], ["a harbour", "dense forest, with a river"]
+    with GeovlClient(url) as client:
+        result = client.embed(images=images, texts=texts)
+        only_texts = client.embed(texts=texts[:1])
+    assert result.model == "random:geovl-micro" and result.dim == backbone.embed_dim
+    np.testing.assert_allclose(result.image_embeddings, backbone.encode_images(images), atol=1e-5)
+    np.testing.assert_allclose(result.text_embeddings, backbone.encode_texts(texts), atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(result.image_embeddings, axis=1), 1.0, atol=1e-5)
+    assert only_texts.image_embeddings.shape == (0, backbone.embed_dim) and only_texts.text_embeddings.shape[0] == 1
+    files = [("images", ("a.png", images[0], "image/png"))]
+    r = httpx.post(f"{url}/v1/embed", files=files, data={"texts": ["x, y", "z"]})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert len(body["image_embeddings"]) == 1 and len(body["text_embeddings"]) == 2  # commas do not split texts
+    np.testing.assert_allclose(body["image_embeddings"][0], result.image_embeddings[0], atol=1e-5)
+
+
+def test_embed_limits(url: str) -> None:
+    post = lambda body: httpx.post(f"{url}/v1/embed", json=body)  # noqa: E731
+    assert "nothing to embed" in _error(post({}), 422)
+    assert "limit is 4" in _error(post({"images": [_b64(_png(1))] * 5}), 413)
+    assert "limit is 256" in _error(post({"texts": ["a"] * 257}), 413)
+    assert "limit is 2000" in _error(post({"texts": ["a" * 2001]}), 422)
+    assert "base64" in _error(post({"images": ["%%%"]}), 422)
+    assert _error(post({"images": [_b64(b"nope")]}), 422).startswith("images[0]")
+    assert "unknown" in _error(httpx.post(f"{url}/v1/embed", data={"labels": "a"}, files={"x": b"1"}), 422)
+    with GeovlClient(url) as client, pytest.raises(ValueError, match="nothing"):
+        client.embed()
+
+
+# ---------------------------------------------------------------- search
+
+
+def test_search_without_index_is_404(url: str) -> None:
+    assert "--index" in _error(httpx.post(f"{url}/v1/search", json={"text": "forest"}), 404)
+
+
+def test_search_over_an_index(backbone: Backbone, tmp_path: Any) -> None:
+    pytest.importorskip("faiss")
+    pytest.importorskip("pyarrow")
+    from geovl.index.embed import model_record
+    from tests.search_fixtures import write_index_dir
+
+    images = [_png(100 + i) for i in range(30)]
+    vectors = backbone.encode_images(images)
+    index_dir = write_index_dir(tmp_path / "index", vectors, model=model_record(backbone))
+    config = ServeConfig(model="random:geovl-micro", index=str(index_dir))
+    with live_server(config, backbone) as (url, _):
+        assert httpx.get(f"{url}/v1/ready").json()["index"] is True
+        with GeovlClient(url) as client:
+            hits = client.search(image=images[7], k=3)
+            assert hits[0]["id"] == 7 and hits[0]["rank"] == 0 and hits[0]["score"] == pytest.approx(1.0, abs=1e-4)
+            assert client.search(vector=vectors[12], k=2)[0]["id"] == 12
+            by_text = client.search(text="a harbour", k=5)
+            expected = backbone.encode_texts(["a harbour"])[0] @ vectors.T
+            assert [h["id"] for h in by_text] == list(np.argsort(-expected)[:5])
+            meta = hits[0]["metadata"]
+            assert isinstance(meta["acquired"], str) and "T" in meta["acquired"]  # datetimes as ISO strings
+            assert meta["geometry"] is None or isinstance(meta["geometry"], str)
+            filtered = client.search(text="a harbour", k=30, where=["sensor=S2"], start="2018-01-01")
+            assert filtered and all(h["metadata"]["sensor"] == "S2" for h in filtered)
+            assert all(h["metadata"]["acquired"] >= "2018" for h in filtered)
+        post = lambda body: httpx.post(f"{url}/v1/search", json=body)  # noqa: E731
+        assert "exactly one" in _error(post({"k": 3}), 422)
+        assert "exactly one" in _error(post({"text": "a", "vector": [1.0]}), 422)
+        assert "dimensions" in _error(post({"vector": [1.0, 2.0]}), 422)
+        assert "zero" in _error(post({"vector": [0.0] * backbone.embed_dim}), 422)
+        assert "k must" in _error(post({"text": "a", "k": 0}), 422)
+        assert _error(post({"text": "a", "bbox": [1, 2]}), 422)
+        assert _error(post({"text": "a", "where": ["???"]}), 422)
+        assert _error(post({"text": "a", "start": "not a date"}), 422)
+        assert "base64" in _error(post({"image": "%%%"}), 422)

@@ -115,14 +115,83 @@ def test_bad_inputs_raise(micro: Backbone) -> None:
         ZeroShotClassifier(micro, ["forest"], templates=("no placeholder",))
 
 
+def _scaled_logits(micro: Backbone, emb: np.ndarray, texts: list[str]) -> np.ndarray:
+    text = micro.encode_texts(texts)
+    text /= np.linalg.norm(text, axis=1, keepdims=True)
+    scale, _ = micro.towers.logit_scale_bias()
+    return np.asarray(emb @ text.T * float(scale.detach().float().exp()), np.float64)
+
+
+def test_multi_label_scores_clip_rule(micro: Backbone) -> None:
+    from geovl.vlm.classify import BACKGROUND_PROMPTS
+
+    labels = ["forest", "river", "farmland"]
+    clf = ZeroShotClassifier(micro, labels, templates=("a satellite photo of {}.",))
+    assert not clf.has_logit_bias
+    emb = micro.encode_images(_images(4, seed=7))
+    lc = _scaled_logits(micro, emb, [f"a satellite photo of {name}." for name in labels])
+    lb = _scaled_logits(micro, emb, list(BACKGROUND_PROMPTS))
+    expected = np.exp(lc) / (np.exp(lc) + np.exp(lb).sum(axis=1, keepdims=True))
+    scores = clf.scores(emb)
+    assert scores.shape == (4, 3)
+    np.testing.assert_allclose(scores, expected, rtol=1e-4, atol=1e-6)
+    # a class's score does not depend on which other classes are asked for
+    alone = ZeroShotClassifier(micro, ["river"], templates=("a satellite photo of {}.",)).scores(emb)
+    np.testing.assert_allclose(alone[:, 0], scores[:, 1], rtol=1e-4, atol=1e-6)
+
+
+def test_multi_label_scores_sigmoid_with_bias(micro: Backbone, monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    scale, _ = micro.towers.logit_scale_bias()
+    monkeypatch.setattr(micro.towers, "logit_scale_bias", lambda: (scale, torch.tensor(-2.5)))
+    labels = ["forest", "river"]
+    clf = ZeroShotClassifier(micro, labels, templates=("a satellite photo of {}.",))
+    assert clf.has_logit_bias
+    emb = micro.encode_images(_images(3, seed=8))
+    logits = _scaled_logits(micro, emb, [f"a satellite photo of {name}." for name in labels]) - 2.5
+    np.testing.assert_allclose(clf.scores(emb), 1 / (1 + np.exp(-logits)), rtol=1e-4, atol=1e-6)
+
+
+def test_multi_label_threshold(micro: Backbone) -> None:
+    clf = ZeroShotClassifier(micro, label_set="eurosat")
+    images = _images(3, seed=9)
+    scores = clf.scores(micro.encode_images(images))
+    cut = float(np.median(scores))
+    preds = clf.multi_label(images, threshold=cut, batch_size=2)
+    for pred, row in zip(preds, scores, strict=True):
+        expected = [clf.classes[j] for j in np.argsort(-row, kind="stable") if row[j] >= cut]
+        assert pred.labels == expected
+        assert pred.scores == sorted(pred.scores, reverse=True) and all(s >= cut for s in pred.scores)
+    assert sum(len(p.labels) for p in preds) == int((scores >= cut).sum())
+    # a threshold above every score gives no labels; below every score gives all of them
+    high = min(0.999999, float(scores.max()) + 1e-6)
+    if high > scores.max():
+        assert all(p.labels == [] for p in clf.multi_label(images, threshold=high))
+    low = max(1e-6, float(scores.min()) / 2)
+    assert all(len(p.labels) == 10 for p in clf.multi_label(images, threshold=low))
+
+
+@pytest.mark.parametrize("threshold", [0, 1, -0.1, 1.5, float("nan"), True])
+def test_multi_label_bad_threshold(micro: Backbone, threshold: float) -> None:
+    clf = ZeroShotClassifier(micro, ["forest", "river"])
+    with pytest.raises(ValueError, match="threshold"):
+        clf.multi_label(_images(1), threshold=threshold)
+    with pytest.raises(ValueError, match="threshold"):
+        clf.multi_label_embeddings(np.zeros((1, micro.embed_dim), np.float32), threshold=threshold)
+
+
 def test_label_sets_are_complete() -> None:
     sizes = {"eurosat": 10, "ucmerced": 21, "aid": 30, "nwpu-resisc45": 45, "patternnet": 38, "mlrsnet": 46,
-             "optimal-31": 31, "rsc11": 11, "rsi-cb128": 45, "rsi-cb256": 35, "whu-rs19": 19, "siri-whu": 12}
+             "optimal-31": 31, "rsc11": 11, "rsi-cb128": 45, "rsi-cb256": 35, "whu-rs19": 19, "siri-whu": 12,
+             "rsscn7": 7}
     assert {k: len(v) for k, v in LABEL_SETS.items()} == sizes
     for table in LABEL_SETS.values():
         assert all(phrase.strip() for phrase in table.values())
     assert resolve_label_set("RESISC45") is LABEL_SETS["nwpu-resisc45"]
     assert resolve_label_set("UC_Merced") is LABEL_SETS["ucmerced"]
+    assert resolve_label_set("RSSCN7") is LABEL_SETS["rsscn7"]
+    assert prompt_names(["dRiverLake", "gParking"], "rsscn7") == ["a river or lake", "a parking lot"]
     # automatic matching still prefers the original sets
     assert prompt_names(["Forest", "River"]) == ["forest", "river"]
     assert prompt_names(["BareLand", "Viaduct"]) == ["bare land", "a viaduct"]
@@ -180,6 +249,22 @@ def test_label_map_geotiff(tmp_path: Path, micro: Backbone) -> None:
     assert rows[-1]["name"] == "nodata" and rows[-1]["chips"] == "1"
     counts = {r["name"]: int(r["chips"]) for r in rows[:-1]}
     assert counts == result.counts
+    # chip footprints: one lon/lat polygon per classified chip, with its class and top probability
+    assert result.footprints == tmp_path / "labels.chips.geojson" and table["footprints"] == "labels.chips.geojson"
+    collection = json.loads(result.footprints.read_text())
+    assert collection["type"] == "FeatureCollection" and len(collection["features"]) == 5
+    chips = {(chip.row, chip.col): chip for chip in reader}
+    for feature in collection["features"]:
+        props = feature["properties"]
+        r, c = props["row"], props["col"]
+        assert props["class_index"] == labels[r, c] and props["class_name"] == clf.classes[labels[r, c]]
+        assert props["probability"] == pytest.approx(float(probs[:, r, c].max()), abs=1e-5)
+        ring = feature["geometry"]["coordinates"][0]
+        assert feature["geometry"]["type"] == "Polygon" and len(ring) == 5 and ring[0] == ring[-1]
+        np.testing.assert_allclose(ring, chips[(r, c)].footprint)
+        lon, lat = np.mean(ring[:4], axis=0)
+        assert 14 < lon < 16 and 44 < lat < 46  # UTM 33N near 500 km E, 5000 km N
+    assert {(f["properties"]["row"], f["properties"]["col"]) for f in collection["features"]} == set(chips)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary files left
 
 
@@ -229,6 +314,28 @@ def test_cli_classify_csv_and_json(tmp_path: Path, capsys: pytest.CaptureFixture
     assert len(json.loads(json_out.read_text())[0]["labels"]) == 5
 
 
+def test_cli_classify_multi_label(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    paths = _image_folder(tmp_path / "imgs")
+    capsys.readouterr()
+    assert main(["classify", str(tmp_path / "imgs"), "--label-set", "eurosat", "--multi-label", "--threshold",
+                 "0.01", "--json", "-q", *MICRO]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["multi_label"] is True and data["threshold"] == 0.01
+    clf = ZeroShotClassifier(load_backbone("random:geovl-micro", precision="fp32", device="cpu"), label_set="eurosat")
+    expected = clf.multi_label(paths, threshold=0.01)
+    by_image = {p["image"]: p for p in data["predictions"]}
+    for path, pred in zip(paths, expected, strict=True):
+        assert by_image[str(path)]["labels"] == pred.labels
+        np.testing.assert_allclose(by_image[str(path)]["scores"], pred.scores, rtol=1e-4)
+    for argv, message in [
+        (["--multi-label", "--threshold", "1.5"], "threshold must be"),
+        (["--threshold", "0.3"], "--threshold applies to --multi-label"),
+        (["--multi-label", "--map", str(tmp_path / "m.tif")], "--multi-label scores images"),
+    ]:
+        assert main(["classify", str(paths[0]), "--label-set", "eurosat", *argv, *MICRO]) == 1
+        assert message in capsys.readouterr().err
+
+
 def test_cli_classify_map(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     pytest.importorskip("rasterio")
     scene = _scene(tmp_path / "scene.tif")
@@ -237,6 +344,8 @@ def test_cli_classify_map(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     summary = json.loads(capsys.readouterr().out)
     assert summary["grid"] == [2, 3] and summary["skipped"] == 1
     assert (tmp_path / "map.classes.json").exists() and (tmp_path / "map.classes.csv").exists()
+    assert summary["footprints"] == str(tmp_path / "map.chips.geojson")
+    assert len(json.loads((tmp_path / "map.chips.geojson").read_text())["features"]) == 5
 
 
 def test_cli_classify_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -257,6 +366,62 @@ def test_cli_classify_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert "nwpu-resisc45" in listing and "45 classes" in listing
 
 
+# ---------------------------------------------------------------- accuracy on a labelled dataset
+
+
+def test_cli_classify_evaluate_imagefolder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("matplotlib")
+    from geovl.data import open_dataset
+    from geovl.eval.classification import classification_scores
+    from tests.data_layouts import write_imagefolder
+
+    root = tmp_path / "folder"
+    write_imagefolder(root)  # AnnualCrop (2 images), storage_tanks (2, one nested), Forest (1)
+    labels = "AnnualCrop,Forest,StorageTanks,River"
+    out = tmp_path / "report"
+    capsys.readouterr()
+    assert main(["classify", str(root), "--labels", labels, "--evaluate", "--report-dir", str(out), "-q",
+                 *MICRO]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    # the same figures by hand: classifier probabilities, folder names as truth (matched ignoring case and _)
+    clf = ZeroShotClassifier(load_backbone("random:geovl-micro", precision="fp32", device="cpu"), labels.split(","))
+    samples = list(open_dataset("imagefolder", root))
+    assert len(samples) == 5
+    truth = {"AnnualCrop": 0, "Forest": 1, "storage_tanks": 2}
+    y = np.array([truth[s["label"]] for s in samples])
+    probs = clf.probabilities(clf.embed([s["image"] for s in samples]))
+    expected = classification_scores(probs, y, clf.classes)
+    assert summary["figures"]["accuracy"] == pytest.approx(expected.accuracy)
+    assert summary["figures"]["images"] == 5 and summary["figures"]["classes"] == 3
+    assert summary["per_class"] == pytest.approx(expected.per_class)
+    assert set(summary["per_class"]) == {"AnnualCrop", "Forest", "StorageTanks"}
+    report = json.loads((out / "classify.json").read_text())
+    assert report["details"]["confusion"]["classes"] == clf.classes
+    assert np.array_equal(report["details"]["confusion"]["matrix"], expected.confusion)
+    assert report["plots"]["confusion"] == "classify_confusion.png"
+    assert (out / "classify_confusion.png").stat().st_size > 0 and (out / "classify.md").exists()
+    assert summary["report"]["confusion"] == str(out / "classify_confusion.png")
+
+
+def test_cli_classify_evaluate_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.data_layouts import write_imagefolder
+
+    root = tmp_path / "folder"
+    write_imagefolder(root)
+    cases = [
+        (["--labels", "Forest,River", "--evaluate"], "not among the classifier's classes"),
+        (["--label-set", "eurosat", "--evaluate", "--multi-label"], "--evaluate scores single-label"),
+        (["--label-set", "eurosat", "--report-dir", str(tmp_path / "r")], "apply to --evaluate"),
+        (["--labels", "AnnualCrop,Forest,storage_tanks", "--evaluate", "--holdout", "1.5"], "holdout must be"),
+    ]
+    for argv, message in cases:
+        assert main(["classify", str(root), *argv, "-q", *MICRO]) == 1
+        assert message in capsys.readouterr().err
+    image = next(root.rglob("*.png"))
+    assert main(["classify", str(image), "--label-set", "eurosat", "--evaluate", *MICRO]) == 1
+    assert "one labelled dataset folder" in capsys.readouterr().err
+
+
 # ---------------------------------------------------------------- real model, real data
 
 
@@ -275,3 +440,19 @@ def test_bundled_model_beats_chance_on_eurosat() -> None:
     preds = clf.classify(paths, top_k=3)
     top1 = np.mean([p.labels[0] == t for p, t in zip(preds, targets, strict=True)])
     assert top1 > 0.3, f"top-1 accuracy {top1:.2f} is not clearly above chance (0.10)"
+
+
+@pytest.mark.realdata
+def test_bundled_model_evaluate_eurosat_subset(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    from geovl.eval.protocols import eval_classifier
+    from geovl.eval.report import write_report
+
+    root = shared_data("eurosat_rgb")
+    clf = ZeroShotClassifier(load_backbone("geovl-rs-tiny", precision="fp32", device="cpu"), label_set="eurosat")
+    report = eval_classifier(clf, root, limit_per_class=3, progress=False, workers=0)
+    assert report.figures["images"] == 30 and report.figures["classes"] == 10
+    assert report.figures["accuracy"] is not None and report.figures["accuracy"] > 30.0
+    assert set(report.details["per_class"]) == set(LABEL_SETS["eurosat"])
+    files = write_report(report, tmp_path)
+    assert files["confusion"].stat().st_size > 0

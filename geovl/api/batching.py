@@ -112,6 +112,12 @@ class MicroBatcher(Generic[T, R]):
         self.close()
 
     @property
+    def running(self) -> bool:
+        """The worker thread is alive and the batcher accepts items."""
+        with self._cond:
+            return self._thread is not None and self._thread.is_alive() and not self._closing
+
+    @property
     def pending(self) -> int:
         """Items waiting for the worker."""
         with self._cond:

@@ -10,6 +10,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import numpy as np
+
 from geovl._optional import require
 
 ClientImage = str | os.PathLike[str] | bytes
@@ -68,6 +70,17 @@ class ClassifyResult:
     classes: list[str]
     predictions: list[ImagePrediction]
     timing: dict[str, Any]
+
+
+@dataclass
+class EmbedResult:
+    """L2-normalised embeddings: ``image_embeddings`` (N_images, D) and ``text_embeddings`` (N_texts, D) as
+    float32 arrays (shape (0, D) when none were asked)."""
+
+    model: str
+    dim: int
+    image_embeddings: np.ndarray
+    text_embeddings: np.ndarray
 
 
 class GeovlClient:
@@ -153,6 +166,57 @@ class GeovlClient:
             predictions=[ImagePrediction(**p) for p in data["predictions"]],
             timing=dict(data["timing"]),
         )
+
+    def embed(self, images: Sequence[ClientImage] = (), texts: Sequence[str] = ()) -> EmbedResult:
+        """``POST /v1/embed``: L2-normalised embeddings of images (file paths or encoded bytes) and/or texts.
+
+        Raises:
+            GeovlAPIError: the server refused the request.
+            ValueError: ``images`` or ``texts`` is a single item instead of a list, or both are empty.
+        """
+        if isinstance(images, (str, bytes, os.PathLike)) or isinstance(texts, str):
+            raise ValueError("pass lists of images and texts, not a single item")
+        if not images and not texts:
+            raise ValueError("nothing to embed: pass images, texts, or both")
+        payload = {"images": [base64.b64encode(_read(img)).decode("ascii") for img in images],
+                   "texts": list(texts)}
+        data = self._check(self._http.post("/v1/embed", json=payload))
+        dim = int(data["dim"])
+        return EmbedResult(
+            model=data["model"], dim=dim,
+            image_embeddings=np.asarray(data["image_embeddings"], np.float32).reshape(-1, dim),
+            text_embeddings=np.asarray(data["text_embeddings"], np.float32).reshape(-1, dim),
+        )
+
+    def search(
+        self,
+        *,
+        text: str | None = None,
+        image: ClientImage | None = None,
+        vector: Sequence[float] | np.ndarray | None = None,
+        k: int = 10,
+        bbox: Sequence[float] | str | None = None,
+        start: str | None = None,
+        end: str | None = None,
+        where: Sequence[str] = (),
+    ) -> list[dict[str, Any]]:
+        """``POST /v1/search`` (servers started with ``--index``): hits as dicts with ``id``, ``score``, ``rank``
+        and ``metadata``, best first. Pass exactly one of ``text``, ``image`` (path or bytes) or ``vector``."""
+        payload: dict[str, Any] = {"k": k, "where": list(where)}
+        if text is not None:
+            payload["text"] = text
+        if image is not None:
+            payload["image"] = base64.b64encode(_read(image)).decode("ascii")
+        if vector is not None:
+            payload["vector"] = [float(x) for x in np.asarray(vector, np.float64).reshape(-1)]
+        if bbox is not None:
+            payload["bbox"] = bbox if isinstance(bbox, str) else [float(x) for x in bbox]
+        if start is not None:
+            payload["start"] = start
+        if end is not None:
+            payload["end"] = end
+        hits: list[dict[str, Any]] = self._check(self._http.post("/v1/search", json=payload))["hits"]
+        return hits
 
 
 def _read(image: ClientImage) -> bytes:

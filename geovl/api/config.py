@@ -2,7 +2,21 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+
+#: Environment variable read for bearer tokens when ``geovl serve`` gets no ``--token`` (comma-separated).
+TOKENS_ENV = "GEOVL_API_TOKENS"
+
+
+def tokens_from_env(environ: Mapping[str, str] | None = None) -> tuple[str, ...]:
+    """Bearer tokens from ``GEOVL_API_TOKENS`` (comma-separated; blanks around commas ignored).
+
+    Prefer it to ``--token``: command-line arguments are visible to every user in the process list (``ps``).
+    """
+    raw = (os.environ if environ is None else environ).get(TOKENS_ENV, "")
+    return tuple(t.strip() for t in raw.split(",") if t.strip())
 
 
 @dataclass
@@ -20,9 +34,14 @@ class ServeConfig:
         max_image_pixels: largest decoded image accepted (width x height); larger gives HTTP 422.
         max_images_per_request: most images in one request; more gives HTTP 413.
         max_labels: most class labels in one request; more gives HTTP 422.
+        max_texts: most texts in one ``POST /v1/embed`` request; more gives HTTP 413.
+        max_text_chars: longest text accepted by ``/v1/embed`` and ``/v1/search`` (characters); longer gives 422.
         max_top_k: largest ``top_k`` accepted.
         classifier_cache_size: class-embedding sets kept in memory (least recently used are dropped).
-        api_tokens: accepted bearer tokens; empty means no authentication.
+        api_tokens: accepted bearer tokens; empty means no authentication (see :func:`tokens_from_env`).
+        cors_origins: origins allowed by CORS (e.g. ``https://app.example.org``, or ``*``); empty (the default)
+            adds no CORS middleware, so browsers on other origins cannot call the API.
+        index: a geovl index folder served by ``POST /v1/search``; None: no search endpoint (HTTP 404).
         host: interface to bind. Loopback by default; pass ``0.0.0.0`` deliberately to expose the server.
         port: TCP port.
         retry_after_s: the ``Retry-After`` value sent with HTTP 503 (seconds).
@@ -38,17 +57,24 @@ class ServeConfig:
     max_image_pixels: int = 8192 * 8192
     max_images_per_request: int = 64
     max_labels: int = 256
+    max_texts: int = 256
+    max_text_chars: int = 2000
     max_top_k: int = 100
     classifier_cache_size: int = 32
     api_tokens: tuple[str, ...] = field(default_factory=tuple)
+    cors_origins: list[str] = field(default_factory=list)
+    index: str | None = None
     host: str = "127.0.0.1"
     port: int = 8000
     retry_after_s: int = 1
 
     def __post_init__(self) -> None:
         self.api_tokens = tuple(self.api_tokens)
+        self.cors_origins = [str(o).rstrip("/") for o in self.cors_origins]
+        if any(not o for o in self.cors_origins):
+            raise ValueError("CORS origins must be non-empty (e.g. https://app.example.org, or *)")
         positive = ("max_batch", "queue_size", "max_image_bytes", "max_image_pixels", "max_images_per_request",
-                    "max_labels", "max_top_k", "classifier_cache_size", "retry_after_s")
+                    "max_labels", "max_texts", "max_text_chars", "max_top_k", "classifier_cache_size", "retry_after_s")
         for name in positive:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:

@@ -23,6 +23,12 @@ class HealthResponse(BaseModel):
     version: str = Field(description="geovl version")
 
 
+class ReadyResponse(BaseModel):
+    status: Literal["ready"] = "ready"
+    model: str = Field(description="name of the loaded model")
+    index: bool = Field(description="whether POST /v1/search has an index loaded")
+
+
 class ModelDescription(BaseModel):
     name: str = Field(description="what the server was asked to load (registry name, path or random:<arch>)")
     architecture: str
@@ -94,3 +100,64 @@ class ClassifyResponse(BaseModel):
     classes: list[str] = Field(description="every class the images were scored against")
     predictions: list[ImagePrediction] = Field(description="one per image, in request order")
     timing: Timing
+
+
+class EmbedRequest(BaseModel):
+    """JSON form of ``POST /v1/embed``: images, texts, or both (at least one item)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    images: list[str] = Field(default_factory=list, description="base64-encoded image files; data: URLs accepted")
+    texts: list[str] = Field(default_factory=list, description="texts to embed", examples=[["a harbour with boats"]])
+
+
+#: Schema of the multipart form of ``POST /v1/embed``.
+EMBED_FORM_SCHEMA: dict[str, Any] = {
+    "title": "EmbedForm",
+    "type": "object",
+    "properties": {
+        "images": {"type": "array", "items": {"type": "string", "format": "binary"},
+                   "description": "image files, one part per image"},
+        "texts": {"type": "array", "items": {"type": "string"}, "description": "texts, one field per text"},
+    },
+}
+
+
+class EmbedResponse(BaseModel):
+    model: str
+    dim: int = Field(description="embedding dimension D")
+    image_embeddings: list[list[float]] = Field(description="one L2-normalised D-vector per image, in order")
+    text_embeddings: list[list[float]] = Field(description="one L2-normalised D-vector per text, in order")
+
+
+class SearchRequest(BaseModel):
+    """``POST /v1/search``: exactly one of ``text``, ``image`` or ``vector``, plus optional filters."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: str | None = Field(default=None, description="a text query", examples=["a harbour with ships"])
+    image: str | None = Field(default=None, description="a base64-encoded image file (data: URLs accepted)")
+    vector: list[float] | None = Field(default=None, description="a query embedding of the index's dimension")
+    k: int = Field(default=10, description="number of hits (at most the server's max_top_k)")
+    bbox: list[float] | str | None = Field(
+        default=None, description="footprint filter: [west, south, east, north] in degrees, or 'w,s,e,n'",
+        examples=[[5.0, 45.0, 11.0, 48.0]])
+    start: str | None = Field(default=None, description="acquired on or after (ISO date or datetime)",
+                              examples=["2020-01-01"])
+    end: str | None = Field(default=None, description="acquired on or before (ISO date or datetime)")
+    where: list[str] = Field(default_factory=list, description="metadata conditions, as for `geovl search --where`",
+                             examples=[["sensor=S2", "cloud<=20"]])
+
+
+class SearchHit(BaseModel):
+    id: int = Field(description="the vector's id in the index")
+    score: float = Field(description="cosine similarity to the query")
+    rank: int = Field(description="0-based position in the results")
+    metadata: dict[str, Any] = Field(description="the row's metadata: times as ISO strings, geometry (WKB) as hex, "
+                                                 "missing values as null")
+
+
+class SearchResponse(BaseModel):
+    model: str
+    count: int = Field(description="searchable vectors in the index")
+    hits: list[SearchHit] = Field(description="best first")

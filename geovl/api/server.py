@@ -17,11 +17,12 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
@@ -33,14 +34,21 @@ from geovl._optional import require
 from geovl.api.config import ServeConfig
 from geovl.api.schemas import (
     CLASSIFY_FORM_SCHEMA,
+    EMBED_FORM_SCHEMA,
     ClassifyRequest,
     ClassifyResponse,
+    EmbedRequest,
+    EmbedResponse,
     ErrorResponse,
     HealthResponse,
     ImagePrediction,
     LabelSetDescription,
     ModelDescription,
     ModelsResponse,
+    ReadyResponse,
+    SearchHit,
+    SearchRequest,
+    SearchResponse,
     Timing,
 )
 from geovl.api.service import (
@@ -48,12 +56,16 @@ from geovl.api.service import (
     ImageInput,
     InvalidImageError,
     InvalidRequestError,
+    NotFoundError,
     PayloadTooLargeError,
     ServiceError,
     UnauthorizedError,
     UnsupportedMediaTypeError,
 )
 from geovl.vlm.backbone import Backbone
+
+if TYPE_CHECKING:
+    from geovl.index.search import Searcher
 
 ASGIApp = Callable[[MutableMapping[str, Any], Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]],
                    Awaitable[None]]
@@ -107,7 +119,15 @@ def create_app(config: ServeConfig, *, backbone: Backbone | None = None) -> Fast
 
     The batch worker starts with the app's lifespan and finishes queued images on shutdown.
     """
+    require("prometheus_client", extra="api", feature="geovl serve metrics")
+    from geovl.api.metrics import ApiMetrics, MetricsMiddleware
+
     service = ClassificationService(config, backbone)
+    metrics = ApiMetrics(config.max_batch)
+    service.on_batch = metrics.batch_size.observe
+    service.on_reject = metrics.rejections.inc
+    metrics.queue_depth.set_function(lambda: service.batcher.pending)
+    searcher = _load_searcher(config.index, service.backbone) if config.index else None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -125,8 +145,17 @@ def create_app(config: ServeConfig, *, backbone: Backbone | None = None) -> Fast
         lifespan=lifespan,
     )
     app.state.service = service
+    app.state.metrics = metrics
+    app.state.searcher = searcher
     body_limit = math.ceil(config.max_images_per_request * config.max_image_bytes * 4 / 3) + 1024 * 1024
     app.add_middleware(BodySizeLimit, max_bytes=body_limit)
+    if config.cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=list(config.cors_origins),
+                           allow_methods=["GET", "POST"], allow_headers=["Authorization", "Content-Type"],
+                           expose_headers=["Retry-After"], max_age=600)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: sees every status, 413s included
     _install_error_handlers(app)
 
     bearer = HTTPBearer(auto_error=False, description="one of the tokens given to `geovl serve --token`")
@@ -148,8 +177,23 @@ def create_app(config: ServeConfig, *, backbone: Backbone | None = None) -> Fast
 
     @app.get("/v1/health", response_model=HealthResponse, tags=["service"])
     async def health() -> HealthResponse:
-        """Liveness and queue length. Needs no token."""
+        """Liveness and queue length (see ``/v1/ready`` for readiness). Needs no token."""
         return HealthResponse(model=service.model_name, queued_images=service.batcher.pending, version=__version__)
+
+    @app.get("/v1/ready", response_model=ReadyResponse, tags=["service"],
+             responses={503: _doc("not ready yet (or shutting down)", headers=_RETRY_AFTER)})
+    async def ready() -> ReadyResponse | JSONResponse:
+        """Readiness: 200 once the model is loaded and the batch worker runs, 503 otherwise. Needs no token."""
+        if not service.ready:
+            return _error_response(503, "not_ready", "the model is loading or the server is shutting down",
+                                   {"Retry-After": str(config.retry_after_s)})
+        return ReadyResponse(model=service.model_name, index=searcher is not None)
+
+    @app.get("/metrics", dependencies=protected, tags=["service"], response_class=Response,
+             responses={**auth_docs, 200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}})
+    async def prometheus_metrics() -> Response:
+        """Prometheus metrics (text exposition format): requests, latency, images, batch sizes, queue, 503s."""
+        return Response(metrics.render(), media_type=metrics.content_type)
 
     @app.get("/v1/models", response_model=ModelsResponse, dependencies=protected, responses=auth_docs,
              tags=["classification"])
@@ -198,6 +242,7 @@ def create_app(config: ServeConfig, *, backbone: Backbone | None = None) -> Fast
         submitted = time.monotonic()
         results = await asyncio.gather(*(asyncio.wrap_future(f) for f in service.submit(pixels)))
         predictions, timing = service.predict(clf, results, body.top_k, submitted)
+        metrics.images_classified.inc(len(predictions))
         return ClassifyResponse(
             model=service.model_name,
             classes=list(clf.classes),
@@ -209,8 +254,150 @@ def create_app(config: ServeConfig, *, backbone: Backbone | None = None) -> Fast
                           total_ms=round((time.monotonic() - t0) * 1000, 3), batch_sizes=timing.batch_sizes),
         )
 
+    @app.post(
+        "/v1/embed",
+        response_model=EmbedResponse,
+        dependencies=protected,
+        tags=["embedding"],
+        responses={
+            **auth_docs,
+            413: _doc("too many images or texts, an image or the body too large"),
+            415: _doc("the body is neither JSON nor multipart/form-data"),
+            422: _doc("nothing to embed, a text too long, bad base64, or an image that cannot be decoded"),
+            503: _doc("the queue is full; retry after the Retry-After header's seconds", headers=_RETRY_AFTER),
+        },
+        openapi_extra={"requestBody": {"required": True, "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/EmbedRequest"}},
+            "multipart/form-data": {"schema": {"$ref": "#/components/schemas/EmbedForm"}},
+        }}},
+    )
+    async def embed(request: Request) -> EmbedResponse:
+        """L2-normalised embeddings of images and/or texts, in the model's shared image-text space.
+
+        Images are decoded and limited as for ``/v1/classify`` and share forward passes with it. Send JSON
+        (``images`` as base64 strings, ``texts`` as a list) or multipart/form-data (``images`` as file parts,
+        ``texts`` repeated).
+        """
+        images, texts = await _parse_embed(request, service)
+        service.check_embed(len(images), texts)
+        image_vectors: list[list[float]] = []
+        text_vectors: list[list[float]] = []
+        if images:
+            pixels = await run_in_threadpool(service.decode, images)
+            results = await asyncio.gather(*(asyncio.wrap_future(f) for f in service.submit(pixels)))
+            image_vectors = [r.embedding.astype(float).tolist() for r in results]
+            metrics.images_embedded.inc(len(results))
+        if texts:
+            text_vectors = (await run_in_threadpool(service.embed_texts, texts)).astype(float).tolist()
+            metrics.texts_embedded.inc(len(texts))
+        return EmbedResponse(model=service.model_name, dim=service.backbone.embed_dim,
+                             image_embeddings=image_vectors, text_embeddings=text_vectors)
+
+    @app.post(
+        "/v1/search",
+        response_model=SearchResponse,
+        dependencies=protected,
+        tags=["search"],
+        responses={
+            **auth_docs,
+            404: _doc("the server was started without an index (geovl serve --index DIR)"),
+            413: _doc("the image or the body too large"),
+            422: _doc("not exactly one of text/image/vector, bad k, bad filters, a bad image or vector"),
+            503: _doc("the queue is full; retry after the Retry-After header's seconds", headers=_RETRY_AFTER),
+        },
+    )
+    async def search(body: SearchRequest) -> SearchResponse:
+        """The ``k`` images of the index nearest to a text, image or vector query, with metadata / footprint /
+        time filters. Only when the server was started with ``--index``."""
+        if searcher is None:
+            raise NotFoundError("no index is loaded: start the server with `geovl serve --index DIR` to search")
+        from geovl.index.filters import Filters
+
+        if not 1 <= body.k <= config.max_top_k:
+            raise InvalidRequestError(f"k must be an integer from 1 to {config.max_top_k}, got {body.k!r}")
+        try:
+            filters = Filters.parse(bbox=body.bbox, start=body.start, end=body.end, where=body.where)
+        except (ValueError, TypeError) as exc:
+            raise InvalidRequestError(str(exc)) from exc
+        query = await _search_query(body, service, searcher.dim)
+        try:
+            hits = await run_in_threadpool(searcher.search, query, body.k, filters)
+        except (ValueError, TypeError, KeyError) as exc:
+            raise InvalidRequestError(str(exc)) from exc
+        metrics.searches.inc()
+        return SearchResponse(model=service.model_name, count=len(searcher),
+                              hits=[SearchHit(**_json_safe(h.to_dict())) for h in hits])
+
     _complete_openapi(app)
     return app
+
+
+def _load_searcher(index_dir: str, backbone: Backbone) -> Searcher:
+    require("faiss", extra="index", feature="geovl serve --index")
+    from geovl.index.search import Searcher
+
+    return Searcher(index_dir, backbone=backbone)
+
+
+async def _search_query(body: SearchRequest, service: ClassificationService, dim: int) -> np.ndarray:
+    given = [name for name in ("text", "image", "vector") if getattr(body, name) is not None]
+    if len(given) != 1:
+        raise InvalidRequestError(f"send exactly one of text, image or vector (got {given or 'none'})")
+    if body.text is not None:
+        service.check_text(body.text, "text")
+        return (await run_in_threadpool(service.embed_texts, [body.text]))[0]
+    if body.image is not None:
+        images = _decode_base64_images([body.image], service, where="image")
+        pixels = await run_in_threadpool(service.decode, images)
+        (result,) = await asyncio.gather(*(asyncio.wrap_future(f) for f in service.submit(pixels)))
+        return result.embedding
+    vector = np.asarray(body.vector, np.float32)
+    if vector.shape != (dim,):
+        raise InvalidRequestError(f"vector has {vector.size} dimensions; the index has {dim}")
+    norm = float(np.linalg.norm(vector))
+    if not np.isfinite(norm) or norm == 0:
+        raise InvalidRequestError("vector is zero or not finite; it cannot be compared by cosine similarity")
+    return vector
+
+
+def _json_safe(value: Any) -> Any:
+    """Non-finite floats (which JSON cannot carry) as null, recursively."""
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+async def _parse_embed(request: Request, service: ClassificationService) -> tuple[list[ImageInput], list[str]]:
+    cfg = service.config
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == "application/json":
+        try:
+            req = EmbedRequest.model_validate_json(await request.body())
+        except ValidationError as exc:
+            raise InvalidRequestError(_validation_message(exc.errors())) from exc
+        service.check_embed(len(req.images), req.texts)
+        return _decode_base64_images(req.images, service), list(req.texts)
+    if content_type != "multipart/form-data":
+        raise UnsupportedMediaTypeError(f"content type {content_type or '(none)'!r} is not supported: send "
+                                        "application/json with base64 images, or multipart/form-data")
+    try:
+        async with request.form(max_files=cfg.max_images_per_request, max_fields=cfg.max_texts + 8) as form:
+            unknown = sorted(set(form.keys()) - {"images", "texts"})
+            if unknown:
+                raise InvalidRequestError(f"unknown form fields {unknown}; expected images, texts")
+            parts = form.getlist("images")
+            texts = form.getlist("texts")
+            if any(not isinstance(t, str) for t in texts):
+                raise InvalidRequestError("texts must be text fields, not files")
+            str_texts = [t for t in texts if isinstance(t, str)]
+            service.check_embed(len(parts), str_texts)
+            return await _read_image_parts(parts, service), str_texts
+    except StarletteHTTPException as exc:
+        raise _form_error(exc, cfg.max_images_per_request) from exc
 
 
 @dataclass
@@ -237,8 +424,13 @@ def _parse_json(raw: bytes, service: ClassificationService) -> _ParsedClassify:
     except ValidationError as exc:
         raise InvalidRequestError(_validation_message(exc.errors())) from exc
     service.check_request(len(req.images), req.top_k)
+    return _ParsedClassify(_decode_base64_images(req.images, service), req.labels, req.label_set, req.top_k)
+
+
+def _decode_base64_images(texts: list[str], service: ClassificationService,
+                          where: str = "images") -> list[ImageInput]:
     images = []
-    for i, text in enumerate(req.images):
+    for i, text in enumerate(texts):
         if text.startswith("data:") and "," in text:
             text = text.split(",", 1)[1]  # data:image/png;base64,....
         # Check the size before decoding: base64 carries 3 bytes per 4 characters.
@@ -246,9 +438,9 @@ def _parse_json(raw: bytes, service: ClassificationService) -> _ParsedClassify:
         try:
             data = base64.b64decode(text, validate=True)
         except (binascii.Error, ValueError) as exc:
-            raise InvalidImageError(f"images[{i}] is not valid base64 ({exc})") from exc
+            raise InvalidImageError(f"{where}[{i}] is not valid base64 ({exc})") from exc
         images.append(ImageInput(data))
-    return _ParsedClassify(images, req.labels, req.label_set, req.top_k)
+    return images
 
 
 async def _parse_multipart(request: Request, service: ClassificationService) -> _ParsedClassify:
@@ -258,33 +450,40 @@ async def _parse_multipart(request: Request, service: ClassificationService) -> 
         async with request.form(max_files=cfg.max_images_per_request, max_fields=cfg.max_labels + 8) as form:
             return await _read_form(form, service)
     except StarletteHTTPException as exc:  # starlette's own limits and malformed bodies
-        if "files" in str(exc.detail).lower():
-            raise PayloadTooLargeError(f"more than {cfg.max_images_per_request} images in one request; "
-                                       "split the request") from exc
-        raise InvalidRequestError(f"bad multipart body: {exc.detail}") from exc
+        raise _form_error(exc, cfg.max_images_per_request) from exc
+
+
+def _form_error(exc: StarletteHTTPException, max_images: int) -> ServiceError:
+    if "files" in str(exc.detail).lower():
+        return PayloadTooLargeError(f"more than {max_images} images in one request; split the request")
+    return InvalidRequestError(f"bad multipart body: {exc.detail}")
 
 
 async def _read_form(form: FormData, service: ClassificationService) -> _ParsedClassify:
-    cfg = service.config
     unknown = sorted(set(form.keys()) - {"images", "labels", "label_set", "top_k"})
     if unknown:
         raise InvalidRequestError(f"unknown form fields {unknown}; expected images, labels, label_set, top_k")
     parts = form.getlist("images")
     top_k = _form_int(form.get("top_k"), "top_k", default=5)
     service.check_request(len(parts), top_k)
-    images = []
-    for i, part in enumerate(parts):
-        if not isinstance(part, UploadFile):
-            raise InvalidRequestError(f"images[{i}] must be a file part (curl: -F images=@tile.png)")
-        data = await part.read(cfg.max_image_bytes + 1)  # one byte more than allowed tells "too large"
-        service.check_image_size(max(len(data), part.size or 0), i, part.filename)
-        images.append(ImageInput(data, part.filename))
+    images = await _read_image_parts(parts, service)
     label_fields = [v for v in form.getlist("labels") if isinstance(v, str)]
     labels = [s.strip() for v in label_fields for s in v.split(",") if s.strip()] if label_fields else None
     label_set = form.get("label_set")
     if label_set is not None and not isinstance(label_set, str):
         raise InvalidRequestError("label_set must be a text field")
     return _ParsedClassify(images, labels, label_set or None, top_k)
+
+
+async def _read_image_parts(parts: list[Any], service: ClassificationService) -> list[ImageInput]:
+    images = []
+    for i, part in enumerate(parts):
+        if not isinstance(part, UploadFile):
+            raise InvalidRequestError(f"images[{i}] must be a file part (curl: -F images=@tile.png)")
+        data = await part.read(service.config.max_image_bytes + 1)  # one byte more than allowed tells "too large"
+        service.check_image_size(max(len(data), part.size or 0), i, part.filename)
+        images.append(ImageInput(data, part.filename))
+    return images
 
 
 def _form_int(value: object, name: str, default: int) -> int:
@@ -319,7 +518,8 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 
 def _complete_openapi(app: FastAPI) -> None:
-    """Add the two request-body schemas of ``POST /v1/classify`` (declared by reference) to the components."""
+    """Add the request-body schemas of ``POST /v1/classify`` and ``/v1/embed`` (declared by reference) to the
+    components."""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -329,6 +529,8 @@ def _complete_openapi(app: FastAPI) -> None:
             components["ClassifyRequest"] = ClassifyRequest.model_json_schema(
                 ref_template="#/components/schemas/{model}")
             components["ClassifyForm"] = json.loads(json.dumps(CLASSIFY_FORM_SCHEMA))
+            components["EmbedRequest"] = EmbedRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+            components["EmbedForm"] = json.loads(json.dumps(EMBED_FORM_SCHEMA))
             components.setdefault("ErrorResponse", ErrorResponse.model_json_schema())
             app.openapi_schema = schema
         return app.openapi_schema

@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
@@ -43,6 +43,10 @@ class ServiceError(Exception):
 
 class UnauthorizedError(ServiceError):
     status, code = 401, "unauthorized"
+
+
+class NotFoundError(ServiceError):
+    status, code = 404, "not_found"
 
 
 class PayloadTooLargeError(ServiceError):
@@ -131,6 +135,9 @@ class ClassificationService:
         )
         self._classifiers: OrderedDict[tuple[tuple[str, ...], ...], ZeroShotClassifier] = OrderedDict()
         self._classifier_lock = threading.Lock()
+        #: Hooks for metrics: called with each forward pass's batch size, and on each 503 (queue full).
+        self.on_batch: Callable[[int], None] | None = None
+        self.on_reject: Callable[[], None] | None = None
 
     @property
     def model_name(self) -> str:
@@ -138,6 +145,11 @@ class ClassificationService:
 
     def start(self) -> None:
         self.batcher.start()
+
+    @property
+    def ready(self) -> bool:
+        """The model is loaded and the batch worker accepts images."""
+        return self.backbone is not None and self.batcher.running
 
     def close(self) -> None:
         """Finish the queued images and stop the batch worker."""
@@ -153,6 +165,30 @@ class ClassificationService:
                                        f"{self.config.max_images_per_request}: split the request")
         if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= self.config.max_top_k:
             raise InvalidRequestError(f"top_k must be an integer from 1 to {self.config.max_top_k}, got {top_k!r}")
+
+    def check_embed(self, n_images: int, texts: Sequence[str]) -> None:
+        """Refuse an empty request (422), too many images or texts (413) and too long texts (422)."""
+        if n_images == 0 and len(texts) == 0:
+            raise InvalidRequestError("nothing to embed: send images, texts, or both")
+        if n_images > self.config.max_images_per_request:
+            raise PayloadTooLargeError(f"{n_images} images in one request; the limit is "
+                                       f"{self.config.max_images_per_request}: split the request")
+        if len(texts) > self.config.max_texts:
+            raise PayloadTooLargeError(f"{len(texts)} texts in one request; the limit is {self.config.max_texts}: "
+                                       "split the request")
+        for i, text in enumerate(texts):
+            self.check_text(text, f"texts[{i}]")
+
+    def check_text(self, text: str, where: str) -> None:
+        """422 for a text longer than ``max_text_chars``."""
+        if len(text) > self.config.max_text_chars:
+            raise InvalidRequestError(f"{where} has {len(text)} characters; the limit is "
+                                      f"{self.config.max_text_chars}")
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """(N, D) float32 L2-normalised text embeddings (one text forward at a time, as for class embeddings)."""
+        with self._classifier_lock:
+            return self.backbone.encode_texts(list(texts))
 
     def check_image_size(self, size: int, index: int, name: str | None = None) -> None:
         """413 when an encoded image is larger than ``max_image_bytes``."""
@@ -223,6 +259,8 @@ class ClassificationService:
         try:
             return self.batcher.submit(list(pixels))
         except QueueFullError as exc:
+            if self.on_reject is not None:
+                self.on_reject()
             raise OverloadedError(f"the server is busy ({exc}); retry in {self.config.retry_after_s} s",
                                   headers={"Retry-After": str(self.config.retry_after_s)}) from exc
 
@@ -230,6 +268,8 @@ class ClassificationService:
         start = time.monotonic()
         emb = self.backbone.embed_pixels(torch.stack(pixels)).cpu().numpy()
         end = time.monotonic()
+        if self.on_batch is not None:
+            self.on_batch(len(pixels))
         return [EmbedResult(row, len(pixels), _ms(end - start), end) for row in emb]
 
     def predict(

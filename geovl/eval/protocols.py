@@ -24,6 +24,7 @@ from geovl.eval.report import EvalReport, dataset_fingerprint
 from geovl.eval.retrieval import retrieval_scores
 from geovl.index.embed import embed_sources, model_record
 from geovl.vlm.backbone import Backbone
+from geovl.vlm.classify import ZeroShotClassifier
 from geovl.vlm.labelsets import prompt_names
 from geovl.vlm.zeroshot import RS_TEMPLATES, build_classifier, zero_shot_scores
 
@@ -207,6 +208,80 @@ def eval_zeroshot(
         protocol=ZEROSHOT_PROTOCOL.format(n_templates=len(templates), example=templates[0].format("{class}")),
         settings={"templates": list(templates), "label_set": label_set, "limit_per_class": limit_per_class,
                   "holdout": holdout, "seed": seed, "batch_size": batch_size},
+        units={"mean_per_class": "%"},
+        seconds=time.perf_counter() - start,
+    )
+
+
+CLASSIFY_PROTOCOL = (
+    "Zero-shot classification as `geovl classify` does it: each class is the normalised mean embedding of "
+    "{n_templates} prompts (templates such as '{example}') filled with the class phrase; each image takes the class "
+    "of highest softmax probability among the classifier's {n_classes} classes, and its true class is the name of "
+    "its folder (matched to the classes ignoring case, spaces, '_' and '-'). Accuracy is overall top-1; mean "
+    "per-class is the balanced accuracy; top-5 is reported with more than 5 classes."
+)
+
+
+def eval_classifier(
+    classifier: ZeroShotClassifier,
+    path: PathLike,
+    *,
+    format: str = "auto",
+    split: str | None = None,
+    holdout: float | None = None,
+    limit_per_class: int | None = None,
+    seed: int = 0,
+    batch_size: int = 64,
+    workers: int | None = None,
+    progress: bool = True,
+) -> EvalReport:
+    """Accuracy of a :class:`~geovl.vlm.classify.ZeroShotClassifier` on a labelled dataset (an ImageFolder: one
+    folder per class): overall and per-class accuracy, top-5, and the confusion matrix over the classifier's classes.
+
+    Every class of the dataset must be one of the classifier's (so a label set may hold more classes than the
+    dataset, but not fewer). ``holdout`` scores only that stable hold-out fraction, as in :func:`eval_zeroshot`.
+
+    Raises:
+        ValueError: no labelled images; dataset classes the classifier does not know; bad ``holdout``.
+    """
+    from geovl.vlm.labelsets import _key
+
+    start = time.perf_counter()
+    kind, reader = _open(path, format, split)
+    samples = [s for s in reader if s["label"] is not None]
+    if holdout is not None:
+        if not 0 < holdout < 1:
+            raise ValueError(f"holdout must be a fraction in (0, 1), got {holdout}")
+        samples = [s for s in samples if holdout_member(s["image_id"], holdout)]
+    if not samples:
+        raise ValueError(f"{path}: no labelled images (--evaluate needs class folders, e.g. an ImageFolder)")
+    samples = _subsample_per_class(samples, limit_per_class, seed)
+    index = {_key(name): i for i, name in enumerate(classifier.classes)}
+    unknown = sorted({s["label"] for s in samples if _key(s["label"]) not in index})
+    if unknown:
+        raise ValueError(f"{path}: dataset classes {unknown[:5]} are not among the classifier's classes "
+                         f"({', '.join(classifier.classes)}); pick a matching --label-set or --labels")
+    img, kept, failed = _embed(classifier.backbone, samples, batch_size, workers, progress, "images")
+    labels = np.array([index[_key(s["label"])] for s in kept])
+    cls = classification_scores(classifier.probabilities(img), labels, classifier.classes)
+    present = sorted({int(i) for i in labels})
+    details = _classification_details(cls) | {
+        "class_prompts": dict(zip(classifier.classes, classifier.prompts, strict=True)),
+        "failed_images": failed,
+        "misclassified": [{"image_id": s["image_id"], "true": s["label"], "predicted": classifier.classes[int(p)]}
+                          for s, y, p in zip(kept, labels, cls.predictions, strict=True) if y != p][:50],
+    }
+    templates = classifier.templates
+    return EvalReport(
+        task="classify",
+        figures={**cls.figures(), "images": len(kept), "classes": len(present)},
+        model=model_record(classifier.backbone),
+        dataset=_dataset_info(path, kind, split, images=len(kept), classes=len(present)),
+        details=details,
+        protocol=CLASSIFY_PROTOCOL.format(n_templates=len(templates), example=templates[0].format("{class}"),
+                                          n_classes=len(classifier.classes)),
+        settings={"templates": list(templates), "label_set": classifier.label_set, "holdout": holdout,
+                  "limit_per_class": limit_per_class, "seed": seed, "batch_size": batch_size},
         units={"mean_per_class": "%"},
         seconds=time.perf_counter() - start,
     )

@@ -27,6 +27,25 @@ class ChipExport:
     index: Path
 
 
+def chip_geometry(chip: Chip) -> dict[str, Any] | None:
+    """The chip's lon/lat footprint as a GeoJSON Polygon, or None when the scene is not georeferenced."""
+    return {"type": "Polygon", "coordinates": [[list(p) for p in chip.footprint]]} if chip.footprint else None
+
+
+def write_feature_collection(path: str | os.PathLike[str], features: list[dict[str, Any]]) -> Path:
+    """Write a GeoJSON FeatureCollection atomically (temporary file in the same folder, then renamed)."""
+    target = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}.", suffix=".geojson")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump({"type": "FeatureCollection", "features": features}, fh)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return target
+
+
 def _feature(chip: Chip, filename: str) -> dict[str, Any]:
     props = {
         "chip_id": chip.chip_id,
@@ -40,8 +59,7 @@ def _feature(chip: Chip, filename: str) -> dict[str, Any]:
         "sensor": chip.sensor,
         "valid_fraction": round(chip.valid_fraction, 4),
     }
-    geometry = {"type": "Polygon", "coordinates": [[list(p) for p in chip.footprint]]} if chip.footprint else None
-    return {"type": "Feature", "geometry": geometry, "properties": props}
+    return {"type": "Feature", "geometry": chip_geometry(chip), "properties": props}
 
 
 def _save_image(chip: Chip, path: Path, fmt: ChipFormat) -> None:
@@ -83,9 +101,5 @@ def export_chips(reader: ChipReader, out_dir: str | os.PathLike[str], fmt: ChipF
             _save_image(chip, target, fmt)
             written += 1
         features.append(_feature(chip, name))
-    index = out / "chips.geojson"
-    fd, tmp = tempfile.mkstemp(dir=out, prefix=".chips.", suffix=".geojson")
-    with os.fdopen(fd, "w") as fh:
-        json.dump({"type": "FeatureCollection", "features": features}, fh)
-    os.replace(tmp, index)
+    index = write_feature_collection(out / "chips.geojson", features)
     return ChipExport(out_dir=out, written=written, existing=existing, skipped=reader.skipped, index=index)

@@ -17,7 +17,16 @@ from geovl.vlm.backbone import Backbone
 from geovl.vlm.labelsets import LABEL_SETS, missing_labels, prompt_names, resolve_label_set
 from geovl.vlm.zeroshot import RS_TEMPLATES, build_classifier, zero_shot_scores
 
-__all__ = ["Prediction", "ZeroShotClassifier", "resolve_classes"]
+__all__ = ["BACKGROUND_PROMPTS", "Prediction", "ZeroShotClassifier", "resolve_classes"]
+
+#: Generic "no particular class" prompts. For models without a logit bias (CLIP), :meth:`ZeroShotClassifier.scores`
+#: rates each class against these alone, so a class's multi-label score does not depend on the other classes.
+BACKGROUND_PROMPTS: tuple[str, ...] = (
+    "a satellite image.",
+    "an aerial photograph.",
+    "a remote sensing image.",
+    "an overhead view of the ground.",
+)
 
 
 @dataclass
@@ -25,8 +34,9 @@ class Prediction:
     """The top-k classes of one image.
 
     Attributes:
-        labels: top-k class names, best first.
-        scores: their probabilities (softmax of the model's logits over all classes), same order.
+        labels: top-k class names, best first (multi-label: every class at or above the threshold, best first).
+        scores: their probabilities (softmax of the model's logits over all classes), same order; for
+            :meth:`ZeroShotClassifier.multi_label`, the per-class scores of :meth:`ZeroShotClassifier.scores`.
     """
 
     labels: list[str]
@@ -107,20 +117,90 @@ class ZeroShotClassifier:
         self.templates = tuple(templates)
         self.classes, self.prompts = resolve_classes(labels, label_set)
         self.class_embeddings = build_classifier(backbone, self.prompts, self.templates)
+        self._background: np.ndarray | None = None
 
     def __repr__(self) -> str:
         return f"ZeroShotClassifier(classes={len(self.classes)}, label_set={self.label_set!r}, model={self.backbone!r})"
 
     def probabilities(self, embeddings: np.ndarray) -> np.ndarray:
         """(N, C) float32 class probabilities for (N, D) image embeddings (L2-normalised, as the backbone gives)."""
+        emb = self._check_embeddings(embeddings)
+        if len(emb) == 0:
+            return np.zeros((0, len(self.classes)), np.float32)
+        return zero_shot_scores(self.backbone, emb, self.class_embeddings)
+
+    def _check_embeddings(self, embeddings: np.ndarray) -> np.ndarray:
         emb = np.asarray(embeddings, dtype=np.float32)
         if emb.ndim == 1:
             emb = emb[None, :]
         if emb.ndim != 2 or emb.shape[1] != self.class_embeddings.shape[1]:
             raise ValueError(f"embeddings must be (N, {self.class_embeddings.shape[1]}), got shape {emb.shape}")
+        return emb
+
+    @property
+    def has_logit_bias(self) -> bool:
+        """Whether the model carries a learned logit bias (SigLIP-style sigmoid training)."""
+        return self.backbone.towers.logit_scale_bias()[1] is not None
+
+    def background_embeddings(self) -> np.ndarray:
+        """(B, D) float32 L2-normalised embeddings of :data:`BACKGROUND_PROMPTS` (computed once)."""
+        if self._background is None:
+            bg = np.asarray(self.backbone.encode_texts(list(BACKGROUND_PROMPTS)), np.float32)
+            self._background = bg / np.linalg.norm(bg, axis=1, keepdims=True)
+        return self._background
+
+    def scores(self, embeddings: np.ndarray) -> np.ndarray:
+        """(N, C) float32 per-class scores in (0, 1), each independent of which other classes are present.
+
+        The rule, with ``l_c = exp(logit_scale) * cos(image, class c)`` the model's scaled logit:
+
+        * models with a logit bias ``b`` (SigLIP, trained with a per-pair sigmoid loss):
+          ``score_c = sigmoid(l_c + b)``;
+        * models without one (CLIP): a softmax of class ``c`` against the fixed generic prompts
+          :data:`BACKGROUND_PROMPTS` only, ``score_c = exp(l_c) / (exp(l_c) + sum_b exp(l_b))`` where ``l_b`` are
+          the scaled logits of the background prompts (embedded as written, without templates).
+
+        Rows need not sum to 1; several classes (or none) can pass a threshold.
+        """
+        emb = self._check_embeddings(embeddings)
+        n_classes = len(self.classes)
         if len(emb) == 0:
-            return np.zeros((0, len(self.classes)), np.float32)
-        return zero_shot_scores(self.backbone, emb, self.class_embeddings)
+            return np.zeros((0, n_classes), np.float32)
+        logits = np.asarray(self.backbone.logits(emb, self.class_embeddings), np.float64)
+        if self.has_logit_bias:  # backbone.logits already added the bias
+            return (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
+        bg = np.asarray(self.backbone.logits(emb, self.background_embeddings()), np.float64)
+        # log(exp(l_c) + sum_b exp(l_b)), computed stably
+        top = np.maximum(logits, bg.max(axis=1, keepdims=True))  # (N, C)
+        bg_sum = np.exp(bg[:, None, :] - top[:, :, None]).sum(axis=-1)  # (N, C)
+        return (np.exp(logits - top) / (np.exp(logits - top) + bg_sum)).astype(np.float32)
+
+    def multi_label_embeddings(self, embeddings: np.ndarray, *, threshold: float = 0.5) -> list[Prediction]:
+        """Per row of (N, D) image embeddings: every class whose :meth:`scores` value is >= ``threshold``, best
+        first (possibly none).
+
+        Raises:
+            ValueError: ``threshold`` outside the open interval (0, 1).
+        """
+        _check_threshold(threshold)
+        scores = self.scores(embeddings)
+        order = np.argsort(-scores, axis=1, kind="stable")
+        return [
+            Prediction(labels=[self.classes[j] for j in row if s[j] >= threshold],
+                       scores=[float(s[j]) for j in row if s[j] >= threshold])
+            for s, row in zip(scores, order, strict=True)
+        ]
+
+    def multi_label(self, images: Sequence[ImageSource], *, threshold: float = 0.5,
+                    batch_size: int = 64) -> list[Prediction]:
+        """Multi-label classification: per image, every class scoring at least ``threshold`` (see :meth:`scores`
+        for the per-class score), best first, in input order.
+
+        Raises:
+            ValueError: ``threshold`` outside (0, 1); no images.
+        """
+        _check_threshold(threshold)
+        return self.multi_label_embeddings(self.embed(images, batch_size=batch_size), threshold=threshold)
 
     def classify_embeddings(self, embeddings: np.ndarray, *, top_k: int = 5) -> list[Prediction]:
         """One :class:`Prediction` per row of (N, D) image embeddings, with at most ``top_k`` classes."""
@@ -152,3 +232,8 @@ class ZeroShotClassifier:
         if not isinstance(top_k, int) or top_k < 1:
             raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
         return self.classify_embeddings(self.embed(images, batch_size=batch_size), top_k=top_k)
+
+
+def _check_threshold(threshold: float) -> None:
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold < 1:
+        raise ValueError(f"threshold must be a number in the open interval (0, 1), got {threshold!r}")

@@ -7,6 +7,8 @@ and writes:
 * ``out``: a single-band uint8 GeoTIFF with one pixel per chip holding the class index (:data:`NODATA` = 255 for
   chips skipped as mostly nodata), in the scene CRS, with the scene transform scaled by the chip size;
 * ``<out stem>.classes.json`` and ``<out stem>.classes.csv``: the class table (index, name, prompt, chip count);
+* ``<out stem>.chips.geojson``: a FeatureCollection with one lon/lat Polygon per classified chip (properties
+  ``row``, ``col``, ``class_index``, ``class_name``, ``probability``; null geometry when the scene has no CRS);
 * optionally a float32 GeoTIFF on the same grid with one band of probabilities per class (NaN where skipped).
 
 Every file is written under a temporary name and renamed into place, so readers never see a partial map.
@@ -27,11 +29,12 @@ from typing import Any
 
 import numpy as np
 
+from geovl.io.chip_export import chip_geometry, write_feature_collection
 from geovl.io.chips import Chip, ChipReader
 from geovl.io.geotiff import Bands, _rasterio, affine_tuple
 from geovl.vlm.classify import ZeroShotClassifier
 
-__all__ = ["NODATA", "LabelMap", "classify_scene", "sidecar_paths"]
+__all__ = ["NODATA", "LabelMap", "classify_scene", "footprints_path", "sidecar_paths"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +49,7 @@ class LabelMap:
     Attributes:
         path: the class-index GeoTIFF.
         table_json, table_csv: the class table sidecars.
+        footprints: the ``<stem>.chips.geojson`` chip footprints with their classes.
         probabilities_path: the per-class probability GeoTIFF, when asked for.
         classes: class names; pixel value i is ``classes[i]``.
         counts: chips per class name (classes with no chip included, as 0).
@@ -58,6 +62,7 @@ class LabelMap:
     path: Path
     table_json: Path
     table_csv: Path
+    footprints: Path
     probabilities_path: Path | None
     classes: list[str]
     counts: dict[str, int]
@@ -72,6 +77,12 @@ def sidecar_paths(out: str | os.PathLike) -> tuple[Path, Path]:
     """``(<stem>.classes.json, <stem>.classes.csv)`` next to the label map ``out``."""
     out = Path(out)
     return out.with_name(f"{out.stem}.classes.json"), out.with_name(f"{out.stem}.classes.csv")
+
+
+def footprints_path(out: str | os.PathLike) -> Path:
+    """``<stem>.chips.geojson`` next to the label map ``out``."""
+    out = Path(out)
+    return out.with_name(f"{out.stem}.chips.geojson")
 
 
 def _batches(reader: ChipReader, batch_size: int) -> Iterator[list[Chip]]:
@@ -189,12 +200,16 @@ def classify_scene(
     probs = np.full((n_classes, rows, cols), np.nan, dtype=np.float32) if prob_path is not None else None
     bar = _progress(len(reader), progress)
     classified = 0
+    features: list[dict[str, Any]] = []
     for batch in _batches(reader, batch_size):
         emb = classifier.embed([chip.image for chip in batch], batch_size=batch_size)
         p = classifier.probabilities(emb)
         best = p.argmax(axis=1)
         for chip, k, row in zip(batch, best, p, strict=True):
             labels[chip.row, chip.col] = k
+            features.append({"type": "Feature", "geometry": chip_geometry(chip), "properties": {
+                "row": chip.row, "col": chip.col, "class_index": int(k), "class_name": classifier.classes[k],
+                "probability": round(float(row[k]), 6)}})
             if probs is not None:
                 probs[:, chip.row, chip.col] = row
         classified += len(batch)
@@ -219,12 +234,14 @@ def classify_scene(
                       descriptions=list(classifier.classes))
 
     json_path, csv_path = sidecar_paths(out)
+    geojson_path = write_feature_collection(footprints_path(out), features)
     table = [
         {"index": i, "name": name, "prompt": prompt, "chips": counts[name]}
         for i, (name, prompt) in enumerate(zip(classifier.classes, classifier.prompts, strict=True))
     ]
     meta = {
-        "label_map": out.name, "probabilities": prob_path.name if prob_path else None, "scene": str(scene_path),
+        "label_map": out.name, "probabilities": prob_path.name if prob_path else None,
+        "footprints": geojson_path.name, "scene": str(scene_path),
         "model": classifier.backbone.info.name, "label_set": classifier.label_set, "chip_size": chip_size,
         "grid": [rows, cols], "nodata": NODATA, "classified": classified, "skipped": skipped, "crs": crs,
         "transform": list(transform), "classes": table,
@@ -238,7 +255,7 @@ def classify_scene(
     _write_text(csv_path, buf.getvalue())
     logger.info("%s: %d x %d label map, %d chips classified, %d skipped", out, rows, cols, classified, skipped)
     return LabelMap(
-        path=out, table_json=json_path, table_csv=csv_path, probabilities_path=prob_path,
+        path=out, table_json=json_path, table_csv=csv_path, footprints=geojson_path, probabilities_path=prob_path,
         classes=list(classifier.classes), counts=counts, grid_shape=(rows, cols), classified=classified,
         skipped=skipped, crs=crs, transform=transform,
     )

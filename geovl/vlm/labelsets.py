@@ -403,6 +403,19 @@ SIRI_WHU: dict[str, str] = {
     "water": "water",
 }
 
+#: RSSCN7 (Zou et al. 2015), 7 classes, 400 images each. The distributed folders carry a letter prefix
+#: (``aGrass`` ... ``gParking``); that spelling matches a third-party viewer's category list found in public code,
+#: not a copy of the dataset itself (matching ignores case, spaces, ``_`` and ``-``).
+RSSCN7: dict[str, str] = {
+    "aGrass": "grassland",
+    "bField": "farmland",
+    "cIndustry": "an industrial or commercial area",
+    "dRiverLake": "a river or lake",
+    "eForest": "a forest",
+    "fResident": "a residential area",
+    "gParking": "a parking lot",
+}
+
 #: Every label set by name. Order matters for :func:`prompt_names` without a set: the first set covering all
 #: labels wins, so the original two sets stay first.
 LABEL_SETS: dict[str, dict[str, str]] = {
@@ -418,6 +431,7 @@ LABEL_SETS: dict[str, dict[str, str]] = {
     "rsi-cb256": RSI_CB256,
     "whu-rs19": WHU_RS19,
     "siri-whu": SIRI_WHU,
+    "rsscn7": RSSCN7,
 }
 
 #: Other common spellings of label set names (keys as :func:`_key` normalises them).
