@@ -109,6 +109,20 @@ def _subsample_per_class(samples: list[Any], limit: int | None, seed: int) -> li
     return [samples[i] for i in keep]
 
 
+def _labelled_samples(path: PathLike, format: str, split: Any, holdout: float | None, limit_per_class: int | None,
+                      seed: int, need: str) -> tuple[str, list[Any]]:
+    """The labelled samples of a dataset, optionally only its stable hold-out fraction, subsampled per class."""
+    kind, reader = _open(path, format, split)
+    samples = [s for s in reader if s["label"] is not None]
+    if holdout is not None:
+        if not 0 < holdout < 1:
+            raise ValueError(f"holdout must be a fraction in (0, 1), got {holdout}")
+        samples = [s for s in samples if holdout_member(s["image_id"], holdout)]
+    if not samples:
+        raise ValueError(f"{path}: no labelled images ({need})")
+    return kind, _subsample_per_class(samples, limit_per_class, seed)
+
+
 def _classification_details(cls: ClassificationScores) -> dict[str, Any]:
     return {"per_class": cls.per_class,
             "confusion": {"matrix": cls.confusion.tolist(), "classes": cls.class_names}}
@@ -182,15 +196,8 @@ def eval_zeroshot(
     the ones a training run with the same ``holdout_fraction`` never saw.
     """
     start = time.perf_counter()
-    kind, reader = _open(path, format, split)
-    samples = [s for s in reader if s["label"] is not None]
-    if holdout is not None:
-        if not 0 < holdout < 1:
-            raise ValueError(f"holdout must be a fraction in (0, 1), got {holdout}")
-        samples = [s for s in samples if holdout_member(s["image_id"], holdout)]
-    if not samples:
-        raise ValueError(f"{path}: no labelled images (zero-shot needs class labels, e.g. an ImageFolder)")
-    samples = _subsample_per_class(samples, limit_per_class, seed)
+    kind, samples = _labelled_samples(path, format, split, holdout, limit_per_class, seed,
+                                      "zero-shot needs class labels, e.g. an ImageFolder")
     classes = sorted({s["label"] for s in samples})
     names = prompt_names(classes, label_set)
     classifier = build_classifier(backbone, names, templates)
@@ -247,15 +254,8 @@ def eval_classifier(
     from geovl.vlm.labelsets import _key
 
     start = time.perf_counter()
-    kind, reader = _open(path, format, split)
-    samples = [s for s in reader if s["label"] is not None]
-    if holdout is not None:
-        if not 0 < holdout < 1:
-            raise ValueError(f"holdout must be a fraction in (0, 1), got {holdout}")
-        samples = [s for s in samples if holdout_member(s["image_id"], holdout)]
-    if not samples:
-        raise ValueError(f"{path}: no labelled images (--evaluate needs class folders, e.g. an ImageFolder)")
-    samples = _subsample_per_class(samples, limit_per_class, seed)
+    kind, samples = _labelled_samples(path, format, split, holdout, limit_per_class, seed,
+                                      "--evaluate needs class folders, e.g. an ImageFolder")
     index = {_key(name): i for i, name in enumerate(classifier.classes)}
     unknown = sorted({s["label"] for s in samples if _key(s["label"]) not in index})
     if unknown:

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
+from geovl._fs import swap_in_folder
 from geovl.training.augment import RSAugment
 from geovl.training.checkpoint import TrainingState, latest_checkpoint, load_checkpoint, save_checkpoint
 from geovl.training.config import TrainConfig, config_to_dict
@@ -700,14 +701,7 @@ def _export_transformers(backbone: Backbone, folder: Path, config: TrainConfig, 
             "trained_by": "geovl train clip", "steps": state.step, "samples_seen": state.samples,
             "config": config_to_dict(config), "final_eval": figures}, indent=2) + "\n")
         tmp.chmod(0o755)
-        if folder.exists():
-            old = folder.with_name(f".{folder.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(folder, old)
-            os.replace(tmp, folder)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, folder)
+        swap_in_folder(tmp, folder)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from geovl import __version__
+from geovl._fs import swap_in_folder
 from geovl._optional import require
 from geovl.vlm.backbone import Backbone, ModelInfo
 from geovl.vlm.device import resolve_device, resolve_precision
@@ -439,15 +440,7 @@ def save_backbone(backbone: Backbone, folder: str | os.PathLike[str], metadata: 
         (tmp / GEOVL_CONFIG).write_text(json.dumps(config, indent=2) + "\n")
         for path in (tmp, tmp / GEOVL_WEIGHTS, tmp / GEOVL_CONFIG):  # mkdtemp makes the folder private
             path.chmod(0o755 if path.is_dir() else 0o644)
-        if dest.exists():
-            old = dest.with_name(f".{dest.name}.old")
-            if old.exists():
-                shutil.rmtree(old)
-            os.replace(dest, old)
-            os.replace(tmp, dest)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, dest)
+        swap_in_folder(tmp, dest)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
