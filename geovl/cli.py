@@ -52,10 +52,11 @@ def cmd_models(args: argparse.Namespace) -> int:
         print(json.dumps({"checkpoints": rows, "architectures": list_architectures()}, indent=2))
         return 0
     width = max(len(spec.name) for spec in specs)
-    print(f"{'NAME':<{width}}  {'ARCH':<10} {'FORMAT':<14} LOCAL  SOURCE")
+    arch_w = max([4, *(len(r["architecture"]) for r in rows)])
+    print(f"{'NAME':<{width}}  {'ARCH':<{arch_w}} {'FORMAT':<14} LOCAL  SOURCE")
     for r in rows:
-        print(f"{r['name']:<{width}}  {r['architecture']:<10} {r['format']:<14} {'yes' if r['local'] else 'no ':<5}  "
-              f"{r['source']}")
+        local = "yes" if r["local"] else "no"
+        print(f"{r['name']:<{width}}  {r['architecture']:<{arch_w}} {r['format']:<14} {local:<5}  {r['source']}")
     n_local = sum(1 for r in rows if r["local"])
     print(f"\n{len(rows)} checkpoints, {n_local} available locally. Weights you download by hand go in "
           f"{checkpoint_dir()} (or pass a file path as --model).")
