@@ -52,7 +52,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         print(json.dumps({"checkpoints": rows, "architectures": list_architectures()}, indent=2))
         return 0
     width = max(len(spec.name) for spec in specs)
-    arch_w = max([4, *(len(r["architecture"]) for r in rows)])
+    arch_w = max([4, *(len(spec.architecture or "") for spec in specs)])
     print(f"{'NAME':<{width}}  {'ARCH':<{arch_w}} {'FORMAT':<14} LOCAL  SOURCE")
     for r in rows:
         local = "yes" if r["local"] else "no"
