@@ -128,6 +128,95 @@ def test_classify_with_label_set_json_and_multipart_agree(url: str, backbone: Ba
     assert r.status_code == 200 and r.json()["classes"] == ["Forest", "River"]
 
 
+def _mid_threshold(scores: np.ndarray) -> float:
+    """A threshold halfway between the two middle per-class scores: some classes pass, some do not."""
+    flat = np.sort(scores.ravel())
+    i = len(flat) // 2
+    assert flat[i] - flat[i - 1] > 1e-4 * flat[i]  # far enough from every score for float32 round-off
+    return float((flat[i - 1] + flat[i]) / 2)
+
+
+def test_multi_label_json_and_multipart_match_the_classifier(url: str, backbone: Backbone) -> None:
+    images = [_png(30), _png(31), _png(32)]
+    clf = ZeroShotClassifier(backbone, LABELS)
+    emb = backbone.encode_images(images)
+    scores = clf.scores(emb)
+    threshold = _mid_threshold(scores)
+    expected = clf.multi_label_embeddings(emb, threshold=threshold)
+    assert any(p.labels for p in expected) and any(len(p.labels) < len(LABELS) for p in expected)
+    body = {"images": [_b64(img) for img in images], "labels": LABELS, "threshold": threshold,
+            "top_k": len(LABELS)}
+    r = httpx.post(f"{url}/v1/classify", json=body)
+    assert r.status_code == 200, r.text
+    files = [("images", (f"{i}.png", img, "image/png")) for i, img in enumerate(images)]
+    m = httpx.post(f"{url}/v1/classify", files=files,
+                   data={"labels": ",".join(LABELS), "threshold": repr(threshold), "top_k": str(len(LABELS))})
+    assert m.status_code == 200, m.text
+    for answer in (r.json(), m.json()):
+        assert answer["multi_label"] is True and answer["threshold"] == pytest.approx(threshold)
+        assert answer["classes"] == LABELS
+        for got, want, row in zip(answer["predictions"], expected, scores, strict=True):
+            assert got["labels"] == want.labels
+            assert all(s >= threshold for s in got["scores"]) and got["scores"] == sorted(got["scores"], reverse=True)
+            np.testing.assert_allclose(got["scores"], want.scores, rtol=1e-4, atol=1e-6)
+            # every class left out scores below the threshold
+            assert all(row[LABELS.index(c)] < threshold for c in LABELS if c not in got["labels"])
+    # top_k cuts the list to the best classes; 0.999 leaves nothing
+    r = httpx.post(f"{url}/v1/classify", json={**body, "top_k": 1})
+    assert [p["labels"] for p in r.json()["predictions"]] == [p.labels[:1] for p in expected]
+    r = httpx.post(f"{url}/v1/classify", json={**body, "threshold": 0.999})
+    assert r.status_code == 200, r.text
+    assert [(p["labels"], p["scores"]) for p in r.json()["predictions"]] == [([], [])] * 3
+    m = httpx.post(f"{url}/v1/classify", files=files, data={"labels": ",".join(LABELS), "threshold": "0.999"})
+    assert m.status_code == 200 and all(p["labels"] == [] for p in m.json()["predictions"])
+    # without a threshold: the softmax top-k, marked as such
+    r = httpx.post(f"{url}/v1/classify", json={"images": body["images"][:1], "labels": LABELS})
+    assert r.json()["multi_label"] is False and r.json()["threshold"] is None
+    assert sum(r.json()["predictions"][0]["scores"]) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_bad_thresholds_are_422(url: str) -> None:
+    img = _b64(_png(33))
+    for bad in (0, 1, -0.1, 1.5, "abc", True, False, [0.5]):
+        detail = _error(httpx.post(f"{url}/v1/classify", json={"images": [img], "labels": LABELS,
+                                                               "threshold": bad}), 422)
+        assert "threshold" in detail, (bad, detail)
+    nan = httpx.post(f"{url}/v1/classify", content=f'{{"images": ["{img}"], "labels": ["a"], "threshold": NaN}}',
+                     headers={"content-type": "application/json"})
+    assert "threshold" in _error(nan, 422)
+    files = [("images", ("a.png", _png(33), "image/png"))]
+    for bad_form in ("0", "1", "-0.1", "abc", "true", "nan", "inf"):
+        detail = _error(httpx.post(f"{url}/v1/classify", files=files, data={"labels": "a,b", "threshold": bad_form}),
+                        422)
+        assert "threshold" in detail, (bad_form, detail)
+
+
+def test_client_and_service_pass_threshold(server: tuple[str, Any], backbone: Backbone) -> None:
+    url, app = server
+    images = [_png(34), _png(35)]
+    clf = ZeroShotClassifier(backbone, LABELS)
+    emb = backbone.encode_images(images)
+    threshold = _mid_threshold(clf.scores(emb))
+    expected = clf.multi_label_embeddings(emb, threshold=threshold)
+    with GeovlClient(url) as client:
+        result = client.classify(images, labels=LABELS, top_k=len(LABELS), threshold=threshold)
+        plain = client.classify(images, labels=LABELS, top_k=2)
+        with pytest.raises(GeovlAPIError) as err:
+            client.classify(images, labels=LABELS, threshold=1.0)
+    assert result.multi_label is True and result.threshold == pytest.approx(threshold)
+    assert [p.labels for p in result.predictions] == [p.labels for p in expected]
+    assert plain.multi_label is False and plain.threshold is None
+    assert err.value.status == 422 and "threshold" in err.value.detail
+    from geovl.api.service import ImageInput, InvalidRequestError
+
+    service = app.state.service
+    direct = service.classify([ImageInput(img) for img in images], labels=LABELS, top_k=len(LABELS),
+                              threshold=threshold)
+    assert direct.multi_label and [p.labels for p in direct.predictions] == [p.labels for p in expected]
+    with pytest.raises(InvalidRequestError, match="threshold"):
+        service.classify([ImageInput(images[0])], labels=LABELS, threshold=float("nan"))
+
+
 def test_class_embeddings_are_cached(server: tuple[str, Any]) -> None:
     url, app = server
     service = app.state.service
@@ -303,6 +392,11 @@ def test_openapi_schema_lists_v1_paths(url: str) -> None:
     assert "Retry-After" in post["responses"]["503"]["headers"]
     schemas = spec["components"]["schemas"]
     assert {"ClassifyRequest", "ClassifyForm", "ClassifyResponse", "ErrorResponse", "Timing"} <= set(schemas)
+    form_threshold = schemas["ClassifyForm"]["properties"]["threshold"]
+    assert (form_threshold["exclusiveMinimum"], form_threshold["exclusiveMaximum"]) == (0, 1)
+    json_threshold = schemas["ClassifyRequest"]["properties"]["threshold"]["anyOf"][0]
+    assert (json_threshold["exclusiveMinimum"], json_threshold["exclusiveMaximum"]) == (0, 1)
+    assert "multi_label" in schemas["ClassifyResponse"]["required"]
     refs = [c["schema"]["$ref"].rsplit("/", 1)[1] for c in post["requestBody"]["content"].values()]
     assert all(r in schemas for r in refs)
     assert spec["paths"]["/v1/models"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]

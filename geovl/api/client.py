@@ -56,7 +56,9 @@ class ModelsInfo:
 
 @dataclass
 class ImagePrediction:
-    """Top-k classes of one image: ``labels`` best first, ``scores`` their softmax probabilities."""
+    """Top-k classes of one image: ``labels`` best first, ``scores`` their softmax probabilities; multi-label
+    (a ``threshold`` was given): the classes whose independent per-class score is at least the threshold, best
+    first, and those per-class scores (they need not sum to 1)."""
 
     index: int
     filename: str | None
@@ -66,10 +68,14 @@ class ImagePrediction:
 
 @dataclass
 class ClassifyResult:
+    """``multi_label`` tells which mode answered: top-k softmax (False) or per-class scores >= ``threshold``."""
+
     model: str
     classes: list[str]
     predictions: list[ImagePrediction]
     timing: dict[str, Any]
+    multi_label: bool = False
+    threshold: float | None = None
 
 
 @dataclass
@@ -142,8 +148,12 @@ class GeovlClient:
         labels: Sequence[str] | None = None,
         label_set: str | None = None,
         top_k: int = 5,
+        threshold: float | None = None,
     ) -> ClassifyResult:
         """``POST /v1/classify``: the top-k classes of each image (file paths or encoded bytes).
+
+        With ``threshold`` (in (0, 1)), multi-label: per image, every class whose independent per-class score is at
+        least ``threshold``, best first, at most ``top_k`` of them (possibly none).
 
         Raises:
             GeovlAPIError: the server refused the request (its ``status``, ``code`` and ``detail``).
@@ -159,12 +169,16 @@ class GeovlClient:
             payload["labels"] = list(labels)
         if label_set is not None:
             payload["label_set"] = label_set
+        if threshold is not None:
+            payload["threshold"] = threshold
         data = self._check(self._http.post("/v1/classify", json=payload))
         return ClassifyResult(
             model=data["model"],
             classes=list(data["classes"]),
             predictions=[ImagePrediction(**p) for p in data["predictions"]],
             timing=dict(data["timing"]),
+            multi_label=bool(data.get("multi_label", False)),
+            threshold=data.get("threshold"),
         )
 
     def embed(self, images: Sequence[ClientImage] = (), texts: Sequence[str] = ()) -> EmbedResult:

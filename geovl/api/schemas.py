@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class ErrorResponse(BaseModel):
@@ -49,6 +49,12 @@ class ModelsResponse(BaseModel):
     templates: list[str] = Field(description="prompt templates every class name is put into")
 
 
+THRESHOLD_DESCRIPTION = (
+    "multi-label mode: return, per image, every class whose independent per-class score (not a softmax over the "
+    "classes) is >= threshold, best first, at most top_k of them (possibly none). A number in the open interval "
+    "(0, 1); leave it out for the top-k softmax probabilities")
+
+
 class ClassifyRequest(BaseModel):
     """JSON form of ``POST /v1/classify``; the multipart form has the same fields with file uploads as images."""
 
@@ -60,7 +66,18 @@ class ClassifyRequest(BaseModel):
                                      examples=[["forest", "river", "dense residential area"]])
     label_set: str | None = Field(default=None, description="a named label set (see GET /v1/models)",
                                   examples=["eurosat"])
-    top_k: int = Field(default=5, description="classes returned per image (at most the number of classes)")
+    top_k: int = Field(default=5, description="classes returned per image (at most the number of classes; "
+                                              "with threshold, at most this many of the classes that pass it)")
+    threshold: float | None = Field(
+        default=None, gt=0, lt=1, examples=[0.3],
+        description=THRESHOLD_DESCRIPTION)
+
+    @field_validator("threshold", mode="before")
+    @classmethod
+    def _threshold_not_bool(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            raise ValueError(f"threshold must be a number in the open interval (0, 1), not a boolean ({value!r})")
+        return value
 
 
 #: Schema of the multipart form of ``POST /v1/classify`` (FastAPI cannot derive it for a two-media-type body).
@@ -75,6 +92,8 @@ CLASSIFY_FORM_SCHEMA: dict[str, Any] = {
                    "description": "class names: repeat the field, or separate names with commas"},
         "label_set": {"type": "string", "description": "a named label set (see GET /v1/models)"},
         "top_k": {"type": "integer", "minimum": 1, "default": 5},
+        "threshold": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1,
+                      "description": THRESHOLD_DESCRIPTION},
     },
 }
 
@@ -82,8 +101,10 @@ CLASSIFY_FORM_SCHEMA: dict[str, Any] = {
 class ImagePrediction(BaseModel):
     index: int = Field(description="position of the image in the request")
     filename: str | None = Field(default=None, description="upload file name (multipart only)")
-    labels: list[str] = Field(description="top-k class names, best first")
-    scores: list[float] = Field(description="their probabilities (softmax over all classes), same order")
+    labels: list[str] = Field(description="top-k class names, best first; multi-label (threshold given): the classes "
+                                          "scoring >= threshold, best first, at most top_k (possibly none)")
+    scores: list[float] = Field(description="their probabilities (softmax over all classes), same order; multi-label: "
+                                            "independent per-class scores in (0, 1), which need not sum to 1")
 
 
 class Timing(BaseModel):
@@ -98,6 +119,9 @@ class Timing(BaseModel):
 class ClassifyResponse(BaseModel):
     model: str
     classes: list[str] = Field(description="every class the images were scored against")
+    multi_label: bool = Field(description="true when the request gave a threshold: labels are every "
+                                          "class at or above it and scores are per-class scores")
+    threshold: float | None = Field(default=None, description="the request's threshold (null: top-k softmax)")
     predictions: list[ImagePrediction] = Field(description="one per image, in request order")
     timing: Timing
 

@@ -216,7 +216,8 @@ def create_app(config: ServeConfig, *, backbone: Backbone | None = None) -> Fast
             **auth_docs,
             413: _doc("too many images, an image or the body too large"),
             415: _doc("the body is neither JSON nor multipart/form-data"),
-            422: _doc("bad fields (labels, label_set, top_k), bad base64, or an image that cannot be decoded"),
+            422: _doc("bad fields (labels, label_set, top_k, threshold), bad base64, or an image that cannot be "
+                      "decoded"),
             503: _doc("the queue is full; retry after the Retry-After header's seconds", headers=_RETRY_AFTER),
         },
         openapi_extra={"requestBody": {"required": True, "content": {
@@ -225,27 +226,31 @@ def create_app(config: ServeConfig, *, backbone: Backbone | None = None) -> Fast
         }}},
     )
     async def classify(request: Request) -> ClassifyResponse:
-        """Zero-shot classify images into ``labels`` (or a ``label_set``): the top-k classes per image.
+        """Zero-shot classify images into ``labels`` (or a ``label_set``): the top-k classes per image, or, with
+        ``threshold``, every class whose independent per-class score reaches it (multi-label; at most ``top_k``).
 
         Send JSON (``images`` as base64 strings) or multipart/form-data (``images`` as file parts; ``labels``
         repeated or comma-separated).
         """
         t0 = time.monotonic()
         body = await _parse_classify(request, service)
-        service.check_request(len(body.images), body.top_k)
+        service.check_request(len(body.images), body.top_k, body.threshold)
+        multi_label = body.threshold is not None
         t_cls = time.monotonic()
-        clf = await run_in_threadpool(service.classifier, body.labels, body.label_set)
+        clf = await run_in_threadpool(service.classifier, body.labels, body.label_set, multi_label=multi_label)
         class_s = time.monotonic() - t_cls
         t_dec = time.monotonic()
         pixels = await run_in_threadpool(service.decode, body.images)
         decode_s = time.monotonic() - t_dec
         submitted = time.monotonic()
         results = await asyncio.gather(*(asyncio.wrap_future(f) for f in service.submit(pixels)))
-        predictions, timing = service.predict(clf, results, body.top_k, submitted)
+        predictions, timing = service.predict(clf, results, body.top_k, submitted, body.threshold)
         metrics.images_classified.inc(len(predictions))
         return ClassifyResponse(
             model=service.model_name,
             classes=list(clf.classes),
+            multi_label=multi_label,
+            threshold=body.threshold,
             predictions=[ImagePrediction(index=i, filename=img.name, labels=p.labels, scores=p.scores)
                          for i, (img, p) in enumerate(zip(body.images, predictions, strict=True))],
             timing=Timing(decode_ms=round(decode_s * 1000, 3), queue_ms=timing.queue_ms,
@@ -406,6 +411,7 @@ class _ParsedClassify:
     labels: list[str] | None
     label_set: str | None
     top_k: int
+    threshold: float | None = None
 
 
 async def _parse_classify(request: Request, service: ClassificationService) -> _ParsedClassify:
@@ -423,8 +429,9 @@ def _parse_json(raw: bytes, service: ClassificationService) -> _ParsedClassify:
         req = ClassifyRequest.model_validate_json(raw)
     except ValidationError as exc:
         raise InvalidRequestError(_validation_message(exc.errors())) from exc
-    service.check_request(len(req.images), req.top_k)
-    return _ParsedClassify(_decode_base64_images(req.images, service), req.labels, req.label_set, req.top_k)
+    service.check_request(len(req.images), req.top_k, req.threshold)
+    return _ParsedClassify(_decode_base64_images(req.images, service), req.labels, req.label_set, req.top_k,
+                           req.threshold)
 
 
 def _decode_base64_images(texts: list[str], service: ClassificationService,
@@ -460,19 +467,21 @@ def _form_error(exc: StarletteHTTPException, max_images: int) -> ServiceError:
 
 
 async def _read_form(form: FormData, service: ClassificationService) -> _ParsedClassify:
-    unknown = sorted(set(form.keys()) - {"images", "labels", "label_set", "top_k"})
+    unknown = sorted(set(form.keys()) - {"images", "labels", "label_set", "top_k", "threshold"})
     if unknown:
-        raise InvalidRequestError(f"unknown form fields {unknown}; expected images, labels, label_set, top_k")
+        raise InvalidRequestError(f"unknown form fields {unknown}; expected images, labels, label_set, top_k, "
+                                  "threshold")
     parts = form.getlist("images")
     top_k = _form_int(form.get("top_k"), "top_k", default=5)
-    service.check_request(len(parts), top_k)
+    threshold = _form_threshold(form.get("threshold"))
+    service.check_request(len(parts), top_k, threshold)
     images = await _read_image_parts(parts, service)
     label_fields = [v for v in form.getlist("labels") if isinstance(v, str)]
     labels = [s.strip() for v in label_fields for s in v.split(",") if s.strip()] if label_fields else None
     label_set = form.get("label_set")
     if label_set is not None and not isinstance(label_set, str):
         raise InvalidRequestError("label_set must be a text field")
-    return _ParsedClassify(images, labels, label_set or None, top_k)
+    return _ParsedClassify(images, labels, label_set or None, top_k, threshold)
 
 
 async def _read_image_parts(parts: list[Any], service: ClassificationService) -> list[ImageInput]:
@@ -492,6 +501,22 @@ def _form_int(value: object, name: str, default: int) -> int:
     if isinstance(value, str) and value.strip().lstrip("-").isdigit():
         return int(value)
     raise InvalidRequestError(f"{name} must be an integer, got {value!r}")
+
+
+def _form_threshold(value: object) -> float | None:
+    """The multipart ``threshold``: absent or empty means None (top-k mode); the range is checked by
+    :meth:`ClassificationService.check_threshold`."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            number = math.nan
+        if math.isfinite(number):
+            return number
+    shown = value if isinstance(value, str) else "a file"
+    raise InvalidRequestError(f"threshold must be a number in the open interval (0, 1), got {shown!r}")
 
 
 def _validation_message(errors: Any) -> str:

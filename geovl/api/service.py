@@ -101,9 +101,17 @@ class ServiceTiming:
 
 @dataclass
 class ClassifyResult:
+    """``predictions`` are top-k softmax probabilities, or, when ``threshold`` is set (multi-label), the classes
+    whose independent per-class score (:meth:`ZeroShotClassifier.scores`) is at least ``threshold``."""
+
     classes: list[str]
     predictions: list[Prediction]
     timing: ServiceTiming
+    threshold: float | None = None
+
+    @property
+    def multi_label(self) -> bool:
+        return self.threshold is not None
 
 
 def _ms(seconds: float) -> float:
@@ -156,8 +164,9 @@ class ClassificationService:
         self.batcher.close()
 
     # ---- checks
-    def check_request(self, n_images: int, top_k: int) -> None:
-        """Refuse empty or oversized image lists (413) and a bad ``top_k`` (422) before anything is decoded."""
+    def check_request(self, n_images: int, top_k: int, threshold: float | None = None) -> None:
+        """Refuse empty or oversized image lists (413), a bad ``top_k`` or ``threshold`` (422) before anything is
+        decoded."""
         if n_images == 0:
             raise InvalidRequestError("no images: send at least one image")
         if n_images > self.config.max_images_per_request:
@@ -165,6 +174,16 @@ class ClassificationService:
                                        f"{self.config.max_images_per_request}: split the request")
         if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= self.config.max_top_k:
             raise InvalidRequestError(f"top_k must be an integer from 1 to {self.config.max_top_k}, got {top_k!r}")
+        self.check_threshold(threshold)
+
+    @staticmethod
+    def check_threshold(threshold: float | None) -> None:
+        """422 unless ``threshold`` is None (top-k mode) or a number in the open interval (0, 1) (NaN and booleans
+        are refused)."""
+        if threshold is None:
+            return
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold < 1:
+            raise InvalidRequestError(f"threshold must be a number in the open interval (0, 1), got {threshold!r}")
 
     def check_embed(self, n_images: int, texts: Sequence[str]) -> None:
         """Refuse an empty request (422), too many images or texts (413) and too long texts (422)."""
@@ -197,8 +216,13 @@ class ClassificationService:
                                        f"{self.config.max_image_bytes} bytes per image")
 
     # ---- class embeddings
-    def classifier(self, labels: Sequence[str] | None, label_set: str | None) -> ZeroShotClassifier:
+    def classifier(self, labels: Sequence[str] | None, label_set: str | None, *,
+                   multi_label: bool = False) -> ZeroShotClassifier:
         """The classifier for these labels / label set, built once per (classes, prompts, templates) and cached.
+
+        With ``multi_label``, what :meth:`ZeroShotClassifier.scores` needs besides (the background-prompt embeddings
+        of models without a logit bias) is computed here too, under the same lock, so scoring never runs a text
+        forward.
 
         Raises:
             InvalidRequestError: too many labels, or what :func:`geovl.vlm.classify.resolve_classes` refuses.
@@ -215,17 +239,19 @@ class ClassificationService:
         # One lock: concurrent first requests for the same classes embed the prompts once, and text forwards do
         # not pile up on the model.
         with self._classifier_lock:
-            cached = self._classifiers.get(key)
-            if cached is not None:
+            clf = self._classifiers.get(key)
+            if clf is not None:
                 self._classifiers.move_to_end(key)
-                return cached
-            try:
-                clf = ZeroShotClassifier(self.backbone, labels, label_set=label_set, templates=self.templates)
-            except ValueError as exc:
-                raise InvalidRequestError(str(exc)) from exc
-            self._classifiers[key] = clf
-            while len(self._classifiers) > self.config.classifier_cache_size:
-                self._classifiers.popitem(last=False)
+            else:
+                try:
+                    clf = ZeroShotClassifier(self.backbone, labels, label_set=label_set, templates=self.templates)
+                except ValueError as exc:
+                    raise InvalidRequestError(str(exc)) from exc
+                self._classifiers[key] = clf
+                while len(self._classifiers) > self.config.classifier_cache_size:
+                    self._classifiers.popitem(last=False)
+            if multi_label and not clf.has_logit_bias:
+                clf.background_embeddings()  # computed once per classifier
             return clf
 
     @property
@@ -273,11 +299,23 @@ class ClassificationService:
         return [EmbedResult(row, len(pixels), _ms(end - start), end) for row in emb]
 
     def predict(
-        self, classifier: ZeroShotClassifier, results: Sequence[EmbedResult], top_k: int, submitted: float
+        self, classifier: ZeroShotClassifier, results: Sequence[EmbedResult], top_k: int, submitted: float,
+        threshold: float | None = None,
     ) -> tuple[list[Prediction], ServiceTiming]:
-        """Score embedded images; ``submitted`` is the ``time.monotonic()`` at which they were queued."""
+        """Score embedded images; ``submitted`` is the ``time.monotonic()`` at which they were queued.
+
+        Without ``threshold``: the top-k softmax probabilities (:meth:`ZeroShotClassifier.classify_embeddings`).
+        With it (multi-label): every class whose per-class score is >= ``threshold``, best first
+        (:meth:`ZeroShotClassifier.multi_label_embeddings`), cut to at most ``top_k``.
+        """
         start = time.monotonic()
-        predictions = classifier.classify_embeddings(np.stack([r.embedding for r in results]), top_k=top_k)
+        embeddings = np.stack([r.embedding for r in results])
+        if threshold is None:
+            predictions = classifier.classify_embeddings(embeddings, top_k=top_k)
+        else:
+            self.check_threshold(threshold)
+            predictions = [Prediction(labels=p.labels[:top_k], scores=p.scores[:top_k])
+                           for p in classifier.multi_label_embeddings(embeddings, threshold=threshold)]
         timing = ServiceTiming(
             queue_ms=max(_ms(r.finished - submitted) - r.forward_ms for r in results),
             inference_ms=max(r.forward_ms for r in results),
@@ -294,23 +332,28 @@ class ClassificationService:
         labels: Sequence[str] | None = None,
         label_set: str | None = None,
         top_k: int = 5,
+        threshold: float | None = None,
     ) -> ClassifyResult:
-        """Check, decode, embed (through the batcher) and score ``images``, blocking until done."""
+        """Check, decode, embed (through the batcher) and score ``images``, blocking until done.
+
+        ``threshold`` (in (0, 1)) switches to multi-label scoring: per image, the classes whose independent
+        per-class score is at least ``threshold``, best first, at most ``top_k`` (see :meth:`predict`).
+        """
         t0 = time.monotonic()
-        self.check_request(len(images), top_k)
+        self.check_request(len(images), top_k, threshold)
         t_cls = time.monotonic()
-        clf = self.classifier(labels, label_set)
+        clf = self.classifier(labels, label_set, multi_label=threshold is not None)
         class_s = time.monotonic() - t_cls
         t_dec = time.monotonic()
         pixels = self.decode(images)
         decode_s = time.monotonic() - t_dec
         submitted = time.monotonic()
         results = [f.result() for f in self.submit(pixels)]
-        predictions, timing = self.predict(clf, results, top_k, submitted)
+        predictions, timing = self.predict(clf, results, top_k, submitted, threshold)
         timing.decode_ms = _ms(decode_s)
         timing.classify_ms = round(timing.classify_ms + _ms(class_s), 3)
         timing.total_ms = _ms(time.monotonic() - t0)
-        return ClassifyResult(classes=list(clf.classes), predictions=predictions, timing=timing)
+        return ClassifyResult(classes=list(clf.classes), predictions=predictions, timing=timing, threshold=threshold)
 
     def label_sets(self) -> dict[str, list[str]]:
         """Named label sets a request can use, with their class names."""
