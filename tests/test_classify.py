@@ -14,7 +14,7 @@ from PIL import Image
 from geovl.cli import main
 from geovl.vlm import Backbone, load_backbone
 from geovl.vlm.classify import Prediction, ZeroShotClassifier
-from geovl.vlm.labelsets import LABEL_SETS, prompt_names, resolve_label_set
+from geovl.vlm.labelsets import LABEL_SETS, missing_labels, prompt_names, resolve_label_set
 from tests.helpers import shared_data
 
 MICRO = ["--model", "random:geovl-micro", "--precision", "fp32", "--device", "cpu"]
@@ -192,6 +192,10 @@ def test_label_sets_are_complete() -> None:
     assert resolve_label_set("UC_Merced") is LABEL_SETS["ucmerced"]
     assert resolve_label_set("RSSCN7") is LABEL_SETS["rsscn7"]
     assert prompt_names(["dRiverLake", "gParking"], "rsscn7") == ["a river or lake", "a parking lot"]
+    # datasets' misspelt folders (RSC11 "stroagetanks", MLRSNet "swimmimg_pool") match either spelling
+    assert prompt_names(["stroagetanks", "storage_tanks"], "rsc11") == ["storage tanks", "storage tanks"]
+    assert missing_labels(["Storage Tanks", "swimming_pool"], LABEL_SETS["rsc11"]) == ["swimming_pool"]
+    assert prompt_names(["swimmimg_pool", "swimming pool"], "mlrsnet") == ["a swimming pool"] * 2
     # automatic matching still prefers the original sets
     assert prompt_names(["Forest", "River"]) == ["forest", "river"]
     assert prompt_names(["BareLand", "Viaduct"]) == ["bare land", "a viaduct"]

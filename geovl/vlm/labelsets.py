@@ -224,8 +224,8 @@ MLRSNET: dict[str, str] = {
     "wind_turbine": "wind turbines",
 }
 
-#: OPTIMAL-31 (Wang et al. 2019), 31 classes. The class list is the paper's; the exact spelling of the folder
-#: names was not checked against a copy of the dataset (matching ignores case, spaces, ``_`` and ``-``).
+#: OPTIMAL-31 (Wang et al. 2019), 31 classes, folder names of ``OPTIMAL-31/Images`` (as in aitlas
+#: ``aitlas/datasets/optimal_31.py`` and a public OPTIMAL-31 folder loader).
 OPTIMAL_31: dict[str, str] = {
     "airplane": "airplanes",
     "airport": "an airport",
@@ -260,19 +260,22 @@ OPTIMAL_31: dict[str, str] = {
     "runway": "a runway",
 }
 
-#: RSC11 (Zhao et al. 2016), 11 classes. Folder spelling not checked against a copy of the dataset.
+#: RSC11 (Zhao et al. 2016), 11 classes, folder names of ``RS_C11_Database`` as distributed, ``stroagetanks``
+#: misspelled as in the data (folder names as read by public loaders: the RSC11 class file beside an
+#: ``RS_C11_Database`` loader, and an RSC11 ResNet-50 class index; aitlas ``aitlas/datasets/rsc11.py`` has the same
+#: 11 classes under its own names).
 RSC11: dict[str, str] = {
-    "dense_forest": "a dense forest",
+    "denseforest": "a dense forest",
     "grassland": "grassland",
     "harbor": "a harbor",
-    "high_buildings": "high buildings",
-    "low_buildings": "low buildings",
+    "highbuildings": "high buildings",
+    "lowbuildings": "low buildings",
     "overpass": "an overpass",
     "railway": "a railway",
-    "residential_area": "a residential area",
+    "residentialarea": "a residential area",
     "roads": "roads",
-    "sparse_forest": "a sparse forest",
-    "storage_tanks": "storage tanks",
+    "sparseforest": "a sparse forest",
+    "stroagetanks": "storage tanks",
 }
 
 #: RSI-CB128 (Li et al. 2017), the 45 leaf classes (the dataset nests them under 6 parent folders).
@@ -324,8 +327,8 @@ RSI_CB128: dict[str, str] = {
     "turning_circle": "a turning circle",
 }
 
-#: RSI-CB256 (Li et al. 2017), 35 leaf classes. Recalled from the paper's class table rather than checked
-#: against a copy of the dataset.
+#: RSI-CB256 (Li et al. 2017), the 35 leaf classes (the dataset nests them under 6 parent folders); as in aitlas
+#: ``aitlas/datasets/rsi_cb256.py`` and the folder tree in hpc-unex/FLmeetsRS ``README.md``.
 RSI_CB256: dict[str, str] = {
     "airplane": "airplanes",
     "airport_runway": "an airport runway",
@@ -387,7 +390,8 @@ WHU_RS19: dict[str, str] = {
     "Viaduct": "a viaduct",
 }
 
-#: SIRI-WHU (Zhao et al. 2016), 12 classes. Folder spelling not checked against a copy of the dataset.
+#: SIRI-WHU (Zhao et al. 2016), 12 classes, folder names of ``12class_tif`` (checked against a copy of the data in
+#: psiang/TensorFlow-Deep_Learning_and_Transfer_Learning ``data/Google dataset of SIRI-WHU_earth_im_tiff/``).
 SIRI_WHU: dict[str, str] = {
     "agriculture": "agricultural land",
     "commercial": "a commercial area",
@@ -404,8 +408,7 @@ SIRI_WHU: dict[str, str] = {
 }
 
 #: RSSCN7 (Zou et al. 2015), 7 classes, 400 images each. The distributed folders carry a letter prefix
-#: (``aGrass`` ... ``gParking``); that spelling matches a third-party viewer's category list found in public code,
-#: not a copy of the dataset itself (matching ignores case, spaces, ``_`` and ``-``).
+#: (``aGrass`` ... ``gParking``), checked against the dataset's own repository palewithout/RSSCN7.
 RSSCN7: dict[str, str] = {
     "aGrass": "grassland",
     "bField": "farmland",
@@ -439,8 +442,14 @@ _LABEL_SET_ALIASES = {"resisc45": "nwpuresisc45", "nwpu": "nwpuresisc45", "ucm":
                       "siri": "siriwhu", "optimal": "optimal31"}
 
 
+#: Misspelt folder names of distributed datasets and their correct spelling (both normalised by ``_key``), so that
+#: a copy with either spelling (e.g. RSC11 as distributed vs a re-packaged copy) matches the same class.
+_SPELLING_ALIASES: dict[str, str] = {"stroagetanks": "storagetanks", "swimmimgpool": "swimmingpool"}
+
+
 def _key(label: str) -> str:
-    return label.lower().replace(" ", "").replace("_", "").replace("-", "")
+    key = label.lower().replace(" ", "").replace("_", "").replace("-", "")
+    return _SPELLING_ALIASES.get(key, key)
 
 
 def resolve_label_set(name: str) -> dict[str, str]:
