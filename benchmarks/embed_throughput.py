@@ -71,10 +71,10 @@ def bench_arch(arch: str, files: list[Path], batch: int, repeats: int, device: s
 
 
 def bench_pipeline(
-    arch: str, files: list[Path], batch: int, repeats: int, device: str, workers: int
-) -> dict[str, float]:
-    """Bare model forward on preprocessed tensors vs the full pipeline (decode in workers, model, parquet/npy
-    writes) on the same images, alternating."""
+    arch: str, files: list[Path], batch: int, repeats: int, device: str, workers: list[int]
+) -> dict[int, dict[str, float]]:
+    """Bare model forward on preprocessed tensors vs the full pipeline (decode, model, parquet/npy writes) on the
+    same images, with each number of decode worker processes (0: decode in the model's process), alternating."""
     import tempfile
 
     from geovl.index.pipeline import EmbedConfig, run_embed
@@ -87,15 +87,22 @@ def bench_pipeline(
     listing.mkdir()
     for f in files:  # the pipeline reads folders: link the sample into one
         (listing / f"{f.parent.name}_{f.name}").symlink_to(f.resolve())
-    bare, pipe = [], []
-    for r in range(repeats):
-        bare += _time(lambda: bb.encode_images(pixels, batch_size=batch), 1)
-        out = listing.parent / f"run{r}"
-        config = EmbedConfig(batch_size=batch, workers=workers, partition_size=len(files), progress=False)
-        pipe.append(run_embed(bb, [FolderSource([listing])], out, config).seconds)
+    bare: list[float] = []
+    pipe: dict[int, list[float]] = {w: [] for w in workers}
+    for r in range(repeats + 1):  # the first round warms up (imports, file cache) and is not counted
+        start = time.perf_counter()
+        bb.encode_images(pixels, batch_size=batch)
+        if r:
+            bare.append(time.perf_counter() - start)
+        for w in workers:
+            out = listing.parent / f"run{r}-w{w}"
+            config = EmbedConfig(batch_size=batch, workers=w, partition_size=len(files), progress=False)
+            seconds = run_embed(bb, [FolderSource([listing])], out, config).seconds
+            if r:
+                pipe[w].append(seconds)
     n = len(files)
-    return {"bare_img_s": n / statistics.median(bare), "pipeline_img_s": n / statistics.median(pipe),
-            "ratio": statistics.median(bare) / statistics.median(pipe)}
+    return {w: {"bare_img_s": n / statistics.median(bare), "pipeline_img_s": n / statistics.median(pipe[w]),
+                "ratio": statistics.median(bare) / statistics.median(pipe[w])} for w in workers}
 
 
 def main() -> None:
@@ -106,7 +113,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--workers", type=int, default=1, help="decode workers for the pipeline run")
+    ap.add_argument("--workers", default="0,1",
+                    help="comma-separated decode worker counts for the pipeline runs (0: in the model's process)")
     args = ap.parse_args()
     if not args.images.exists():
         raise SystemExit(f"{args.images} not found; pass --images DIR")
@@ -124,10 +132,10 @@ def main() -> None:
               f"{r['cosine_min']:.5f} |")
     print("\n| pipeline arch | decode workers | bare model img/s | pipeline img/s | pipeline / bare |")
     print("|---|---|---|---|---|")
+    workers = [int(w) for w in args.workers.split(",")]
     for arch in args.archs.split(","):
-        p = bench_pipeline(arch, files, args.batch_size, args.repeats, args.device, args.workers)
-        print(f"| {arch} | {args.workers} | {p['bare_img_s']:.1f} | {p['pipeline_img_s']:.1f} | {p['ratio']:.2f} |")
-
+        for w, p in bench_pipeline(arch, files, args.batch_size, args.repeats, args.device, workers).items():
+            print(f"| {arch} | {w} | {p['bare_img_s']:.1f} | {p['pipeline_img_s']:.1f} | {p['ratio']:.2f} |")
 
 if __name__ == "__main__":
     main()

@@ -584,7 +584,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bands", default=None, help="band indexes (4,3,2) or a sensor preset for scenes")
     p.add_argument("--min-valid", type=float, default=0.5, help="skip chips with less valid (non-nodata) area")
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--workers", type=int, default=None, help="decode workers (default: cores - 1, at least 1)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="decode processes beside the model; 0 decodes in the model's process (default: 0 for a "
+                        "model on a CPU with <= 4 cores, where that is faster, else cores - 1)")
     p.add_argument("--partition-size", type=int, default=10_000, help="records per partition (unit of resume)")
     p.add_argument("--limit", type=int, default=None, help="embed only the first N inputs")
     p.add_argument("--runner", choices=["local", "ray"], default="local",

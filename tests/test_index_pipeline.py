@@ -152,3 +152,14 @@ def test_ray_runner_matches_the_local_runner(micro, tmp_path: Path) -> None:  # 
     emb_l, tab_l, _ = read_embeddings(tmp_path / "local")
     assert man_r["complete"] and tab_r.column("id").to_pylist() == tab_l.column("id").to_pylist()
     np.testing.assert_allclose(emb_r, emb_l, atol=1e-5)
+
+
+def test_default_decode_workers_by_device_and_cores() -> None:
+    from geovl.index.pipeline import EmbedConfig, default_decode_workers
+
+    assert default_decode_workers("cpu", cores=2) == 0  # the model's threads hold every core
+    assert default_decode_workers("cpu", cores=4) == 0
+    assert default_decode_workers("cpu", cores=16) == 15
+    assert default_decode_workers("cuda", cores=2) == 1  # decoding overlaps the GPU
+    assert default_decode_workers("cuda", cores=16) == 15
+    assert EmbedConfig(workers=3).resolved_workers("cpu") == 3  # an explicit count wins

@@ -425,3 +425,35 @@ def test_uint8_pixels_embed_exactly_like_normalised_float() -> None:
     assert u8.dtype == torch.uint8 and u8.shape == f32.shape
     assert torch.allclose(bb.normalize_uint8(u8), f32, atol=1e-6)
     assert np.allclose(bb.embed_pixels(u8).numpy(), bb.embed_pixels(f32).numpy(), atol=1e-6)
+
+
+@pytest.mark.parametrize("resize_mode", ["shortest", "squash", "longest"])
+@pytest.mark.parametrize("interpolation", ["bicubic", "bilinear"])
+def test_fast_uint8_transform_is_pixel_identical_to_open_clip(resize_mode: str, interpolation: str) -> None:
+    """The fused uint8 transform gives open_clip's eval pixels bit for bit: up- and downscaling, odd sizes,
+    crops, padding (``longest``), non-RGB modes."""
+    import numpy as np
+    import torch
+    from PIL import Image
+    from torchvision.transforms import PILToTensor
+
+    from geovl.vlm.backbone import build_transform, build_uint8_transform
+    from geovl.vlm.registry import Preprocess
+
+    pre = Preprocess(image_size=64, interpolation=interpolation, resize_mode=resize_mode)
+    fast = build_uint8_transform(pre)
+    reference = [t for t in build_transform(pre).transforms  # type: ignore[attr-defined]
+                 if type(t).__name__ not in ("MaybeToTensor", "ToTensor", "Normalize")]
+    rng = np.random.default_rng(1)
+    for h, w, mode in [(64, 64, "RGB"), (32, 32, "RGB"), (70, 90, "RGB"), (91, 64, "RGB"), (200, 130, "RGB"),
+                       (63, 65, "L"), (128, 100, "RGBA"), (31, 257, "RGB"), (1, 5, "RGB")]:
+        channels = {"RGB": 3, "L": 1, "RGBA": 4}[mode]
+        arr = (rng.random((h, w, channels)) * 255).astype("uint8")
+        image = Image.fromarray(arr[:, :, 0] if channels == 1 else arr, mode=mode)
+        expected = image
+        for step in reference:
+            expected = step(expected)
+        got = fast(image)
+        want = PILToTensor()(expected)
+        assert got.dtype == torch.uint8 and got.shape == want.shape == (3, 64, 64), (h, w, mode)
+        assert torch.equal(got, want), (h, w, mode)

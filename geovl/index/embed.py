@@ -1,7 +1,8 @@
 """In-memory embedding of image collections (the partitioned, resumable pipeline is geovl.index.pipeline).
 
-Decoding runs in DataLoader workers (the pipeline's own mapper) so it overlaps the model; unreadable inputs are
-skipped and reported, never fatal.
+Decoding runs in DataLoader workers (the pipeline's own mapper) so it overlaps the model (on a small CPU, in the
+model's process: see :func:`~geovl.index.pipeline.default_decode_workers`); unreadable inputs are skipped and
+reported, never fatal.
 """
 
 from __future__ import annotations
@@ -80,9 +81,11 @@ def embed_sources(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if len(sources) == 0:
         raise ValueError("no images to embed")
+    # the pipeline's mapper; imported late (it imports us)
+    from geovl.index.pipeline import Record, decode_loader, default_decode_workers
+
     if workers is None:
-        workers = max(1, (os.cpu_count() or 2) - 1)
-    from geovl.index.pipeline import Record, decode_loader  # the pipeline's mapper; imported late (it imports us)
+        workers = default_decode_workers(backbone.device)
 
     loader = decode_loader(backbone, [Record(src) for src in sources], [], batch_size, workers)
     chunks: list[np.ndarray] = []
@@ -121,7 +124,8 @@ def embed_images(
         backbone: the model.
         paths: files and/or folders (searched recursively for image suffixes).
         batch_size: images per model call.
-        workers: DataLoader decode workers (default: one per spare core, at least 1; 0 decodes in-process).
+        workers: DataLoader decode processes (default: :func:`~geovl.index.pipeline.default_decode_workers`;
+            0 decodes in-process).
         limit: embed only the first ``limit`` files (after sorting).
         progress: show a progress bar with images/s.
     """
