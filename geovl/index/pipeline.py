@@ -94,8 +94,8 @@ def default_decode_workers(device: torch.device | str, cores: int | None = None)
     On a GPU: one per spare core, so that decoding overlaps the forward passes. On a CPU with few cores the
     model's threads already occupy every core, and a decode process beside them pre-empts those threads (which
     wait for each other at every layer): measured on 2 cores (docs/benchmarks.md), decoding in the model's
-    process between forward passes was faster for every model tried (0.81 vs 0.67 of the bare model for the
-    bundled model's architecture, 0.95 vs 0.93 for ViT-B/32). Larger CPUs keep worker processes.
+    process between forward passes was at least as fast for every model tried (0.73 vs 0.65 of the bare model for
+    the bundled model's architecture, 0.95 vs 0.93 for ViT-B/32). Larger CPUs keep worker processes.
     """
     cores = cores or os.cpu_count() or 2
     if torch.device(device).type == "cpu" and cores <= SMALL_CPU_CORES:
