@@ -167,11 +167,11 @@ def cmd_classify(args: argparse.Namespace) -> int:
         raise ValueError("--threshold applies to --multi-label; add --multi-label")
     threshold = 0.5 if args.threshold is None else args.threshold
     if args.multi_label:
-        from geovl.vlm.classify import _check_threshold
+        from geovl.vlm.classify import check_threshold
 
         if args.map is not None:
             raise ValueError("--multi-label scores images; a --map label map holds one class per chip")
-        _check_threshold(threshold)
+        check_threshold(threshold)
     if args.evaluate:
         return _classify_evaluate(args)
     if args.report_dir is not None or args.holdout is not None:

@@ -22,7 +22,7 @@ from geovl.api.batching import MicroBatcher, QueueFullError
 from geovl.api.config import ServeConfig
 from geovl.io.geotiff import load_any_image
 from geovl.vlm.backbone import Backbone
-from geovl.vlm.classify import Prediction, ZeroShotClassifier, resolve_classes
+from geovl.vlm.classify import Prediction, ZeroShotClassifier, check_threshold, resolve_classes
 from geovl.vlm.labelsets import LABEL_SETS
 from geovl.vlm.zeroshot import RS_TEMPLATES
 
@@ -182,8 +182,10 @@ class ClassificationService:
         are refused)."""
         if threshold is None:
             return
-        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold < 1:
-            raise InvalidRequestError(f"threshold must be a number in the open interval (0, 1), got {threshold!r}")
+        try:
+            check_threshold(threshold)  # the classifier's own rule
+        except ValueError as exc:
+            raise InvalidRequestError(str(exc)) from exc
 
     def check_embed(self, n_images: int, texts: Sequence[str]) -> None:
         """Refuse an empty request (422), too many images or texts (413) and too long texts (422)."""

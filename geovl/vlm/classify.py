@@ -17,7 +17,7 @@ from geovl.vlm.backbone import Backbone
 from geovl.vlm.labelsets import LABEL_SETS, missing_labels, prompt_names, resolve_label_set
 from geovl.vlm.zeroshot import RS_TEMPLATES, build_classifier, zero_shot_scores
 
-__all__ = ["BACKGROUND_PROMPTS", "Prediction", "ZeroShotClassifier", "resolve_classes"]
+__all__ = ["BACKGROUND_PROMPTS", "Prediction", "ZeroShotClassifier", "check_threshold", "resolve_classes"]
 
 #: Generic "no particular class" prompts. For models without a logit bias (CLIP), :meth:`ZeroShotClassifier.scores`
 #: rates each class against these alone, so a class's multi-label score does not depend on the other classes.
@@ -182,7 +182,7 @@ class ZeroShotClassifier:
         Raises:
             ValueError: ``threshold`` outside the open interval (0, 1).
         """
-        _check_threshold(threshold)
+        check_threshold(threshold)
         scores = self.scores(embeddings)
         order = np.argsort(-scores, axis=1, kind="stable")
         return [
@@ -199,7 +199,7 @@ class ZeroShotClassifier:
         Raises:
             ValueError: ``threshold`` outside (0, 1); no images.
         """
-        _check_threshold(threshold)
+        check_threshold(threshold)
         return self.multi_label_embeddings(self.embed(images, batch_size=batch_size), threshold=threshold)
 
     def classify_embeddings(self, embeddings: np.ndarray, *, top_k: int = 5) -> list[Prediction]:
@@ -234,6 +234,7 @@ class ZeroShotClassifier:
         return self.classify_embeddings(self.embed(images, batch_size=batch_size), top_k=top_k)
 
 
-def _check_threshold(threshold: float) -> None:
+def check_threshold(threshold: float) -> None:
+    """``ValueError`` unless ``threshold`` is a number in the open interval (0, 1) (NaN and booleans are not)."""
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold < 1:
         raise ValueError(f"threshold must be a number in the open interval (0, 1), got {threshold!r}")
