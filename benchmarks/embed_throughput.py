@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from geovl.index.embed import list_images
-from geovl.vlm import create_backbone
-from geovl.vlm.device import cpu_has_bf16_matmul
+from geovl.data.sources import list_images
+from geovl.models import create_backbone
+from geovl.models.device import cpu_has_bf16_matmul
 
 DEFAULT_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "data" / "eurosat_rgb"
 
@@ -77,8 +77,8 @@ def bench_pipeline(
     same images, with each number of decode worker processes (0: decode in the model's process), alternating."""
     import tempfile
 
+    from geovl.data.sources import FolderSource
     from geovl.index.pipeline import EmbedConfig, run_embed
-    from geovl.index.sources import FolderSource
 
     bb = create_backbone(arch, device=device, precision="auto")
     pixels = bb.preprocess_images(files)

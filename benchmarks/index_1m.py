@@ -43,9 +43,10 @@ def base_embeddings(model: str, cache: Path, n_images: int, n_texts: int, seed: 
     if img_file.is_file() and txt_file.is_file():
         return np.load(img_file), np.load(txt_file)
     from geovl.data import open_dataset
+    from geovl.data.sources import list_images
     from geovl.data.synthetic import SceneConfig, generate_scene
-    from geovl.index.embed import embed_sources, list_images
-    from geovl.vlm import load_backbone
+    from geovl.models import load_backbone
+    from geovl.tasks.embedding import EmbeddingPipeline
 
     rng = np.random.default_rng(seed)
     bb = load_backbone(model)
@@ -54,7 +55,8 @@ def base_embeddings(model: str, cache: Path, n_images: int, n_texts: int, seed: 
     n_synth = n_images // 5
     picked: list = [files[i] for i in rng.permutation(len(files))[: n_images - n_synth]]
     picked += [generate_scene(seed, i, SceneConfig(size=128)).image for i in range(n_synth)]
-    emb, _, _, seconds = embed_sources(bb, picked, batch_size=32, workers=1, progress=True, desc="base images")
+    result = EmbeddingPipeline(bb, batch_size=32, workers=1)(picked, progress=True, desc="base images")
+    emb, seconds = result.embeddings, result.seconds
     captions = [c for name in ("ucm_captions", "rsicd_train") for s in open_dataset("karpathy", SHARED / name)
                 for c in s["captions"][:1]]
     texts = [captions[i] for i in rng.permutation(len(captions))[:n_texts]]

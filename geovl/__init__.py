@@ -1,6 +1,6 @@
 """geovl: remote-sensing vision-language toolkit.
 
-The library (``geovl.vlm``, ``geovl.io``, ``geovl.data``, ``geovl.index``, ``geovl.eval``) imports without the
+The library (``geovl.models``, ``geovl.io``, ``geovl.data``, ``geovl.index``, ``geovl.eval``) imports without the
 training, demo or server packages. Heavy optional dependencies are imported where they are used and name the
 extra to install when missing (see :func:`geovl._optional.require`).
 """

@@ -103,12 +103,12 @@ def write_index_dir(
     The vectors and metadata (ids default to 0..N-1; metadata to :func:`synthetic_metadata`) are written as an
     embeddings folder next to ``folder`` (``<name>_embeddings``), then :func:`~geovl.index.store.build_index` builds
     ``index_type`` from it (seed 0, on the CPU). ``on_disk`` instead takes the sharded path for an IVF type:
-    :func:`~geovl.index.store.train_ivf_quantizer`, two :func:`~geovl.index.store.build_shard` and
-    :func:`~geovl.index.store.merge_shards` with ``on_disk=True`` (lists in ``index.ivfdata``). ``deleted`` ids are
+    :func:`~geovl.index.sharded.train_ivf_quantizer`, two :func:`~geovl.index.sharded.build_shard` and
+    :func:`~geovl.index.sharded.merge_shards` with ``on_disk=True`` (lists in ``index.ivfdata``). ``deleted`` ids are
     then removed with :func:`~geovl.index.store.remove_from_index`: Flat and in-RAM IVF indexes delete them, HNSW
     and on-disk indexes record tombstones (``deleted.npy``).
     """
-    from geovl.index import store
+    from geovl.index import sharded, store
     from tests.index_fixtures import write_embeddings
 
     ids = np.arange(vectors.shape[0], dtype=np.int64) if ids is None else np.asarray(ids, np.int64)
@@ -124,11 +124,11 @@ def write_index_dir(
         parts = [write_embeddings(emb.with_name(f"{emb.name}{i}"), vectors[sl], ids[sl], model=record, metadata=table)
                  for i, sl in enumerate((slice(0, half), slice(half, None)))]
         trained = folder.with_name(folder.name + "_trained")
-        store.train_ivf_quantizer(parts, trained, factory=index_type, use_gpu=False, nprobe=nprobe)
+        sharded.train_ivf_quantizer(parts, trained, factory=index_type, use_gpu=False, nprobe=nprobe)
         shards = [part.with_name(part.name + "_shard") for part in parts]
         for part, shard in zip(parts, shards, strict=True):
-            store.build_shard(trained, part, shard, use_gpu=False, progress=False)
-        store.merge_shards(shards, folder, on_disk=True)
+            sharded.build_shard(trained, part, shard, use_gpu=False, progress=False)
+        sharded.merge_shards(shards, folder, on_disk=True)
     if deleted is not None and len(deleted):
         store.remove_from_index(folder, np.asarray(deleted, np.int64))
     return folder

@@ -22,12 +22,12 @@ uvicorn = pytest.importorskip("uvicorn")
 
 from PIL import Image  # noqa: E402
 
-from geovl.api.batching import BatcherClosedError, MicroBatcher, QueueFullError  # noqa: E402
+from geovl.api.app import create_app  # noqa: E402
 from geovl.api.client import GeovlAPIError, GeovlClient  # noqa: E402
-from geovl.api.config import ServeConfig  # noqa: E402
-from geovl.api.server import create_app  # noqa: E402
-from geovl.vlm import Backbone, load_backbone  # noqa: E402
-from geovl.vlm.classify import ZeroShotClassifier  # noqa: E402
+from geovl.models import Backbone, load_backbone  # noqa: E402
+from geovl.serving.batching import BatcherClosedError, MicroBatcher, QueueFullError  # noqa: E402
+from geovl.serving.config import ServeConfig  # noqa: E402
+from geovl.tasks.zeroshot.classifier import ZeroShotClassifier  # noqa: E402
 
 LABELS = ["forest", "river", "dense residential area", "harbour"]
 
@@ -102,7 +102,7 @@ def test_classify_with_labels_matches_the_classifier(url: str, backbone: Backbon
     images = [_png(1), _png(2), _png(3)]
     with GeovlClient(url) as client:
         result = client.classify(images, labels=LABELS, top_k=3)
-    expected = ZeroShotClassifier(backbone, LABELS).classify(images, top_k=3)
+    expected = ZeroShotClassifier(backbone, LABELS)(images, top_k=3).predictions
     assert result.classes == LABELS and len(result.predictions) == 3
     for got, want in zip(result.predictions, expected, strict=True):
         assert got.labels == want.labels
@@ -114,7 +114,7 @@ def test_classify_with_label_set_json_and_multipart_agree(url: str, backbone: Ba
     images = [_png(4), _png(5)]
     with GeovlClient(url) as client:
         result = client.classify(images, label_set="eurosat", top_k=2)
-    expected = ZeroShotClassifier(backbone, label_set="eurosat").classify(images, top_k=2)
+    expected = ZeroShotClassifier(backbone, label_set="eurosat")(images, top_k=2).predictions
     assert [p.labels for p in result.predictions] == [p.labels for p in expected]
     assert len(result.classes) == 10
     files = [("images", ("a.png", images[0], "image/png")), ("images", ("b.png", images[1], "image/png"))]
@@ -142,7 +142,7 @@ def test_multi_label_json_and_multipart_match_the_classifier(url: str, backbone:
     emb = backbone.encode_images(images)
     scores = clf.scores(emb)
     threshold = _mid_threshold(scores)
-    expected = clf.multi_label_embeddings(emb, threshold=threshold)
+    expected = clf.predict(emb, threshold=threshold, top_k=len(clf.classes))
     assert any(p.labels for p in expected) and any(len(p.labels) < len(LABELS) for p in expected)
     body = {"images": [_b64(img) for img in images], "labels": LABELS, "threshold": threshold,
             "top_k": len(LABELS)}
@@ -197,7 +197,7 @@ def test_client_and_service_pass_threshold(server: tuple[str, Any], backbone: Ba
     clf = ZeroShotClassifier(backbone, LABELS)
     emb = backbone.encode_images(images)
     threshold = _mid_threshold(clf.scores(emb))
-    expected = clf.multi_label_embeddings(emb, threshold=threshold)
+    expected = clf.predict(emb, threshold=threshold, top_k=len(clf.classes))
     with GeovlClient(url) as client:
         result = client.classify(images, labels=LABELS, top_k=len(LABELS), threshold=threshold)
         plain = client.classify(images, labels=LABELS, top_k=2)
@@ -207,9 +207,9 @@ def test_client_and_service_pass_threshold(server: tuple[str, Any], backbone: Ba
     assert [p.labels for p in result.predictions] == [p.labels for p in expected]
     assert plain.multi_label is False and plain.threshold is None
     assert err.value.status == 422 and "threshold" in err.value.detail
-    from geovl.api.service import ImageInput, InvalidRequestError
+    from geovl.serving.resources import ImageInput, InvalidRequestError
 
-    service = app.state.service
+    service = app.state.resources
     direct = service.classify([ImageInput(img) for img in images], labels=LABELS, top_k=len(LABELS),
                               threshold=threshold)
     assert direct.multi_label and [p.labels for p in direct.predictions] == [p.labels for p in expected]
@@ -219,7 +219,7 @@ def test_client_and_service_pass_threshold(server: tuple[str, Any], backbone: Ba
 
 def test_class_embeddings_are_cached(server: tuple[str, Any]) -> None:
     url, app = server
-    service = app.state.service
+    service = app.state.resources
     labels = ["cached-a", "cached-b"]
     with GeovlClient(url) as client:
         client.classify([_png(6)], labels=labels)
@@ -270,10 +270,24 @@ def test_limits(url: str) -> None:
     assert _error(httpx.get(f"{url}/v1/nope"), 404)
 
 
-def test_bad_image_is_named_and_fails_only_its_request(url: str) -> None:
-    detail = _error(httpx.post(f"{url}/v1/classify", json={"images": [_b64(_png(9)), _b64(b"not an image")],
-                                                           "labels": LABELS}), 422)
-    assert detail.startswith("images[1]") and "image" in detail
+def test_bad_images_are_listed_and_the_good_ones_served(url: str) -> None:
+    """A batch with an undecodable image classifies / embeds the others and lists it; all bad is a 422."""
+    r = httpx.post(f"{url}/v1/classify", json={"images": [_b64(_png(9)), _b64(b"not an image"), _b64(_png(8))],
+                                               "labels": LABELS})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert [p["index"] for p in body["predictions"]] == [0, 2]
+    assert [f["index"] for f in body["failures"]] == [1] and "image" in body["failures"][0]["error"]
+    files = [("images", ("good.png", _png(10), "image/png")), ("images", ("broken.jpg", _png(10)[:60], "image/jpeg"))]
+    r = httpx.post(f"{url}/v1/classify", files=files, data={"labels": "a,b"})
+    assert r.status_code == 200 and r.json()["failures"][0]["filename"] == "broken.jpg"
+    r = httpx.post(f"{url}/v1/embed", json={"images": [_b64(b""), _b64(_png(3))]})
+    assert r.status_code == 200
+    assert r.json()["image_embeddings"][0] is None and len(r.json()["image_embeddings"][1]) > 0
+    assert r.json()["failures"][0]["index"] == 0
+    # nothing decodable: 422 naming each image
+    detail = _error(httpx.post(f"{url}/v1/classify", json={"images": [_b64(b"not an image")], "labels": LABELS}), 422)
+    assert detail.startswith("images[0]") and "image" in detail
     assert "base64" in _error(httpx.post(f"{url}/v1/classify", json={"images": ["%%%"], "labels": LABELS}), 422)
     files = [("images", ("broken.jpg", _png(10)[:60], "image/jpeg"))]
     assert "'broken.jpg'" in _error(httpx.post(f"{url}/v1/classify", files=files, data={"labels": "a,b"}), 422)
@@ -337,7 +351,7 @@ def test_overload_gives_503_with_retry_after() -> None:
         second = threading.Thread(target=call)
         second.start()
         deadline = time.monotonic() + 30
-        while app.state.service.batcher.pending < 1:  # second request is queued
+        while app.state.resources.batcher.pending < 1:  # second request is queued
             assert time.monotonic() < deadline
             time.sleep(0.01)
         r = httpx.post(f"{url}/v1/classify", json=body)
@@ -472,7 +486,7 @@ def test_cli_serve_parses() -> None:
 def test_ready_and_health(url: str, server: tuple[str, Any]) -> None:
     r = httpx.get(f"{url}/v1/ready")
     assert r.status_code == 200 and r.json()["status"] == "ready" and r.json()["model"] == "random:geovl-micro"
-    service = server[1].state.service
+    service = server[1].state.resources
     real = type(service.batcher).running
     try:
         type(service.batcher).running = property(lambda self: False)  # type: ignore[method-assign]
@@ -485,7 +499,7 @@ def test_ready_and_health(url: str, server: tuple[str, Any]) -> None:
 
 
 def test_tokens_from_env_and_cli(monkeypatch: pytest.MonkeyPatch) -> None:
-    from geovl.api.config import tokens_from_env
+    from geovl.serving.config import tokens_from_env
 
     assert tokens_from_env({"GEOVL_API_TOKENS": " a, b ,,c "}) == ("a", "b", "c")
     assert tokens_from_env({}) == ()
@@ -586,7 +600,7 @@ def test_search_without_index_is_404(url: str) -> None:
 def test_search_over_an_index(backbone: Backbone, tmp_path: Any) -> None:
     pytest.importorskip("faiss")
     pytest.importorskip("pyarrow")
-    from geovl.index.embed import model_record
+    from geovl.models.record import model_record
     from tests.search_fixtures import write_index_dir
 
     images = [_png(100 + i) for i in range(30)]

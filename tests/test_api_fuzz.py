@@ -21,8 +21,8 @@ from hypothesis.errors import Unsatisfiable  # noqa: E402
 from schemathesis import GenerationMode  # noqa: E402
 from schemathesis.checks import not_a_server_error  # noqa: E402
 
-from geovl.api.config import ServeConfig  # noqa: E402
-from geovl.index.embed import model_record  # noqa: E402
+from geovl.models.record import model_record  # noqa: E402
+from geovl.serving.config import ServeConfig  # noqa: E402
 from tests.search_fixtures import write_index_dir  # noqa: E402
 from tests.test_api import _backbone, _png, live_server  # noqa: E402
 

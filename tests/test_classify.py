@@ -12,9 +12,9 @@ import pytest
 from PIL import Image
 
 from geovl.cli import main
-from geovl.vlm import Backbone, load_backbone
-from geovl.vlm.classify import Prediction, ZeroShotClassifier
-from geovl.vlm.labelsets import LABEL_SETS, missing_labels, prompt_names, resolve_label_set
+from geovl.data.labelsets import LABEL_SETS, missing_labels, prompt_names, resolve_label_set
+from geovl.models import Backbone, load_backbone
+from geovl.tasks.zeroshot.classifier import Prediction, ZeroShotClassifier
 from tests.helpers import shared_data
 
 MICRO = ["--model", "random:geovl-micro", "--precision", "fp32", "--device", "cpu"]
@@ -54,7 +54,7 @@ def test_probabilities_match_hand_computed_softmax(micro: Backbone) -> None:
 def test_classify_top_k_order_and_consistency(micro: Backbone) -> None:
     clf = ZeroShotClassifier(micro, label_set="eurosat")
     images = _images(5, seed=1)
-    preds = clf.classify(images, top_k=3, batch_size=2)
+    preds = clf(images, top_k=3, batch_size=2).predictions
     probs = clf.probabilities(micro.encode_images(images))
     assert len(preds) == 5
     for pred, row in zip(preds, probs, strict=True):
@@ -65,9 +65,9 @@ def test_classify_top_k_order_and_consistency(micro: Backbone) -> None:
         assert pred.labels == [clf.classes[j] for j in best]
         np.testing.assert_allclose(pred.scores, row[best], rtol=1e-4)
     # top_k larger than the class count gives every class, probabilities summing to 1
-    full = clf.classify_embeddings(probs[:0].reshape(0, micro.embed_dim), top_k=3)
+    full = clf.predict(probs[:0].reshape(0, micro.embed_dim), top_k=3)
     assert full == []
-    every = clf.classify(images[:1], top_k=100)[0]
+    every = clf(images[:1], top_k=100).predictions[0]
     assert sorted(every.labels) == sorted(clf.classes)
     assert sum(every.scores) == pytest.approx(1.0, abs=1e-5)
 
@@ -106,9 +106,9 @@ def test_bad_classes_raise(micro: Backbone, labels: Any, label_set: str | None, 
 def test_bad_inputs_raise(micro: Backbone) -> None:
     clf = ZeroShotClassifier(micro, ["forest", "river"])
     with pytest.raises(ValueError, match="top_k"):
-        clf.classify(_images(1), top_k=0)
+        clf(_images(1), top_k=0)
     with pytest.raises(ValueError, match="no images"):
-        clf.classify([])
+        clf([])
     with pytest.raises(ValueError, match="embeddings must be"):
         clf.probabilities(np.zeros((2, micro.embed_dim + 1), np.float32))
     with pytest.raises(ValueError, match="placeholder"):
@@ -123,7 +123,7 @@ def _scaled_logits(micro: Backbone, emb: np.ndarray, texts: list[str]) -> np.nda
 
 
 def test_multi_label_scores_clip_rule(micro: Backbone) -> None:
-    from geovl.vlm.classify import BACKGROUND_PROMPTS
+    from geovl.tasks.zeroshot.classifier import BACKGROUND_PROMPTS
 
     labels = ["forest", "river", "farmland"]
     clf = ZeroShotClassifier(micro, labels, templates=("a satellite photo of {}.",))
@@ -158,7 +158,7 @@ def test_multi_label_threshold(micro: Backbone) -> None:
     images = _images(3, seed=9)
     scores = clf.scores(micro.encode_images(images))
     cut = float(np.median(scores))
-    preds = clf.multi_label(images, threshold=cut, batch_size=2)
+    preds = clf(images, threshold=cut, top_k=len(clf.classes), batch_size=2).predictions
     for pred, row in zip(preds, scores, strict=True):
         expected = [clf.classes[j] for j in np.argsort(-row, kind="stable") if row[j] >= cut]
         assert pred.labels == expected
@@ -167,18 +167,18 @@ def test_multi_label_threshold(micro: Backbone) -> None:
     # a threshold above every score gives no labels; below every score gives all of them
     high = min(0.999999, float(scores.max()) + 1e-6)
     if high > scores.max():
-        assert all(p.labels == [] for p in clf.multi_label(images, threshold=high))
+        assert all(p.labels == [] for p in clf(images, threshold=high, top_k=len(clf.classes)).predictions)
     low = max(1e-6, float(scores.min()) / 2)
-    assert all(len(p.labels) == 10 for p in clf.multi_label(images, threshold=low))
+    assert all(len(p.labels) == 10 for p in clf(images, threshold=low, top_k=len(clf.classes)).predictions)
 
 
 @pytest.mark.parametrize("threshold", [0, 1, -0.1, 1.5, float("nan"), True])
 def test_multi_label_bad_threshold(micro: Backbone, threshold: float) -> None:
     clf = ZeroShotClassifier(micro, ["forest", "river"])
     with pytest.raises(ValueError, match="threshold"):
-        clf.multi_label(_images(1), threshold=threshold)
+        clf(_images(1), threshold=threshold, top_k=len(clf.classes)).predictions
     with pytest.raises(ValueError, match="threshold"):
-        clf.multi_label_embeddings(np.zeros((1, micro.embed_dim), np.float32), threshold=threshold)
+        clf.predict(np.zeros((1, micro.embed_dim), np.float32), threshold=threshold)
 
 
 def test_label_sets_are_complete() -> None:
@@ -222,7 +222,7 @@ def _scene(path: Path, width: int = 160, height: int = 128) -> Path:
 def test_label_map_geotiff(tmp_path: Path, micro: Backbone) -> None:
     rasterio = pytest.importorskip("rasterio")
     from geovl.io.chips import ChipReader
-    from geovl.vlm.labelmap import NODATA, classify_scene
+    from geovl.tasks.zeroshot.labelmap import NODATA, classify_scene
 
     scene = _scene(tmp_path / "scene.tif")
     clf = ZeroShotClassifier(micro, label_set="eurosat")
@@ -238,7 +238,7 @@ def test_label_map_geotiff(tmp_path: Path, micro: Backbone) -> None:
     assert labels[0, 0] == NODATA
     reader = ChipReader(scene, size=64, min_valid_fraction=0.5)
     for chip in reader:
-        expected = clf.classify([chip.image], top_k=1)[0].labels[0]
+        expected = clf([chip.image], top_k=1).predictions[0].labels[0]
         assert clf.classes[labels[chip.row, chip.col]] == expected
     with rasterio.open(tmp_path / "probs.tif") as ds:
         probs = ds.read()
@@ -274,7 +274,7 @@ def test_label_map_geotiff(tmp_path: Path, micro: Backbone) -> None:
 
 def test_label_map_errors(tmp_path: Path, micro: Backbone) -> None:
     pytest.importorskip("rasterio")
-    from geovl.vlm.labelmap import classify_scene
+    from geovl.tasks.zeroshot.labelmap import classify_scene
 
     scene = _scene(tmp_path / "scene.tif")
     clf = ZeroShotClassifier(micro, ["forest", "river"])
@@ -326,7 +326,7 @@ def test_cli_classify_multi_label(tmp_path: Path, capsys: pytest.CaptureFixture[
     data = json.loads(capsys.readouterr().out)
     assert data["multi_label"] is True and data["threshold"] == 0.01
     clf = ZeroShotClassifier(load_backbone("random:geovl-micro", precision="fp32", device="cpu"), label_set="eurosat")
-    expected = clf.multi_label(paths, threshold=0.01)
+    expected = clf(paths, threshold=0.01, top_k=len(clf.classes)).predictions
     by_image = {p["image"]: p for p in data["predictions"]}
     for path, pred in zip(paths, expected, strict=True):
         assert by_image[str(path)]["labels"] == pred.labels
@@ -393,7 +393,7 @@ def test_cli_classify_evaluate_imagefolder(tmp_path: Path, capsys: pytest.Captur
     assert len(samples) == 5
     truth = {"AnnualCrop": 0, "Forest": 1, "storage_tanks": 2}
     y = np.array([truth[s["label"]] for s in samples])
-    probs = clf.probabilities(clf.embed([s["image"] for s in samples]))
+    probs = clf.probabilities(clf.backbone.encode_images([s["image"] for s in samples]))
     expected = classification_scores(probs, y, clf.classes)
     assert summary["figures"]["accuracy"] == pytest.approx(expected.accuracy)
     assert summary["figures"]["images"] == 5 and summary["figures"]["classes"] == 3
@@ -441,7 +441,7 @@ def test_bundled_model_beats_chance_on_eurosat() -> None:
     if len(paths) < 20:
         pytest.skip("too few EuroSAT images in shared data")
     clf = ZeroShotClassifier(load_backbone("geovl-rs-tiny", precision="fp32", device="cpu"), label_set="eurosat")
-    preds = clf.classify(paths, top_k=3)
+    preds = clf(paths, top_k=3).predictions
     top1 = np.mean([p.labels[0] == t for p, t in zip(preds, targets, strict=True)])
     assert top1 > 0.3, f"top-1 accuracy {top1:.2f} is not clearly above chance (0.10)"
 
@@ -460,3 +460,20 @@ def test_bundled_model_evaluate_eurosat_subset(tmp_path: Path) -> None:
     assert set(report.details["per_class"]) == set(LABEL_SETS["eurosat"])
     files = write_report(report, tmp_path)
     assert files["confusion"].stat().st_size > 0
+
+
+def test_bad_images_are_recorded_and_skipped(micro: Backbone, tmp_path: Path) -> None:
+    """One unreadable image among good ones: the good ones are classified, the bad one is listed (defect 2)."""
+    good = _images(3)
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    text = tmp_path / "notes.jpg"
+    text.write_text("not an image")
+    clf = ZeroShotClassifier(micro, ["forest", "river"])
+    result = clf([good[0], empty, good[1], text, good[2]], top_k=1)
+    assert result.kept == [0, 2, 4]
+    assert [i for i, _ in result.failures] == [1, 3]
+    assert "empty" in result.failures[0][1] and "not a recognised image" in result.failures[1][1]
+    expected = clf(good, top_k=1).predictions
+    assert [p.labels for p in result.predictions] == [p.labels for p in expected]
+    np.testing.assert_allclose([p.scores for p in result.predictions], [p.scores for p in expected], rtol=1e-5)

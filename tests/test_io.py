@@ -436,13 +436,13 @@ def test_read_geotiff_bad_inputs(tmp_path: Path) -> None:
 
 
 @needs_rasterio
-def test_load_any_image_routes_tiffs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from geovl.io import geotiff, load_any_image
+def test_load_image_routes_tiffs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from geovl.io import geotiff, load_image
 
     multispectral = write_tif(tmp_path / "ms.tif", coded_bands(4, size=12))
-    image = load_any_image(multispectral, bands="naip-false-color", stretch=CODE_STRETCH)
+    image = load_image(multispectral, bands="naip-false-color", stretch=CODE_STRETCH)
     assert image.mode == "RGB" and image.getpixel((0, 0)) == (4, 1, 2)
-    assert load_any_image(multispectral).size == (12, 12)
+    assert load_image(multispectral).size == (12, 12)
     plain = tmp_path / "plain.tif"
     Image.fromarray(np.full((9, 7, 3), 77, dtype=np.uint8)).save(plain)
     png = tmp_path / "plain.png"
@@ -452,10 +452,10 @@ def test_load_any_image_routes_tiffs(tmp_path: Path, monkeypatch: pytest.MonkeyP
         raise AssertionError("plain 8-bit RGB files must go through Pillow")
 
     monkeypatch.setattr(geotiff, "read_geotiff", no_rasterio)
-    assert load_any_image(plain).getpixel((0, 0)) == (77, 77, 77)
-    assert load_any_image(png).size == (7, 9)
+    assert load_image(plain).getpixel((0, 0)) == (77, 77, 77)
+    assert load_image(png).size == (7, 9)
     with pytest.raises(ValueError, match="TIFF"):
-        load_any_image(png, bands=(1, 2, 3))
+        load_image(png, bands=(1, 2, 3))
 
 
 # ------------------------------------------------------------------------------------------ chips

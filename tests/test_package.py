@@ -18,7 +18,7 @@ def _run(code: str) -> str:
 def test_library_does_not_import_training_demo_or_servers() -> None:
     out = _run(
         "import sys, json\n"
-        "import geovl.vlm, geovl.io, geovl.data, geovl.index, geovl.eval\n"
+        "import geovl.models, geovl.io, geovl.data, geovl.index, geovl.eval\n"
         "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in "
         "('gradio', 'fastapi', 'uvicorn', 'ray', 'diffusers') or m.startswith(('geovl.training', 'geovl.demo')))))"
     )

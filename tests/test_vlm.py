@@ -13,9 +13,9 @@ import pytest
 import torch
 from PIL import Image
 
-import geovl.vlm.factory as factory
-import geovl.vlm.registry as registry
-from geovl.vlm import (
+import geovl.models.factory as factory
+import geovl.models.registry as registry
+from geovl.models import (
     CHECKPOINTS,
     CheckpointMismatchError,
     CheckpointNotFoundError,
@@ -25,8 +25,8 @@ from geovl.vlm import (
     load_backbone,
     save_backbone,
 )
-from geovl.vlm.registry import HubFile, HubRepo, UrlFile
-from geovl.vlm.weights import checkpoint_dir, read_state_dict, sha256_file
+from geovl.models.registry import HubFile, HubRepo, UrlFile
+from geovl.models.weights import checkpoint_dir, read_state_dict, sha256_file
 from tests import vlm_fixtures as fx
 
 RNG = np.random.default_rng(0)
@@ -414,7 +414,7 @@ def test_uint8_pixels_embed_exactly_like_normalised_float() -> None:
     import torch
     from PIL import Image
 
-    from geovl.vlm import load_backbone
+    from geovl.models import load_backbone
 
     bb = load_backbone("random:geovl-micro", precision="fp32")
     rng = np.random.default_rng(0)
@@ -437,8 +437,8 @@ def test_fast_uint8_transform_is_pixel_identical_to_open_clip(resize_mode: str, 
     from PIL import Image
     from torchvision.transforms import PILToTensor
 
-    from geovl.vlm.backbone import build_transform, build_uint8_transform
-    from geovl.vlm.registry import Preprocess
+    from geovl.models.backbone import build_transform, build_uint8_transform
+    from geovl.models.registry import Preprocess
 
     pre = Preprocess(image_size=64, interpolation=interpolation, resize_mode=resize_mode)
     fast = build_uint8_transform(pre)

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from geovl.vlm import get_checkpoint, load_backbone
-from geovl.vlm.weights import checkpoint_dir
+from geovl.models import get_checkpoint, load_backbone
+from geovl.models.weights import checkpoint_dir
 from tests import vlm_fixtures as fx
 
 pytestmark = pytest.mark.slow

@@ -9,8 +9,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from geovl.vlm.factory import build_openclip_model
-from geovl.vlm.registry import architecture_config
+from geovl.models.factory import build_openclip_model
+from geovl.models.registry import architecture_config
 
 #: Stand-ins of the same family: the loading path does not depend on width or depth.
 MICRO_ARCH = {"RN50": "geovl-micro-rn"}

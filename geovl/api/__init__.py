@@ -1,20 +1,17 @@
-"""The zero-shot classification HTTP API (``geovl serve``): FastAPI server, micro-batcher and typed client.
-
-The library never imports this package; it needs the ``api`` extra (``pip install 'geovl[api]'``). Names resolve
-lazily, so ``from geovl.api import ServeConfig`` does not import FastAPI.
-"""
+"""The HTTP API (``geovl serve``): a FastAPI app of routers over :class:`geovl.serving.resources.Resources`, and a
+typed client. Names resolve lazily, so ``from geovl.api import GeovlClient`` does not import FastAPI."""
 
 from typing import Any
 
 from geovl._lazy import lazy_getattr
 
 _EXPORTS = {
-    "ServeConfig": "geovl.api.config",
-    "MicroBatcher": "geovl.api.batching",
-    "QueueFullError": "geovl.api.batching",
-    "ClassificationService": "geovl.api.service",
-    "create_app": "geovl.api.server",
-    "serve": "geovl.api.server",
+    "ServeConfig": "geovl.serving.config",
+    "MicroBatcher": "geovl.serving.batching",
+    "QueueFullError": "geovl.serving.batching",
+    "Resources": "geovl.serving.resources",
+    "create_app": "geovl.api.app",
+    "serve": "geovl.api.app",
     "GeovlClient": "geovl.api.client",
     "GeovlAPIError": "geovl.api.client",
 }

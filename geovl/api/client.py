@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -68,7 +68,9 @@ class ImagePrediction:
 
 @dataclass
 class ClassifyResult:
-    """``multi_label`` tells which mode answered: top-k softmax (False) or per-class scores >= ``threshold``."""
+    """``multi_label`` tells which mode answered: top-k softmax (False) or per-class scores >= ``threshold``.
+    ``predictions`` are for the decodable images (each carries its ``index``); ``failures`` lists the others
+    (``{"index", "filename", "error"}``)."""
 
     model: str
     classes: list[str]
@@ -76,17 +78,20 @@ class ClassifyResult:
     timing: dict[str, Any]
     multi_label: bool = False
     threshold: float | None = None
+    failures: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
-class EmbedResult:
+class EmbedResponse:
     """L2-normalised embeddings: ``image_embeddings`` (N_images, D) and ``text_embeddings`` (N_texts, D) as
-    float32 arrays (shape (0, D) when none were asked)."""
+    float32 arrays (shape (0, D) when none were asked). An image that could not be decoded has a row of NaN and is
+    listed in ``failures`` (``{"index", "filename", "error"}``)."""
 
     model: str
     dim: int
     image_embeddings: np.ndarray
     text_embeddings: np.ndarray
+    failures: list[dict[str, Any]] = field(default_factory=list)
 
 
 class GeovlClient:
@@ -179,9 +184,10 @@ class GeovlClient:
             timing=dict(data["timing"]),
             multi_label=bool(data.get("multi_label", False)),
             threshold=data.get("threshold"),
+            failures=list(data.get("failures", [])),
         )
 
-    def embed(self, images: Sequence[ClientImage] = (), texts: Sequence[str] = ()) -> EmbedResult:
+    def embed(self, images: Sequence[ClientImage] = (), texts: Sequence[str] = ()) -> EmbedResponse:
         """``POST /v1/embed``: L2-normalised embeddings of images (file paths or encoded bytes) and/or texts.
 
         Raises:
@@ -196,10 +202,12 @@ class GeovlClient:
                    "texts": list(texts)}
         data = self._check(self._http.post("/v1/embed", json=payload))
         dim = int(data["dim"])
-        return EmbedResult(
+        return EmbedResponse(
             model=data["model"], dim=dim,
-            image_embeddings=np.asarray(data["image_embeddings"], np.float32).reshape(-1, dim),
+            image_embeddings=np.asarray([[np.nan] * dim if v is None else v for v in data["image_embeddings"]],
+                                        np.float32).reshape(-1, dim),
             text_embeddings=np.asarray(data["text_embeddings"], np.float32).reshape(-1, dim),
+            failures=list(data.get("failures", [])),
         )
 
     def search(

@@ -107,6 +107,12 @@ class ImagePrediction(BaseModel):
                                             "independent per-class scores in (0, 1), which need not sum to 1")
 
 
+class ImageFailureModel(BaseModel):
+    index: int = Field(description="position of the image in the request")
+    filename: str | None = Field(default=None, description="upload file name (multipart only)")
+    error: str = Field(description="why it could not be decoded", examples=["not a recognised image format"])
+
+
 class Timing(BaseModel):
     decode_ms: float = Field(description="decoding and preprocessing the images")
     queue_ms: float = Field(description="longest wait of an image for its forward pass")
@@ -122,7 +128,9 @@ class ClassifyResponse(BaseModel):
     multi_label: bool = Field(description="true when the request gave a threshold: labels are every "
                                           "class at or above it and scores are per-class scores")
     threshold: float | None = Field(default=None, description="the request's threshold (null: top-k softmax)")
-    predictions: list[ImagePrediction] = Field(description="one per image, in request order")
+    predictions: list[ImagePrediction] = Field(description="one per decodable image, in request order (see index)")
+    failures: list[ImageFailureModel] = Field(default_factory=list, description="images that could not be decoded "
+                                              "(the others are still classified; all failing is a 422)")
     timing: Timing
 
 
@@ -150,8 +158,10 @@ EMBED_FORM_SCHEMA: dict[str, Any] = {
 class EmbedResponse(BaseModel):
     model: str
     dim: int = Field(description="embedding dimension D")
-    image_embeddings: list[list[float]] = Field(description="one L2-normalised D-vector per image, in order")
+    image_embeddings: list[list[float] | None] = Field(description="one L2-normalised D-vector per image, in order; "
+                                                                   "null for an image listed in failures")
     text_embeddings: list[list[float]] = Field(description="one L2-normalised D-vector per text, in order")
+    failures: list[ImageFailureModel] = Field(default_factory=list, description="images that could not be decoded")
 
 
 class SearchRequest(BaseModel):

@@ -33,9 +33,10 @@ import torch
 import torch.nn.functional as F
 
 from geovl._optional import require
-from geovl.io.images import ImageSource, load_image
-from geovl.vlm.backbone import Backbone
-from geovl.vlm.zeroshot import RS_TEMPLATES, build_classifier
+from geovl.io.images import ImageSource
+from geovl.io.loading import load_image
+from geovl.models.backbone import Backbone
+from geovl.tasks.zeroshot.prompts import RS_TEMPLATES, build_class_embeddings
 
 __all__ = [
     "INCEPTION_WEIGHTS_FILE",
@@ -400,7 +401,7 @@ def zero_shot_accuracy(
     """Classify generated images zero-shot with ``backbone`` and score against the intended classes (Cls-OA).
 
     Each class embedding is the normalised mean of the normalised embeddings of ``templates`` filled with the class
-    name (:func:`geovl.vlm.zeroshot.build_classifier`); an image's prediction is the class of highest cosine
+    name (:func:`geovl.tasks.zeroshot.prompts.build_class_embeddings`); an image's prediction is the class of highest cosine
     similarity.
 
     Args:
@@ -430,7 +431,7 @@ def zero_shot_accuracy(
             y[n] = int(lab)
         else:
             raise ValueError(f"label {lab!r} (image {n}) is neither a class name nor an index below {len(names)}")
-    classifier = build_classifier(backbone, names, templates)
+    classifier = build_class_embeddings(backbone, names, templates)
     emb = backbone.encode_images(items, batch_size=batch_size)
     pred = np.argmax(emb @ classifier.T, axis=1)
     correct = pred == y

@@ -18,15 +18,16 @@ import numpy as np
 
 from geovl.data import autodetect, open_dataset
 from geovl.data._common import holdout_member
+from geovl.data.labelsets import prompt_names
 from geovl.eval.classification import ClassificationScores, classification_scores
 from geovl.eval.probe import knn_classify, linear_probe
 from geovl.eval.report import EvalReport, dataset_fingerprint
 from geovl.eval.retrieval import retrieval_scores
-from geovl.index.embed import embed_sources, model_record
-from geovl.vlm.backbone import Backbone
-from geovl.vlm.classify import ZeroShotClassifier
-from geovl.vlm.labelsets import prompt_names
-from geovl.vlm.zeroshot import RS_TEMPLATES, build_classifier, zero_shot_scores
+from geovl.models.backbone import Backbone
+from geovl.models.record import model_record
+from geovl.tasks.embedding import EmbeddingPipeline
+from geovl.tasks.zeroshot.classifier import ZeroShotClassifier
+from geovl.tasks.zeroshot.prompts import RS_TEMPLATES, build_class_embeddings, zero_shot_scores
 
 logger = logging.getLogger(__name__)
 PathLike = str | os.PathLike[str]
@@ -90,10 +91,10 @@ def _open(path: PathLike, fmt: str, split: Any) -> tuple[str, Any]:
 
 def _embed(backbone: Backbone, samples: list[Any], batch_size: int, workers: int | None,
            progress: bool, desc: str) -> tuple[np.ndarray, list[Any], list[dict[str, str]]]:
-    emb, kept, failures, _ = embed_sources(backbone, [s["image"] for s in samples], batch_size=batch_size,
-                                           workers=workers, progress=progress, desc=desc)
-    bad = [{"image_id": samples[i]["image_id"], "error": err} for i, err in failures]
-    return emb, [samples[i] for i in kept], bad
+    result = EmbeddingPipeline(backbone, batch_size=batch_size, workers=workers)(
+        [s["image"] for s in samples], progress=progress, desc=desc)
+    bad = [{"image_id": samples[i]["image_id"], "error": err} for i, err in result.failures]
+    return result.embeddings, [samples[i] for i in result.kept], bad
 
 
 def _subsample_per_class(samples: list[Any], limit: int | None, seed: int) -> list[Any]:
@@ -200,7 +201,7 @@ def eval_zeroshot(
                                       "zero-shot needs class labels, e.g. an ImageFolder")
     classes = sorted({s["label"] for s in samples})
     names = prompt_names(classes, label_set)
-    classifier = build_classifier(backbone, names, templates)
+    classifier = build_class_embeddings(backbone, names, templates)
     img, kept, failed = _embed(backbone, samples, batch_size, workers, progress, "images")
     labels = np.array([classes.index(s["label"]) for s in kept])
     cls = classification_scores(zero_shot_scores(backbone, img, classifier), labels, classes)
@@ -242,7 +243,7 @@ def eval_classifier(
     workers: int | None = None,
     progress: bool = True,
 ) -> EvalReport:
-    """Accuracy of a :class:`~geovl.vlm.classify.ZeroShotClassifier` on a labelled dataset (an ImageFolder: one
+    """Accuracy of a :class:`~geovl.tasks.zeroshot.classifier.ZeroShotClassifier` on a labelled dataset (an ImageFolder: one
     folder per class): overall and per-class accuracy, top-5, and the confusion matrix over the classifier's classes.
 
     Every class of the dataset must be one of the classifier's (so a label set may hold more classes than the
@@ -251,7 +252,7 @@ def eval_classifier(
     Raises:
         ValueError: no labelled images; dataset classes the classifier does not know; bad ``holdout``.
     """
-    from geovl.vlm.labelsets import _key
+    from geovl.data.labelsets import _key
 
     start = time.perf_counter()
     kind, samples = _labelled_samples(path, format, split, holdout, limit_per_class, seed,

@@ -72,7 +72,7 @@ REPORT_FORMAT = 1
 """Version of the JSON layout, stored as ``format_version``; bumped when a key changes meaning."""
 
 MODEL_KEYS: tuple[str, ...] = ("name", "architecture", "checkpoint", "checkpoint_sha256", "precision", "device")
-"""Keys every report's ``model`` has (``None`` when unknown), as filled by ``geovl.index.embed.model_record``."""
+"""Keys every report's ``model`` has (``None`` when unknown), as filled by ``geovl.models.record.model_record``."""
 
 DATASET_KEYS: tuple[str, ...] = ("name", "path", "format", "split", "counts", "fingerprint")
 """Keys every report's ``dataset`` has (``None`` when unknown); ``fingerprint`` comes from
@@ -170,7 +170,7 @@ class EvalReport:
             percentages (0-100). ``None`` for a figure that could not be computed.
         protocol: one paragraph saying exactly what was computed (split, captions per image, what counts as a
             hit, averaging), so that a reader can compare with published numbers.
-        model: the backbone's identity (``geovl.index.embed.model_record``); always has :data:`MODEL_KEYS`.
+        model: the backbone's identity (``geovl.models.record.model_record``); always has :data:`MODEL_KEYS`.
         dataset: name, path, format, split, counts and fingerprint; always has :data:`DATASET_KEYS`.
         details: task-specific data; the keys the writers render are listed in this module's docstring.
         settings: how it was run (batch size, templates, k, seeds, ...).
@@ -769,8 +769,8 @@ def _entry_line(key: str, path: Path, head: int | None) -> str:
 
 
 def _file_sha256(path: Path) -> str:
-    # geovl.vlm.weights.sha256_file is the one implementation; imported here because geovl.vlm pulls in torch
+    # geovl.models.weights.sha256_file is the one implementation; imported here because geovl.models pulls in torch
     # and open_clip, which report readers and writers do not otherwise need.
-    from geovl.vlm.weights import sha256_file
+    from geovl.models.weights import sha256_file
 
     return sha256_file(path)

@@ -228,10 +228,11 @@ def eval_generation(
     progress: bool = True,
 ) -> EvalReport:
     """CLIP score, zero-shot accuracy (when rows carry labels) and FD-CLIP against real images (with ``real``)."""
+    from geovl.data.labelsets import prompt_names
+    from geovl.data.sources import list_images
     from geovl.eval.generation import clip_fd, clip_scores, zero_shot_accuracy
-    from geovl.index.embed import list_images, model_record
-    from geovl.vlm.labelsets import prompt_names
-    from geovl.vlm.zeroshot import RS_TEMPLATES
+    from geovl.models.record import model_record
+    from geovl.tasks.zeroshot.prompts import RS_TEMPLATES
 
     start = time.perf_counter()
     rows = load_generation_manifest(manifest)

@@ -16,19 +16,19 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from geovl.index.choose import IndexParams
+from geovl.index.choose import IndexChoice, IndexParams
+from geovl.io.fs import atomic_write_text
 
 EMBEDDINGS_FORMAT = "geovl-embeddings"
 INDEX_FORMAT = "geovl-index"
 INDEX_FORMAT_VERSION = 1
-MODEL_KEYS = ("name", "architecture", "checkpoint_sha256", "dim")
+INDEX_MODEL_KEYS = ("name", "architecture", "checkpoint_sha256", "dim")
 """The model fields an index keeps; ``name``, ``checkpoint_sha256`` and ``dim`` must match to add or query."""
 
 INDEX_FILE = "index.faiss"
@@ -49,8 +49,8 @@ def utc_now() -> str:
 
 
 def model_identity(model: Mapping[str, Any]) -> dict[str, Any]:
-    """The identity fields of a model record (:data:`MODEL_KEYS`), missing ones as ``None``."""
-    return {k: model.get(k) for k in MODEL_KEYS}
+    """The identity fields of a model record (:data:`INDEX_MODEL_KEYS`), missing ones as ``None``."""
+    return {k: model.get(k) for k in INDEX_MODEL_KEYS}
 
 
 def describe_model(model: Mapping[str, Any]) -> str:
@@ -71,19 +71,6 @@ def check_same_model(expected: Mapping[str, Any], got: Mapping[str, Any], *, wha
         raise ValueError(f"{what} was built with model {describe_model(expected)}; got {describe_model(got)}. "
                          "Vectors from different models are not comparable: embed with the same model, or build a "
                          "separate index")
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 @dataclass(frozen=True)
@@ -159,6 +146,31 @@ class EmbeddingSet:
         return cls(root, model, dim, count, parts)
 
 
+EmbeddingFolders = str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
+"""One embeddings folder or several (of one model)."""
+
+
+def open_embedding_sets(embeddings: EmbeddingFolders) -> list[EmbeddingSet]:
+    """Open embeddings folders that go into one index (:meth:`EmbeddingSet.open`).
+
+    Raises:
+        ValueError: no folders, one given twice, or folders of different models or dimensions.
+    """
+    paths = [embeddings] if isinstance(embeddings, (str, os.PathLike)) else list(embeddings)
+    if not paths:
+        raise ValueError("no embeddings folders given")
+    resolved = [Path(p).resolve() for p in paths]
+    if len(set(resolved)) != len(resolved):
+        raise ValueError("the same embeddings folder is given twice")
+    sets = [EmbeddingSet.open(p) for p in paths]
+    first = sets[0]
+    for s in sets[1:]:
+        if model_identity(s.model) != model_identity(first.model) or s.dim != first.dim:
+            raise ValueError(f"cannot mix embeddings of different models: {first.path} has "
+                             f"{describe_model(first.model)}, {s.path} has {describe_model(s.model)}")
+    return sets
+
+
 @dataclass
 class SourceRecord:
     """An embeddings folder that went into the index: its path, vectors taken and when."""
@@ -166,6 +178,12 @@ class SourceRecord:
     path: str
     count: int
     added: str
+
+
+def source_records(sets: Sequence[EmbeddingSet]) -> list[SourceRecord]:
+    """The manifest's records of embeddings folders added now."""
+    now = utc_now()
+    return [SourceRecord(str(s.path.resolve()), s.count, now) for s in sets]
 
 
 @dataclass
@@ -232,6 +250,32 @@ class IndexManifest:
     format: str = INDEX_FORMAT
     format_version: int = INDEX_FORMAT_VERSION
 
+    @classmethod
+    def for_choice(cls, choice: IndexChoice, sets: Sequence[EmbeddingSet], *, fingerprint: str | None,
+                   gpu_used: bool) -> IndexManifest:
+        """The manifest of a new index of type ``choice`` over ``sets`` (counts and files are filled on writing).
+
+        Types faiss stores without ids (all but IVF) are wrapped in ``IndexIDMap2``; HNSW and other types faiss
+        cannot remove from record removals as tombstones.
+        """
+        return cls(
+            model={**sets[0].model, **model_identity(sets[0].model)}, dim=sets[0].dim, index_type=choice.factory,
+            kind=choice.kind, id_map=choice.kind != "ivf",
+            removal="tombstones" if choice.kind in ("hnsw", "other") else "remove_ids",
+            params=choice.params, sources=source_records(sets), gpu_used=gpu_used, trained_sha256=fingerprint,
+            reason=choice.reason,
+        )
+
+    def note_rebuild(self) -> None:
+        """Refresh the "consider rebuild" note: an IVF index with more vectors added since training than it was
+        trained for gets one (a rebuild re-centres the lists on the current data)."""
+        self.notes = [n for n in self.notes if not n.startswith("consider rebuild")]
+        if self.kind == "ivf" and self.added_since_training > self.count_at_training:
+            self.notes.append(
+                f"consider rebuild: {self.added_since_training:,} vectors were added after the IVF quantizer was "
+                f"trained for {self.count_at_training:,} (sample of {self.params.train_size:,}); a rebuild "
+                "re-centres the lists on the current data")
+
     def to_dict(self) -> dict[str, Any]:
         """The manifest as JSON-ready data (``params`` keys as faiss names them: ``M``, ``efSearch``, ...)."""
         data = dataclasses.asdict(self)
@@ -275,7 +319,7 @@ class IndexManifest:
         """Write the manifest atomically (temporary file, fsync, rename) into a folder (or to a ``.json`` path)."""
         p = Path(path)
         mpath = p if p.suffix == ".json" else p / MANIFEST_FILE
-        _atomic_write_text(mpath, json.dumps(self.to_dict(), indent=2) + "\n")
+        atomic_write_text(mpath, json.dumps(self.to_dict(), indent=2) + "\n")
         return mpath
 
     def check_model(self, model: Mapping[str, Any]) -> None:

@@ -16,15 +16,12 @@ redoes the rest: nothing is lost and nothing is duplicated.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
 import logging
 import os
-import struct
-import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -32,19 +29,18 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
 
 from geovl import __version__
 from geovl._optional import require
-from geovl.index.embed import model_record
+from geovl.data.sources import ChipRef, Record, Source
 from geovl.index.manifest import EMBEDDINGS_FORMAT
 from geovl.index.manifest import MANIFEST_FILE as MANIFEST
-from geovl.index.sources import ChipRef, Record, Source
+from geovl.io.fs import atomic_path, atomic_write, atomic_write_text, remove_stale_temps
+from geovl.models.backbone import Backbone
+from geovl.models.record import model_record
+from geovl.tasks.embedding import decode_loader, default_decode_workers
 
-__all__ = ["EmbedConfig", "EmbedSummary", "Record", "decode_loader", "default_decode_workers", "read_embeddings",
-           "run_embed"]
-from geovl.io.images import ImageReadError
-from geovl.vlm.backbone import Backbone
+__all__ = ["EmbedConfig", "EmbedSummary", "read_embeddings", "run_embed"]
 
 logger = logging.getLogger(__name__)
 
@@ -83,26 +79,6 @@ class EmbedConfig:
         return self.workers if self.workers is not None else default_decode_workers(device)
 
 
-#: A model on a CPU with at most this many cores decodes in its own process by default (see
-#: :func:`default_decode_workers`).
-SMALL_CPU_CORES = 4
-
-
-def default_decode_workers(device: torch.device | str, cores: int | None = None) -> int:
-    """How many decode processes to run beside a model on ``device``.
-
-    On a GPU: one per spare core, so that decoding overlaps the forward passes. On a CPU with few cores the
-    model's threads already occupy every core, and a decode process beside them pre-empts those threads (which
-    wait for each other at every layer): measured on 2 cores (docs/benchmarks.md), decoding in the model's
-    process between forward passes was at least as fast for every model tried (0.73 vs 0.65 of the bare model for
-    the bundled model's architecture, 0.95 vs 0.93 for ViT-B/32). Larger CPUs keep worker processes.
-    """
-    cores = cores or os.cpu_count() or 2
-    if torch.device(device).type == "cpu" and cores <= SMALL_CPU_CORES:
-        return 0
-    return max(1, cores - 1)
-
-
 @dataclass
 class EmbedSummary:
     """What a run did: records seen, embedded now, skipped as already done, failed; timing."""
@@ -121,100 +97,7 @@ class EmbedSummary:
         return self.embedded / self.seconds if self.seconds > 0 else 0.0
 
 
-# ---------------------------------------------------------------- mapper (runs in DataLoader workers)
-
-
-def _polygon_wkb(ring: Sequence[tuple[float, float]]) -> bytes:
-    """ISO WKB (little endian) of a one-ring polygon, as GeoParquet stores geometries."""
-    pts = list(ring)
-    if pts and pts[0] != pts[-1]:
-        pts.append(pts[0])
-    return struct.pack("<BII", 1, 3, 1) + struct.pack("<I", len(pts)) + b"".join(struct.pack("<dd", x, y)
-                                                                                for x, y in pts)
-
-
-def _chip_meta(chip: Any) -> dict[str, Any]:
-    meta: dict[str, Any] = {"gsd": chip.gsd, "sensor": chip.sensor, "acquired": chip.acquired,
-                            "valid_fraction": float(chip.valid_fraction), "crs": chip.crs}
-    if chip.lonlat_bounds is not None:
-        meta.update(zip(("lon_min", "lat_min", "lon_max", "lat_max"), map(float, chip.lonlat_bounds), strict=True))
-    if chip.footprint:
-        meta["geometry"] = _polygon_wkb(chip.footprint)
-    return meta
-
-
-class _Mapper(Dataset):
-    """Decode + preprocess one record per item; returns (position, tensor | None, extra metadata, error)."""
-
-    def __init__(self, records: Sequence[Record], transform: Callable[[Any], torch.Tensor], chip_readers: list[Any]):
-        self.records = records
-        self.transform = transform
-        self.chip_readers = chip_readers
-        self._open: dict[int, Any] = {}  # per worker process: scene index -> open rasterio dataset
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def _dataset(self, scene: int) -> Any:
-        if scene not in self._open:
-            from geovl.io.geotiff import open_dataset
-
-            ctx = open_dataset(self.chip_readers[scene].path)
-            self._open[scene] = (ctx, ctx.__enter__())
-        return self._open[scene][1]
-
-    def __getitem__(self, i: int) -> tuple[int, torch.Tensor | None, dict[str, Any], str | None]:
-        from PIL import Image
-
-        from geovl.io.geotiff import load_any_image
-
-        image = self.records[i].image
-        try:
-            if isinstance(image, ChipRef):
-                chip = self.chip_readers[image.scene].read(image.row, image.col, self._dataset(image.scene))
-                if chip is None:
-                    return i, None, {}, "below the minimum valid-pixel fraction"
-                return i, self.transform(Image.fromarray(chip.image[:, :, :3])), _chip_meta(chip), None
-            return i, self.transform(load_any_image(image)), {}, None
-        except (ImageReadError, OSError, ValueError) as exc:
-            return i, None, {}, str(exc)
-
-
-def _collate(items: list[tuple[int, torch.Tensor | None, dict[str, Any], str | None]]) -> Any:
-    ok = [(i, t, m) for i, t, m, _ in items if t is not None]
-    bad = [(i, e or "unreadable") for i, t, _, e in items if t is None]
-    pixels = torch.stack([t for _, t, _ in ok]) if ok else None
-    return [i for i, _, _ in ok], pixels, [m for _, _, m in ok], bad
-
-
-def decode_loader(backbone: Backbone, records: Sequence[Record], chip_readers: list[Any], batch_size: int,
-                  workers: int) -> DataLoader:
-    """Batches of ``(positions, pixels | None, chip metadata, failures)``, decoded in ``workers`` processes."""
-    cpu = backbone.device.type == "cpu"
-    return DataLoader(_Mapper(records, backbone.uint8_transform, chip_readers), batch_size=batch_size,
-                      num_workers=workers, collate_fn=_collate, pin_memory=not cpu,
-                      worker_init_fn=_yield_to_the_model if cpu else None, prefetch_factor=4 if workers else None)
-
-
-def _yield_to_the_model(_: int) -> None:
-    """Decode workers run at a lower CPU priority when the model shares the CPU: the model's OpenMP threads wait
-    for each other at every layer, so a worker that pre-empts one of them stalls all of them."""
-    with contextlib.suppress(OSError):  # not permitted: keep the default priority
-        os.nice(10)
-
-
 # ---------------------------------------------------------------- writer
-
-
-def _atomic(path: Path, write: Callable[[str], None]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 _GEO_METADATA = {
@@ -258,24 +141,15 @@ def _write_partition(out: Path, name: str, emb: np.ndarray, rows: list[dict[str,
     """Write one partition's embeddings, metadata and failures, each atomically (the caller lists it in the
     manifest afterwards)."""
     pq = require("pyarrow.parquet", extra="index", feature="writing embedding metadata")
-    def save_npy(tmp: str) -> None:
-        with open(tmp, "wb") as fh:
-            np.save(fh, emb.astype(np.float32))
-
-    _atomic(out / f"{name}.npy", save_npy)
-    _atomic(out / f"{name}.parquet", lambda tmp: pq.write_table(_metadata_table(rows), tmp))
-
-    def save_failures(tmp: str) -> None:
-        Path(tmp).write_text("".join(json.dumps({"input": p, "error": e}) + "\n" for p, e in failures))
-
-    _atomic(out / f"{name}.failures.jsonl", save_failures)
+    atomic_write(out / f"{name}.npy", lambda fh: np.save(fh, emb.astype(np.float32)))
+    with atomic_path(out / f"{name}.parquet") as tmp:
+        pq.write_table(_metadata_table(rows), tmp)
+    atomic_write_text(out / f"{name}.failures.jsonl",
+                      "".join(json.dumps({"input": p, "error": e}) + "\n" for p, e in failures))
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    def write(tmp: str) -> None:
-        Path(tmp).write_text(json.dumps(data, indent=2, default=str) + "\n")
-
-    _atomic(path, write)
+    atomic_write_text(path, json.dumps(data, indent=2, default=str) + "\n")
 
 
 # ---------------------------------------------------------------- runner
@@ -327,8 +201,7 @@ def open_run(backbone_record: dict[str, Any], dim: int, sources: Sequence[Source
     out.mkdir(parents=True, exist_ok=True)
     manifest = _load_manifest(out, backbone_record, [s.describe() for s in sources], config, dim)
     # A killed run cannot delete its half-written temporary files: remove them before writing again.
-    for stale in [*out.glob(".part-*.tmp"), *out.glob(f".{MANIFEST}.*.tmp")]:
-        stale.unlink(missing_ok=True)
+    remove_stale_temps(out)
     return out, manifest
 
 

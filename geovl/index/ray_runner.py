@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from geovl._optional import require
+from geovl.data.sources import Source
 from geovl.index.pipeline import (
     EmbedConfig,
     EmbedSummary,
@@ -23,7 +24,6 @@ from geovl.index.pipeline import (
     open_run,
     plan_partitions,
 )
-from geovl.index.sources import Source
 
 
 class _PartitionEmbedder:
@@ -33,7 +33,7 @@ class _PartitionEmbedder:
                  chip_readers: list[list[Any]]) -> None:
         from pathlib import Path
 
-        from geovl.vlm import load_backbone
+        from geovl.models import load_backbone
 
         self.backbone = load_backbone(model, device=device, precision=precision)
         self.out = Path(out)
@@ -67,13 +67,13 @@ def run_embed_ray(
     import time
 
     ray = require("ray", extra="dist", feature="the Ray runner")
-    from geovl.vlm import load_backbone
+    from geovl.models import load_backbone
 
     config = config or EmbedConfig()
     if num_actors < 1:
         raise ValueError(f"num_actors must be >= 1, got {num_actors}")
     probe = load_backbone(model, device="cpu", precision="fp32")
-    from geovl.index.embed import model_record
+    from geovl.models.record import model_record
 
     record = model_record(probe)
     record.update(precision=precision, device=device)

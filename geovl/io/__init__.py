@@ -5,7 +5,7 @@ Everything here imports without rasterio; the GeoTIFF and chip readers import it
 """
 
 from geovl.io.chips import Chip, ChipReader, write_chip_geotiff
-from geovl.io.geotiff import Raster, load_any_image, read_geotiff
+from geovl.io.geotiff import Raster, read_geotiff
 from geovl.io.images import (
     BandCountError,
     DecompressionBombError,
@@ -14,9 +14,9 @@ from geovl.io.images import (
     ImageSource,
     NotAnImageError,
     TruncatedImageError,
-    load_image,
-    load_images,
+    load_pillow_image,
 )
+from geovl.io.loading import Failure, load_image, load_images
 from geovl.io.sensors import SENSOR_PRESETS, SensorPreset
 
 __all__ = [
@@ -26,15 +26,16 @@ __all__ = [
     "ChipReader",
     "DecompressionBombError",
     "EmptyImageError",
+    "Failure",
     "ImageReadError",
     "ImageSource",
     "NotAnImageError",
     "Raster",
     "SensorPreset",
     "TruncatedImageError",
-    "load_any_image",
     "load_image",
     "load_images",
+    "load_pillow_image",
     "read_geotiff",
     "write_chip_geotiff",
 ]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -12,6 +11,7 @@ from typing import Any, Literal
 from PIL import Image
 
 from geovl.io.chips import Chip, ChipReader, write_chip_geotiff
+from geovl.io.fs import atomic_path, atomic_write_text
 
 ChipFormat = Literal["png", "jpg", "tif"]
 
@@ -34,16 +34,7 @@ def chip_geometry(chip: Chip) -> dict[str, Any] | None:
 
 def write_feature_collection(path: str | os.PathLike[str], features: list[dict[str, Any]]) -> Path:
     """Write a GeoJSON FeatureCollection atomically (temporary file in the same folder, then renamed)."""
-    target = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}.", suffix=".geojson")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump({"type": "FeatureCollection", "features": features}, fh)
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return target
+    return atomic_write_text(path, json.dumps({"type": "FeatureCollection", "features": features}))
 
 
 def _feature(chip: Chip, filename: str) -> dict[str, Any]:
@@ -66,14 +57,8 @@ def _save_image(chip: Chip, path: Path, fmt: ChipFormat) -> None:
     if fmt == "tif":
         write_chip_geotiff(chip, path)
         return
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".{fmt}")
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=f".tmp.{fmt}") as tmp:
         Image.fromarray(chip.image[:, :, :3]).save(tmp, format="PNG" if fmt == "png" else "JPEG", quality=95)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def export_chips(reader: ChipReader, out_dir: str | os.PathLike[str], fmt: ChipFormat = "png",

@@ -21,7 +21,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -34,16 +33,17 @@ from geovl.io.geotiff import (
     Bands,
     LonLatBounds,
     Stretch,
-    _rasterio,
     affine_tuple,
     apply_affine,
     check_stretch,
     georeference,
-    open_dataset,
+    open_raster,
+    rasterio_module,
     read_window,
     scene_info,
     stretch_limits,
     to_image,
+    write_geotiff,
 )
 
 __all__ = ["Chip", "ChipReader", "chip_offsets", "write_chip_geotiff"]
@@ -165,7 +165,7 @@ class ChipReader:
         self.min_valid_fraction = min_valid_fraction
         self.edge = edge
         self.skipped = 0
-        with open_dataset(self.path) as ds:
+        with open_raster(self.path) as ds:
             self.scene = scene_info(ds, bands, nodata, allow_gray)
             self._stretch = check_stretch(stretch, self.scene.dtype, len(self.scene.bands), self.scene.path)
             self.limits: np.ndarray | None = None
@@ -202,7 +202,7 @@ class ChipReader:
 
     def __iter__(self) -> Iterator[Chip]:
         self.skipped = 0
-        with open_dataset(self.path) as ds:
+        with open_raster(self.path) as ds:
             for r, c, window in self.windows():
                 chip = self._read_chip(ds, r, c, window)
                 if chip is None:
@@ -221,7 +221,7 @@ class ChipReader:
     def read(self, row: int, col: int, ds: Any = None) -> Chip | None:
         """Random access: the chip at grid cell (row, col), or ``None`` when it is below ``min_valid_fraction``.
 
-        Pass an open dataset (from :func:`geovl.io.geotiff.open_dataset`) to read many chips without reopening the
+        Pass an open dataset (from :func:`geovl.io.geotiff.open_raster`) to read many chips without reopening the
         file; worker processes of a DataLoader do that.
         """
         if not (0 <= row < len(self._rows) and 0 <= col < len(self._cols)):
@@ -229,11 +229,11 @@ class ChipReader:
         window = (self._cols[col], self._rows[row], self.size, self.size)
         if ds is not None:
             return self._read_chip(ds, row, col, window)
-        with open_dataset(self.path) as opened:
+        with open_raster(self.path) as opened:
             return self._read_chip(opened, row, col, window)
 
     def _read_chip(self, ds: Any, r: int, c: int, window: tuple[int, int, int, int]) -> Chip | None:
-        windows = _rasterio("reading raster chips").windows
+        windows = rasterio_module("reading raster chips").windows
         col_off, row_off, width, height = window
         inside_w = min(width, self.scene.width - col_off)
         inside_h = min(height, self.scene.height - row_off)
@@ -297,50 +297,22 @@ def write_chip_geotiff(
     Returns:
         The path written.
     """
-    rasterio = _rasterio("writing GeoTIFF chips")
-    from affine import Affine  # a rasterio dependency
-
     out = chip.image if data is None else np.asarray(data)
-    if out.dtype == np.bool_:
-        out = out.astype(np.uint8)  # GDAL has no boolean type
     if out.ndim == 2:
         out = out[:, :, None]
     if out.ndim != 3 or out.shape[0] == 0 or out.shape[1] == 0:
         raise ValueError(f"data must be an HxW or HxWxC array, got shape {out.shape}")
-    height, width, count = out.shape
+    height, width, _ = out.shape
     chip_w, chip_h = chip.window[2], chip.window[3]
     a, b, c, d, e, f = chip.transform
     sx, sy = chip_w / width, chip_h / height
-    transform = Affine(a * sx, b * sy, c, d * sx, e * sy, f)
+    transform = (a * sx, b * sy, c, d * sx, e * sy, f)
     meta = {"CHIP_ID": chip.chip_id, "SCENE": chip.scene, "WINDOW": ",".join(map(str, chip.window))}
     if chip.acquired is not None:
         meta["ACQUISITION_DATE"] = chip.acquired.isoformat()
     if chip.sensor:
         meta["SENSOR"] = chip.sensor
     meta.update(tags or {})
-    profile: dict[str, Any] = {
-        "driver": "GTiff",
-        "width": width,
-        "height": height,
-        "count": count,
-        "dtype": out.dtype.name,
-        "crs": chip.crs,
-        "transform": transform,
-        "nodata": nodata,
-    }
-    if compress:
-        profile["compress"] = compress
-    target = Path(path)
-    # Same folder, so os.replace is an atomic rename; readers never see a half-written file.
-    tmp_name = target.parent / f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp.tif"
-    try:
-        with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), rasterio.open(tmp_name, "w", **profile) as dst:
-            dst.write(np.ascontiguousarray(out.transpose(2, 0, 1)))
-            if data is None:
-                dst.write_mask(np.where(chip.valid, 255, 0).astype(np.uint8))
-            dst.update_tags(**meta)
-        os.replace(tmp_name, target)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    return target
+    mask = np.where(chip.valid, 255, 0).astype(np.uint8) if data is None else None
+    return write_geotiff(path, out.transpose(2, 0, 1), crs=chip.crs, transform=transform, nodata=nodata, tags=meta,
+                         mask=mask, compress=compress)

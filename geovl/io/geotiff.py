@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-from PIL import Image
 
 from geovl._optional import require
 from geovl.io.images import (
@@ -39,11 +38,8 @@ from geovl.io.images import (
     BandCountError,
     DecompressionBombError,
     EmptyImageError,
-    ImageReadError,
-    ImageSource,
     NotAnImageError,
     TruncatedImageError,
-    load_image,
 )
 from geovl.io.sensors import SENSOR_PRESETS, resolve_bands
 from geovl.io.stretch import apply_limits, percentile_limits
@@ -56,7 +52,6 @@ __all__ = [
     "LonLatBounds",
     "Raster",
     "Stretch",
-    "load_any_image",
     "read_geotiff",
 ]
 
@@ -111,7 +106,7 @@ _SENSOR_TAGS = (
 )
 
 
-def _rasterio(feature: str = "reading GeoTIFF files") -> ModuleType:
+def rasterio_module(feature: str = "reading GeoTIFF files") -> ModuleType:
     """Import rasterio (with the submodules used here) or raise MissingDependencyError naming the extra."""
     rasterio = require("rasterio", "geo", feature)
     for sub in ("enums", "errors", "warp", "windows"):
@@ -164,7 +159,7 @@ class Raster:
 # --------------------------------------------------------------------------------------------- opening
 
 
-def _check_file(path: str | os.PathLike) -> Path:
+def check_file(path: str | os.PathLike) -> Path:
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"{p}: no such file")
@@ -174,7 +169,7 @@ def _check_file(path: str | os.PathLike) -> Path:
 
 
 def _read_errors() -> tuple[type[BaseException], ...]:
-    rasterio = _rasterio()
+    rasterio = rasterio_module()
     errors: list[type[BaseException]] = [rasterio.errors.RasterioError]
     try:
         from rasterio._err import CPLE_BaseError
@@ -191,7 +186,7 @@ def _error_text(exc: BaseException) -> str:
 
 
 @contextmanager
-def open_dataset(path: str | os.PathLike) -> Iterator[Any]:
+def open_raster(path: str | os.PathLike) -> Iterator[Any]:
     """Open a raster with rasterio, mapping failures onto the :class:`ImageReadError` family.
 
     Yields the open ``rasterio.io.DatasetReader``; it is closed on exit.
@@ -199,8 +194,8 @@ def open_dataset(path: str | os.PathLike) -> Iterator[Any]:
     Raises:
         FileNotFoundError, EmptyImageError, NotAnImageError, TruncatedImageError, MissingDependencyError.
     """
-    rasterio = _rasterio()
-    p = _check_file(path)
+    rasterio = rasterio_module()
+    p = check_file(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
@@ -248,7 +243,7 @@ class SceneInfo:
 def _default_bands(ds: Any, source: str, allow_gray: bool) -> tuple[int, ...]:
     if ds.count >= 3:
         return (1, 2, 3)
-    rasterio = _rasterio()
+    rasterio = rasterio_module()
     alpha = rasterio.enums.ColorInterp.alpha
     data_bands = [i + 1 for i, ci in enumerate(ds.colorinterp) if ci != alpha]
     if len(data_bands) == 1 and allow_gray:
@@ -273,7 +268,7 @@ def scene_info(
         nodata: a nodata value that overrides the file's (applied to every selected band).
         allow_gray: with ``bands=None``, replicate a single data band to RGB instead of raising.
     """
-    rasterio = _rasterio()
+    rasterio = rasterio_module()
     source = str(ds.name)
     if bands is None:
         picked = _default_bands(ds, source, allow_gray)
@@ -458,7 +453,7 @@ def georeference(crs: Any, transform: Any, width: float, height: float) -> Geore
     bounds = (min(xs), min(ys), max(xs), max(ys))
     if crs is None:
         return Georef(bounds, None, None, None)
-    warp = _rasterio().warp
+    warp = rasterio_module().warp
     lons, lats = warp.transform(crs, "EPSG:4326", xs, ys)
     ring = [(float(lo), float(la)) for lo, la in zip(lons, lats, strict=True)]
     ring.append(ring[0])
@@ -558,7 +553,7 @@ def read_geotiff(
         BandCountError (fewer bands than requested or than the preset needs), DecompressionBombError,
         ValueError (bad arguments), MissingDependencyError (rasterio missing).
     """
-    with open_dataset(path) as ds:
+    with open_raster(path) as ds:
         scene = scene_info(ds, bands, nodata, allow_gray)
         pixels = scene.width * scene.height
         if max_pixels is not None and pixels > max_pixels:
@@ -590,78 +585,58 @@ def read_geotiff(
     )
 
 
-def _needs_rasterio(path: Path) -> bool:
-    """True when a TIFF is georeferenced or not plain 8-bit RGB(A), so Pillow would lose or mangle it."""
-    with open_dataset(path) as ds:
-        georeferenced = bool(ds.crs) or bool(ds.gcps[0]) or not ds.transform.is_identity
-        eight_bit = all(dt == "uint8" for dt in ds.dtypes)
-        return georeferenced or not eight_bit or ds.count not in (3, 4)
-
-
-def load_any_image(
-    source: ImageSource,
+def write_geotiff(
+    path: str | os.PathLike,
+    data: np.ndarray,
     *,
-    allow_gray: bool = True,
-    max_pixels: int | None = DEFAULT_MAX_PIXELS,
-    bands: Bands = None,
-    stretch: Stretch = "auto",
-    percentiles: tuple[float, float] = (2.0, 98.0),
+    crs: Any,
+    transform: tuple[float, float, float, float, float, float],
     nodata: float | None = None,
-) -> Image.Image:
-    """Decode any image into an RGB PIL image, reading TIFFs through rasterio when Pillow would not do.
-
-    ``.tif`` / ``.tiff`` paths that are georeferenced, not 8 bit, or not 3/4-band (e.g. 16-bit multispectral
-    stacks), or that come with ``bands`` / ``nodata``, go through :func:`read_geotiff` when rasterio is
-    installed (nodata pixels become black); everything else goes through :func:`geovl.io.images.load_image`.
+    tags: Mapping[str, str] | None = None,
+    descriptions: Sequence[str] | None = None,
+    mask: np.ndarray | None = None,
+    compress: str | None = "deflate",
+) -> Path:
+    """Write a (bands, H, W) array as a GeoTIFF, atomically (the one GeoTIFF writer: chips, label maps, heat maps).
 
     Args:
-        source: what :func:`~geovl.io.images.load_image` accepts.
-        allow_gray, max_pixels: as for :func:`~geovl.io.images.load_image`.
-        bands, stretch, percentiles, nodata: as for :func:`read_geotiff`. ``bands`` and ``nodata`` apply to
-            TIFFs only (``ValueError`` otherwise); ``bands`` must select 1 or 3 bands.
+        path: output file; written under a temporary name next to it and renamed over it when complete.
+        data: (bands, H, W) array of any dtype GDAL writes (booleans are written as uint8).
+        crs: CRS (WKT / EPSG string / rasterio CRS) or None.
+        transform: the affine ``(a, b, c, d, e, f)`` from pixel to CRS coordinates.
+        nodata: nodata value recorded in the file.
+        tags: metadata tags.
+        descriptions: one description per band.
+        mask: (H, W) uint8 internal mask (255 valid, 0 invalid).
+        compress: GDAL compression (``"deflate"``, ``"lzw"``, None).
 
     Raises:
-        The :class:`~geovl.io.images.ImageReadError` family, FileNotFoundError, ValueError.
+        ValueError: ``data`` not 3-D or empty; descriptions not one per band.
     """
-    tiff_path = None
-    if isinstance(source, (str, os.PathLike)) and Path(source).suffix.lower() in _TIFF_SUFFIXES:
-        tiff_path = Path(source)
-    raster_opts = bands is not None or nodata is not None
-    if raster_opts and tiff_path is None:
-        raise ValueError("bands and nodata apply to TIFF files only")
-    if tiff_path is not None:
-        path = _check_file(tiff_path)
-        try:
-            _rasterio()
-            have_rasterio = True
-        except ImportError:
-            if raster_opts:
-                raise
-            have_rasterio = False
-        if have_rasterio and (raster_opts or _needs_rasterio(path)):
-            raster = read_geotiff(
-                path,
-                bands=bands,
-                stretch=stretch,
-                percentiles=percentiles,
-                nodata=nodata,
-                allow_gray=allow_gray,
-                max_pixels=max_pixels,
-            )
-            image = raster.image
-            if image.shape[2] == 1:
-                if not allow_gray:
-                    raise BandCountError(str(path), "1 band selected but 3 (RGB) are required")
-                image = np.repeat(image, 3, axis=2)
-            if image.shape[2] != 3:
-                raise ValueError(f"{path}: bands must select 1 or 3 bands for RGB, got {image.shape[2]}")
-            return Image.fromarray(image, mode="RGB")
-        if not have_rasterio:
-            try:
-                return load_image(source, allow_gray=allow_gray, max_pixels=max_pixels)
-            except ImageReadError as exc:
-                raise type(exc)(
-                    exc.source,
-                    f"{exc.reason} (install geovl[geo] to read multispectral or 16-bit GeoTIFFs)",
-                ) from exc
-    return load_image(source, allow_gray=allow_gray, max_pixels=max_pixels)
+    rasterio = rasterio_module("writing GeoTIFF files")
+    from affine import Affine  # a rasterio dependency
+
+    from geovl.io.fs import atomic_path
+
+    arr = np.asarray(data)
+    if arr.dtype == np.bool_:
+        arr = arr.astype(np.uint8)  # GDAL has no boolean type
+    if arr.ndim != 3 or 0 in arr.shape:
+        raise ValueError(f"data must be a (bands, H, W) array, got shape {arr.shape}")
+    count, height, width = arr.shape
+    if descriptions is not None and len(descriptions) != count:
+        raise ValueError(f"{len(descriptions)} band descriptions for {count} bands")
+    profile: dict[str, Any] = {"driver": "GTiff", "width": width, "height": height, "count": count,
+                               "dtype": arr.dtype.name, "crs": crs, "transform": Affine(*transform),
+                               "nodata": nodata}
+    if compress:
+        profile["compress"] = compress
+    with atomic_path(path, suffix=".tmp.tif") as tmp, rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), \
+            rasterio.open(tmp, "w", **profile) as dst:
+        dst.write(np.ascontiguousarray(arr))
+        if mask is not None:
+            dst.write_mask(np.asarray(mask, np.uint8))
+        dst.update_tags(**dict(tags or {}))
+        for i, text in enumerate(descriptions or [], start=1):
+            dst.set_band_description(i, text)
+    return Path(path)

@@ -10,16 +10,13 @@ from __future__ import annotations
 import io
 import os
 import warnings
-from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 ImageSource = str | os.PathLike | bytes | Image.Image | np.ndarray
-"""Anything :func:`load_image` accepts: a path, encoded bytes, a PIL image or an HxW[xC] array."""
+"""Anything :func:`load_pillow_image` accepts: a path, encoded bytes, a PIL image or an HxW[xC] array."""
 
 #: Default pixel limit (width x height). 24k x 24k covers any single-image chip or photo; whole satellite
 #: scenes should be read as windows through :mod:`geovl.io.chips` instead.
@@ -55,7 +52,7 @@ class BandCountError(ImageReadError):
     """The image has fewer bands than needed (e.g. 1 or 2 bands when 3 are required)."""
 
 
-def _describe(source: ImageSource) -> str:
+def describe_source(source: ImageSource) -> str:
     if isinstance(source, (str, os.PathLike)):
         return os.fspath(source)
     if isinstance(source, bytes):
@@ -89,7 +86,7 @@ def _array_to_rgb(arr: np.ndarray, name: str, allow_gray: bool) -> Image.Image:
     return Image.fromarray(np.ascontiguousarray(arr), mode="RGB")
 
 
-def load_image(
+def load_pillow_image(
     source: ImageSource,
     *,
     allow_gray: bool = True,
@@ -108,7 +105,7 @@ def load_image(
         EmptyImageError, NotAnImageError, TruncatedImageError, DecompressionBombError, BandCountError,
         FileNotFoundError.
     """
-    name = _describe(source)
+    name = describe_source(source)
     if isinstance(source, np.ndarray):
         return _array_to_rgb(source, name, allow_gray)
     if isinstance(source, Image.Image):
@@ -170,40 +167,3 @@ def _to_rgb(img: Image.Image, name: str, allow_gray: bool) -> Image.Image:
         arr = stretch_to_uint8(np.asarray(img, dtype=np.float32)[None])[0]
         return Image.fromarray(arr, mode="L").convert("RGB")
     return img.convert("RGB")
-
-
-@dataclass(frozen=True)
-class Failure:
-    """A source that could not be decoded, and why."""
-
-    source: str
-    error: str
-
-
-def load_images(
-    sources: Iterable[ImageSource],
-    *,
-    on_error: Literal["raise", "skip"] = "skip",
-    allow_gray: bool = True,
-    max_pixels: int | None = DEFAULT_MAX_PIXELS,
-) -> tuple[list[Image.Image], list[int], list[Failure]]:
-    """Decode many sources, skipping (and recording) bad ones unless ``on_error="raise"``.
-
-    Returns:
-        ``(images, kept, failures)``: decoded images, the input positions they came from, and one
-        :class:`Failure` per skipped source.
-    """
-    if on_error not in ("raise", "skip"):
-        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
-    images: list[Image.Image] = []
-    kept: list[int] = []
-    failures: list[Failure] = []
-    for i, src in enumerate(sources):
-        try:
-            images.append(load_image(src, allow_gray=allow_gray, max_pixels=max_pixels))
-            kept.append(i)
-        except (ImageReadError, FileNotFoundError) as exc:
-            if on_error == "raise":
-                raise
-            failures.append(Failure(source=_describe(src), error=str(exc)))
-    return images, kept, failures

@@ -8,8 +8,8 @@ import math
 import torch
 from torchvision.transforms.v2 import functional as TF
 
+from geovl.models.registry import Preprocess
 from geovl.training.config import AugmentConfig
-from geovl.vlm.registry import Preprocess
 
 __all__ = ["RSAugment"]
 

@@ -96,7 +96,7 @@ class ModelConfig:
     """What to train.
 
     Attributes:
-        name: anything :func:`geovl.vlm.load_backbone` accepts: a registry name, a checkpoint folder, or
+        name: anything :func:`geovl.models.load_backbone` accepts: a registry name, a checkpoint folder, or
             ``random:<architecture>`` to train from scratch.
         lock_image / lock_text: freeze a whole tower (LiT: ``lock_text`` with a pretrained text tower).
         freeze_image_blocks / freeze_text_blocks: freeze the first N transformer blocks (and the embeddings).

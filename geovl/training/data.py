@@ -27,12 +27,12 @@ from torch.utils.data import Dataset
 
 from geovl.data import open_dataset
 from geovl.data._common import holdout_member, prettify_class_name
+from geovl.data.labelsets import prompt_names
 from geovl.data.samples import ImageTextSample
 from geovl.data.shards import SHARD_IMAGE_EXTENSIONS, WebDatasetReader, _split_member
-from geovl.io.geotiff import load_any_image
+from geovl.io.loading import load_image
 from geovl.training.augment import RSAugment
 from geovl.training.config import DataConfig, SourceConfig
-from geovl.vlm.labelsets import prompt_names
 
 logger = logging.getLogger(__name__)
 
@@ -221,7 +221,7 @@ class EpochDataset(Dataset[dict[str, Any]]):
         if self.image_cache is not None and self.cache_index is not None:
             image = self.image_cache[self.cache_index[(source, item)]]
         else:
-            image = pil_to_uint8(load_any_image(sample["image"]))
+            image = pil_to_uint8(load_image(sample["image"]))
         return {"pixels": self.augment(image, gen), "caption": caption, "position": position}
 
 
@@ -262,7 +262,7 @@ class _CacheDecode(Dataset[torch.Tensor]):
         from torchvision.transforms.v2 import functional as TF
 
         s, item = self.keys[i]
-        img = pil_to_uint8(load_any_image(self.data.sample(s, item)["image"]))
+        img = pil_to_uint8(load_image(self.data.sample(s, item)["image"]))
         img = TF.resize(img, [self.size], antialias=True)
         return TF.center_crop(img, [self.size, self.size])
 

@@ -27,14 +27,14 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from geovl._fs import swap_in_folder
+from geovl.io.fs import swap_in_folder
+from geovl.models.backbone import Backbone
+from geovl.models.device import resolve_device, resolve_precision
+from geovl.models.towers import OpenClipTowers
 from geovl.training.augment import RSAugment
 from geovl.training.checkpoint import TrainingState, latest_checkpoint, load_checkpoint, save_checkpoint
 from geovl.training.config import TrainConfig, config_to_dict
 from geovl.training.data import EpochDataset, TrainingSet, build_image_cache, collate
-from geovl.vlm.backbone import Backbone
-from geovl.vlm.device import resolve_device, resolve_precision
-from geovl.vlm.towers import OpenClipTowers
 
 logger = logging.getLogger(__name__)
 
@@ -448,7 +448,7 @@ def train_clip(config: TrainConfig, *, resume: str = "auto", progress: bool = Tr
         The output folder, the exported model folder (``<output>/final``), per-step losses of this call and the
         evaluations.
     """
-    from geovl.vlm.factory import load_backbone
+    from geovl.models.factory import load_backbone
 
     config.validate()
     ddp, device = _init_distributed(config.run.device)
@@ -661,7 +661,7 @@ def _save(folder: Path, model: nn.Module, state: TrainingState, optimizer: torch
 
 def _export(backbone: Backbone, folder: Path, config: TrainConfig, state: TrainingState,
             figures: dict[str, float]) -> Path:
-    from geovl.vlm.factory import save_backbone
+    from geovl.models.factory import save_backbone
 
     if not isinstance(backbone.towers, OpenClipTowers):
         return _export_transformers(backbone, folder, config, state, figures)
@@ -669,7 +669,7 @@ def _export(backbone: Backbone, folder: Path, config: TrainConfig, state: Traini
     cfg = getattr(backbone.towers, "model_cfg", {}) or {}
     text_cfg = cfg.get("text_cfg", {})
     if config.model.lock_text and text_cfg.get("hf_model_name") and text_cfg.get("hf_model_pretrained"):
-        from geovl.vlm.text_models import text_model_sha256
+        from geovl.models.text_models import text_model_sha256
 
         external = {EXTERNAL_TEXT_PREFIX: {"source": text_cfg["hf_model_name"], "locked": True,
                                            "sha256": text_model_sha256(text_cfg["hf_model_name"])}}
@@ -682,7 +682,7 @@ def _export(backbone: Backbone, folder: Path, config: TrainConfig, state: Traini
 def _export_transformers(backbone: Backbone, folder: Path, config: TrainConfig, state: TrainingState,
                          figures: dict[str, float]) -> Path:
     """A transformers SigLIP model (Git-RSCLIP) is written as a ``save_pretrained`` folder (weights, config,
-    tokenizer, preprocessor), which :func:`geovl.vlm.load_backbone` reads back; atomically, like every export."""
+    tokenizer, preprocessor), which :func:`geovl.models.load_backbone` reads back; atomically, like every export."""
     import shutil
     import tempfile
 

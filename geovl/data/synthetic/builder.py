@@ -262,57 +262,70 @@ class SceneBuilder:
         pts = line_points(self.cx, self.cy, angle, offset, self.half_diag + self.px(width_m))
         key = "soil" if material == "soil" else material
         road = self.area(material, Shape("line", pts, self.px(width_m)), self.colour(key), None, block=True)
-        dx, dy = math.cos(angle), math.sin(angle)
-        nx, ny = -dy, dx
         white = self.colour("marking/white")
         lanes: list[tuple[float, int]] = []  # (normal offset px, driving sign)
         if kind == "highway":
-            median = self.px(self.uniform(3, 8))
-            side = (self.px(width_m) - median) / 2.0
-            med_pts = line_points(self.cx, self.cy, angle, offset, self.half_diag)
-            self.paint(road.uid, Shape("line", med_pts, median), self.colour("grass"), 1.0)
-            n_lanes = max(2, int(self.px(width_m) / 2 / self.px(3.6)))
-            lane_w = side / n_lanes
-            for sign in (-1, 1):
-                inner = median / 2.0
-                for k in range(n_lanes):
-                    lanes.append((offset + sign * (inner + lane_w * (k + 0.5)), sign))
-                for k in range(1, n_lanes):
-                    lo = offset + sign * (inner + lane_w * k)
-                    p = line_points(self.cx, self.cy, angle, lo, self.half_diag)
-                    if markings:
-                        self.dashed(road.uid, p[0], p[1], 3.0, 9.0, 0.2, white)
-                for edge in (inner + self.px(0.6), inner + side - self.px(0.6)):
-                    p = line_points(self.cx, self.cy, angle, offset + sign * edge, self.half_diag)
-                    if markings:
-                        self.paint(road.uid, Shape("line", p, self.px(0.2)), white, 0.9)
+            lanes = self._highway_lanes(road.uid, angle, offset, self.px(width_m), markings, white)
         elif kind in ("road", "street"):
             half = self.px(width_m) / 2.0
             lanes = [(offset - half / 2.0, -1), (offset + half / 2.0, 1)]
             if markings:
                 p = line_points(self.cx, self.cy, angle, offset, self.half_diag)
                 self.dashed(road.uid, p[0], p[1], 3.0, 6.0, 0.15, white)
-        n_cars = 0
-        car_len = self.px(self.uniform(4.2, 4.8))
-        if cars > 0 and car_len >= MIN_OBJECT_PX and lanes:
-            for lane_off, sign in lanes:
-                length_m = 2 * self.half_diag * self.gsd
-                taken: set[int] = set()
-                for _ in range(int(self.rng.poisson(cars * length_m / 100.0))):
-                    t = self.uniform(-self.half_diag, self.half_diag)
-                    x = self.cx + nx * lane_off + dx * t
-                    y = self.cy + ny * lane_off + dy * t
-                    if not self.inside(x, y, car_len) or not self.free_slot(taken, t, car_len * 1.5):
-                        continue
-                    heading = angle if sign > 0 else angle + math.pi
-                    self.obj("car", x, y, car_len, car_len * 0.42, heading, 1.5, self.car_colour(),
-                             tag="road_car", block=False)
-                    n_cars += 1
+        n_cars = self._road_cars(angle, lanes, cars)
         where = self.line_where(angle, offset)
         return self.feature(
             kind, where=where, direction=direction_phrase(angle), angle=angle, offset=offset,
             width_px=self.px(width_m), cars=n_cars, tag=tag,
         )
+
+    def _highway_lanes(self, uid: int, angle: float, offset: float, width: float, markings: bool, white: RGB,
+                       ) -> list[tuple[float, int]]:
+        """Paint a highway's median (and lane / edge markings) on road ``uid`` of ``width`` px; return its lanes
+        as ``(normal offset px, driving sign)``."""
+        lanes: list[tuple[float, int]] = []
+        median = self.px(self.uniform(3, 8))
+        side = (width - median) / 2.0
+        med_pts = line_points(self.cx, self.cy, angle, offset, self.half_diag)
+        self.paint(uid, Shape("line", med_pts, median), self.colour("grass"), 1.0)
+        n_lanes = max(2, int(width / 2 / self.px(3.6)))
+        lane_w = side / n_lanes
+        for sign in (-1, 1):
+            inner = median / 2.0
+            for k in range(n_lanes):
+                lanes.append((offset + sign * (inner + lane_w * (k + 0.5)), sign))
+            if not markings:
+                continue
+            for k in range(1, n_lanes):
+                p = line_points(self.cx, self.cy, angle, offset + sign * (inner + lane_w * k), self.half_diag)
+                self.dashed(uid, p[0], p[1], 3.0, 9.0, 0.2, white)
+            for edge in (inner + self.px(0.6), inner + side - self.px(0.6)):
+                p = line_points(self.cx, self.cy, angle, offset + sign * edge, self.half_diag)
+                self.paint(uid, Shape("line", p, self.px(0.2)), white, 0.9)
+        return lanes
+
+    def _road_cars(self, angle: float, lanes: list[tuple[float, int]], cars: float) -> int:
+        """Place about ``cars`` cars per 100 m in each lane of a road at ``angle``; return how many were placed."""
+        dx, dy = math.cos(angle), math.sin(angle)
+        nx, ny = -dy, dx
+        n_cars = 0
+        car_len = self.px(self.uniform(4.2, 4.8))
+        if cars <= 0 or car_len < MIN_OBJECT_PX or not lanes:
+            return 0
+        for lane_off, sign in lanes:
+            length_m = 2 * self.half_diag * self.gsd
+            taken: set[int] = set()
+            for _ in range(int(self.rng.poisson(cars * length_m / 100.0))):
+                t = self.uniform(-self.half_diag, self.half_diag)
+                x = self.cx + nx * lane_off + dx * t
+                y = self.cy + ny * lane_off + dy * t
+                if not self.inside(x, y, car_len) or not self.free_slot(taken, t, car_len * 1.5):
+                    continue
+                heading = angle if sign > 0 else angle + math.pi
+                self.obj("car", x, y, car_len, car_len * 0.42, heading, 1.5, self.car_colour(),
+                         tag="road_car", block=False)
+                n_cars += 1
+        return n_cars
 
     @staticmethod
     def free_slot(taken: set[int], t: float, spacing: float) -> bool:

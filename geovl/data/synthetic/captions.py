@@ -334,79 +334,133 @@ def _secondary(f: _Facts) -> list[str]:
     noun = _NOUN[f.label]
     out: list[str] = []
     for feat in f.layout.features:
-        k, n = feat.kind, feat.count
-        where = _where(feat)
-        if k == "river" and f.label != "river":
-            out.append(f"a river runs through the {noun} {feat.direction}")
-        elif k in ("road", "track", "street") and f.label != "highway":
-            thing = "a dirt track" if k == "track" else "a road"
-            if f.label in ("lake", "river", "beach", "sea"):
-                loc = "" if feat.where == "through" else f" {where_phrase(feat.where)}"
-                out.append(f"{thing} runs {feat.direction}{loc} near the {noun}")
-            elif feat.where == "through":
-                out.append(f"{thing} goes through the {noun} {feat.direction}")
-            else:
-                out.append(f"{thing} runs {feat.direction} {where_phrase(feat.where)} of the {noun}")
-        elif k == "road" and f.label == "highway":
-            out.append("a road crosses the highway")
-        elif k in ("lake", "pond") and f.label != "lake":
-            out.append(f"a small {k} is {where or 'in the center'} of the {noun}")
-        elif k == "bridge":
-            out.append(f"a bridge crosses the {noun}")
-        elif k == "boats":
-            place = {"sea": "sea", "lake": "lake", "beach": "sea near the beach"}.get(f.label, noun)
-            out.append(f"{count_np(n, 'boat')} {_be(n)} on the {place}")
-            out.append(f"{vague_np(n, 'white boat')} can be seen on the {place}")
-        elif k == "trees" and f.label not in ("forest",):
-            if feat.where == "around":
-                out.append(f"many {f.veg} trees are around the {noun}")
-            elif feat.where == "along":
-                out.append(f"{f.veg} trees grow along the banks of the {noun}")
-            elif f.label == "dense_residential":
-                out.append(f"some {f.veg} trees among the buildings of the {noun}")
-            else:
-                out.append(f"{vague_np(n, 'tree')} {_be(n)} scattered in the {noun}")
-        elif k == "coast":
-            cover = {"rock": "a rocky coast", "grass": "green land", "forest": "a forest"}.get(
-                str(feat.extra.get("cover")), "land")
-            out.append(f"the {noun} meets {cover} {where_phrase(feat.where)}")
-            out.append(f"there is {cover} next to the {noun} {where_phrase(feat.where)}")
-        elif k == "clearing":
-            out.append(f"there is a clearing {where} of the {noun}")
-        elif k == "farmhouses":
-            out.append(f"{count_np(n, 'farm house')} {_be(n)} {where} of the {noun}")
-        elif k == "umbrellas":
-            out.append(f"{vague_np(n, 'colorful umbrella')} {_be(n)} on the {noun}")
-        elif k == "shrubs":
-            out.append(f"{vague_np(n, 'shrub')} {_be(n)} scattered in the {noun}")
-        elif k == "rocks":
-            out.append(f"some rocks are {where} of the {noun}")
-        elif k == "path":
-            out.append(f"a narrow path goes through the {noun}")
-        elif k == "tracks":
-            out.append(f"some vehicle tracks are on the {noun}")
-        elif k == "grass patches":
-            out.append(f"a few patches of grass are on the {noun}")
-        elif k == "buildings" and f.label not in ("dense_residential",):
-            loc = f" {where}" if where else ""
-            out.append(f"{count_np(n, 'building')} {_be(n)}{loc} near the {noun}" if f.label != "bare_land"
-                       else f"{count_np(n, 'small building')} {_be(n)} on the {noun}")
-        elif k == "cars" and f.label in ("dense_residential", "sparse_residential"):
-            out.append(f"{vague_np(n, 'car')} {_be(n)} parked along the streets of the {noun}")
-        elif k == "pools":
-            out.append(f"{count_np(n, 'swimming pool')} {_be(n)} in the gardens of the {noun}")
-        elif k == "storage tanks":
-            out.append(f"{count_np(n, 'white storage tank')} {_be(n)} in the {noun}")
-            out.append(f"the {noun} has {vague_np(n, 'round storage tank')}")
-        elif k == "trucks":
-            out.append(f"{count_np(n, 'truck')} {_be(n)} parked in the {noun}")
-        elif k == "terminal" and where:
-            out.append(f"the terminal building of the {noun} is {where}")
-        elif k == "airplanes" and where and n:
-            out.append(f"{count_np(n, 'airplane')} {_be(n)} {where} of the {noun}")
-        elif k == "runway" and feat.where not in ("", "through"):
-            out.append(f"the runway of the {noun} is {where_phrase(feat.where)}")
+        template = _FEATURE_SENTENCES.get(feat.kind)
+        if template is not None:
+            out += template(f, feat, noun)
     return out
+
+
+def _river_sentences(f: _Facts, feat: Feature, noun: str) -> list[str]:
+    return [f"a river runs through the {noun} {feat.direction}"] if f.label != "river" else []
+
+
+def _road_sentences(f: _Facts, feat: Feature, noun: str) -> list[str]:
+    if f.label == "highway":
+        return ["a road crosses the highway"] if feat.kind == "road" else []
+    thing = "a dirt track" if feat.kind == "track" else "a road"
+    if f.label in ("lake", "river", "beach", "sea"):
+        loc = "" if feat.where == "through" else f" {where_phrase(feat.where)}"
+        return [f"{thing} runs {feat.direction}{loc} near the {noun}"]
+    if feat.where == "through":
+        return [f"{thing} goes through the {noun} {feat.direction}"]
+    return [f"{thing} runs {feat.direction} {where_phrase(feat.where)} of the {noun}"]
+
+
+def _pond_sentences(f: _Facts, feat: Feature, noun: str) -> list[str]:
+    if f.label == "lake":
+        return []
+    return [f"a small {feat.kind} is {_where(feat) or 'in the center'} of the {noun}"]
+
+
+def _boat_sentences(f: _Facts, feat: Feature, noun: str) -> list[str]:
+    n = feat.count
+    place = {"sea": "sea", "lake": "lake", "beach": "sea near the beach"}.get(f.label, noun)
+    return [f"{count_np(n, 'boat')} {_be(n)} on the {place}", f"{vague_np(n, 'white boat')} can be seen on the {place}"]
+
+
+def _tree_sentences(f: _Facts, feat: Feature, noun: str) -> list[str]:
+    if f.label == "forest":
+        return []
+    if feat.where == "around":
+        return [f"many {f.veg} trees are around the {noun}"]
+    if feat.where == "along":
+        return [f"{f.veg} trees grow along the banks of the {noun}"]
+    if f.label == "dense_residential":
+        return [f"some {f.veg} trees among the buildings of the {noun}"]
+    n = feat.count
+    return [f"{vague_np(n, 'tree')} {_be(n)} scattered in the {noun}"]
+
+
+def _coast_sentences(f: _Facts, feat: Feature, noun: str) -> list[str]:
+    cover = {"rock": "a rocky coast", "grass": "green land", "forest": "a forest"}.get(
+        str(feat.extra.get("cover")), "land")
+    return [f"the {noun} meets {cover} {where_phrase(feat.where)}",
+            f"there is {cover} next to the {noun} {where_phrase(feat.where)}"]
+
+
+def _building_sentences(f: _Facts, feat: Feature, noun: str) -> list[str]:
+    if f.label == "dense_residential":
+        return []
+    n, where = feat.count, _where(feat)
+    if f.label == "bare_land":
+        return [f"{count_np(n, 'small building')} {_be(n)} on the {noun}"]
+    loc = f" {where}" if where else ""
+    return [f"{count_np(n, 'building')} {_be(n)}{loc} near the {noun}"]
+
+
+def _car_sentences(f: _Facts, feat: Feature, noun: str) -> list[str]:
+    if f.label not in ("dense_residential", "sparse_residential"):
+        return []
+    return [f"{vague_np(feat.count, 'car')} {_be(feat.count)} parked along the streets of the {noun}"]
+
+
+def _tank_sentences(f: _Facts, feat: Feature, noun: str) -> list[str]:
+    n = feat.count
+    return [f"{count_np(n, 'white storage tank')} {_be(n)} in the {noun}",
+            f"the {noun} has {vague_np(n, 'round storage tank')}"]
+
+
+def _terminal_sentences(f: _Facts, feat: Feature, noun: str) -> list[str]:
+    where = _where(feat)
+    return [f"the terminal building of the {noun} is {where}"] if where else []
+
+
+def _airplane_sentences(f: _Facts, feat: Feature, noun: str) -> list[str]:
+    n, where = feat.count, _where(feat)
+    return [f"{count_np(n, 'airplane')} {_be(n)} {where} of the {noun}"] if where and n else []
+
+
+def _runway_sentences(f: _Facts, feat: Feature, noun: str) -> list[str]:
+    return [f"the runway of the {noun} is {where_phrase(feat.where)}"] if feat.where not in ("", "through") else []
+
+
+def _one(template: Callable[[Feature, str], str]) -> Callable[[_Facts, Feature, str], list[str]]:
+    """A feature template of one sentence from the feature and the class noun, whatever the class."""
+    return lambda f, feat, noun: [template(feat, noun)]
+
+
+#: Sentences for a secondary feature of each kind: ``(facts, feature, class noun) -> sentences``.
+_FEATURE_SENTENCES: dict[str, Callable[[_Facts, Feature, str], list[str]]] = {
+    "river": _river_sentences,
+    "road": _road_sentences,
+    "track": _road_sentences,
+    "street": _road_sentences,
+    "lake": _pond_sentences,
+    "pond": _pond_sentences,
+    "bridge": _one(lambda feat, noun: f"a bridge crosses the {noun}"),
+    "boats": _boat_sentences,
+    "trees": _tree_sentences,
+    "coast": _coast_sentences,
+    "clearing": _one(lambda feat, noun: f"there is a clearing {_where(feat)} of the {noun}"),
+    "farmhouses": _one(lambda feat, noun: f"{count_np(feat.count, 'farm house')} {_be(feat.count)} "
+                                          f"{_where(feat)} of the {noun}"),
+    "umbrellas": _one(lambda feat, noun: f"{vague_np(feat.count, 'colorful umbrella')} {_be(feat.count)} "
+                                         f"on the {noun}"),
+    "shrubs": _one(lambda feat, noun: f"{vague_np(feat.count, 'shrub')} {_be(feat.count)} scattered in the {noun}"),
+    "rocks": _one(lambda feat, noun: f"some rocks are {_where(feat)} of the {noun}"),
+    "path": _one(lambda feat, noun: f"a narrow path goes through the {noun}"),
+    "tracks": _one(lambda feat, noun: f"some vehicle tracks are on the {noun}"),
+    "grass patches": _one(lambda feat, noun: f"a few patches of grass are on the {noun}"),
+    "buildings": _building_sentences,
+    "cars": _car_sentences,
+    "pools": _one(lambda feat, noun: f"{count_np(feat.count, 'swimming pool')} {_be(feat.count)} "
+                                     f"in the gardens of the {noun}"),
+    "storage tanks": _tank_sentences,
+    "trucks": _one(lambda feat, noun: f"{count_np(feat.count, 'truck')} {_be(feat.count)} parked in the {noun}"),
+    "terminal": _terminal_sentences,
+    "airplanes": _airplane_sentences,
+    "runway": _runway_sentences,
+}
 
 
 def _mentions(sentence: str, label: str) -> bool:

@@ -9,6 +9,7 @@ that captions are written from in ``layout.facts`` and ``layout.features``.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 from geovl.data.synthetic import palette
 from geovl.data.synthetic.builder import MIN_OBJECT_PX, SceneBuilder
@@ -311,23 +312,7 @@ def build_beach(b: SceneBuilder) -> None:
                      block=True)
     b.area("water", half_plane(b, shore(b.px(b.uniform(15, 50))), angle, 1.0), b.colour("water/sea"),
            b.colour("water/sea"))
-    foam = (232.0, 236.0, 236.0)
-    spacing = b.px(b.uniform(6, 15))
-    for k in range(b.integer(2, 4)):
-        width = max(0.8, b.px(b.uniform(0.8, 2.5)))
-        line = shore(b.px(0.5) + k * spacing)
-        if k == 0:
-            b.paint(shallow.uid, Shape("line", line, width * 2.0), foam, 0.45)
-            b.paint(shallow.uid, Shape("line", line, width), foam, 0.8)
-            continue
-        # Breakers further out are broken into irregular, soft crests.
-        i = 0
-        while i < len(line) - 1:
-            j = min(len(line), i + b.integer(2, 7))
-            if b.coin(0.7):
-                b.paint(shallow.uid, Shape("line", line[i:j], width * 2.5), foam, 0.2)
-                b.paint(shallow.uid, Shape("line", line[i:j], width * 0.8), foam, 0.5 - 0.1 * k)
-            i = j + b.integer(0, 2)
+    _breakers(b, shallow.uid, shore)
     nx, ny = -math.sin(angle), math.cos(angle)
     b.feature("sea", where=side_word(nx, ny))
     b.feature("sand", where=side_word(-nx, -ny) if abs(offset) < 0.06 * b.w else "center")
@@ -349,16 +334,43 @@ def build_beach(b: SceneBuilder) -> None:
         if road.where != "through":
             b.layout.facts["road_along_beach"] = True
     if land != "forest" and b.chance(0.35):
-        n = 0
-        for _ in range(12):
-            d = offset - sand_w - b.px(b.uniform(45, 90))
-            t = b.uniform(-0.5, 0.5) * b.w
-            x, y = b.cx + math.cos(angle) * t + nx * d, b.cy + math.sin(angle) * t + ny * d
-            if b.inside(x, y) and b.house(x, y, b.uniform(15, 40), b.uniform(12, 25), angle,
-                                          b.choice(["white", "red", "grey"]), tag="hotel", style="flat"):
-                n += 1
-        if n:
-            b.feature("buildings", count=n, where=side_word(-nx, -ny))
+        _beach_hotels(b, angle, offset - sand_w)
+
+
+def _breakers(b: SceneBuilder, uid: int, shore: Callable[[float], list[Point]]) -> None:
+    """Foam lines of breaking waves on the shallow water ``uid`` along ``shore(distance px)``."""
+    foam = (232.0, 236.0, 236.0)
+    spacing = b.px(b.uniform(6, 15))
+    for k in range(b.integer(2, 4)):
+        width = max(0.8, b.px(b.uniform(0.8, 2.5)))
+        line = shore(b.px(0.5) + k * spacing)
+        if k == 0:
+            b.paint(uid, Shape("line", line, width * 2.0), foam, 0.45)
+            b.paint(uid, Shape("line", line, width), foam, 0.8)
+            continue
+        # Breakers further out are broken into irregular, soft crests.
+        i = 0
+        while i < len(line) - 1:
+            j = min(len(line), i + b.integer(2, 7))
+            if b.coin(0.7):
+                b.paint(uid, Shape("line", line[i:j], width * 2.5), foam, 0.2)
+                b.paint(uid, Shape("line", line[i:j], width * 0.8), foam, 0.5 - 0.1 * k)
+            i = j + b.integer(0, 2)
+
+
+def _beach_hotels(b: SceneBuilder, angle: float, land_edge: float) -> None:
+    """Up to 12 flat-roofed hotels on the land side of a beach whose sand ends ``land_edge`` px from the centre."""
+    nx, ny = -math.sin(angle), math.cos(angle)
+    n = 0
+    for _ in range(12):
+        d = land_edge - b.px(b.uniform(45, 90))
+        t = b.uniform(-0.5, 0.5) * b.w
+        x, y = b.cx + math.cos(angle) * t + nx * d, b.cy + math.sin(angle) * t + ny * d
+        if b.inside(x, y) and b.house(x, y, b.uniform(15, 40), b.uniform(12, 25), angle,
+                                      b.choice(["white", "red", "grey"]), tag="hotel", style="flat"):
+            n += 1
+    if n:
+        b.feature("buildings", count=n, where=side_word(-nx, -ny))
 
 
 def build_desert(b: SceneBuilder) -> None:

@@ -272,6 +272,18 @@ def build_industrial(b: SceneBuilder) -> None:
         b.add_road(b.layout.rotation + (0 if b.coin(0.5) else math.pi / 2), b.uniform(-0.35, 0.35) * b.w,
                    cars=0.8)
     rot = b.layout.rotation
+    _factory_halls(b, rot)
+    n_tanks = _storage_tanks(b, rot) if b.chance(0.55) else 0
+    n_trucks = _trucks(b, rot) if b.chance(0.5) else 0
+    b.feature("factories", count=len(b.layout.visible("building")))
+    if n_tanks:
+        b.feature("storage tanks", count=len(b.layout.visible("tank")))
+    if n_trucks:
+        b.feature("trucks", count=n_trucks)
+
+
+def _factory_halls(b: SceneBuilder, rot: float) -> None:
+    """Up to 8 factory halls (60 tries), mostly aligned with ``rot`` and sharing one roof colour."""
     n_halls = 0
     roof = b.choice(["white", "grey", "blue", "dark"], [0.4, 0.35, 0.15, 0.1])
     for _ in range(60):
@@ -284,36 +296,40 @@ def build_industrial(b: SceneBuilder) -> None:
         colour = roof if b.coin(0.7) else b.choice(["white", "grey", "blue"])
         if b.house(x, y, length_m, width_m, angle, colour, b.uniform(8, 20), style, tag="hall", clearance=0.55):
             n_halls += 1
+
+
+def _storage_tanks(b: SceneBuilder, rot: float) -> int:
+    """A grid of round storage tanks aligned with ``rot``; returns how many were placed."""
     n_tanks = 0
-    if b.chance(0.55):
-        r = b.px(b.uniform(5, 18))
-        rows, cols = b.integer(1, 3), b.integer(2, 4)
-        x0, y0 = b.random_point(r)
-        tank_colour = b.colour("tank")
-        for i in range(rows):
-            for j in range(cols):
-                x, y = (x0 + math.cos(rot) * j * 2.6 * r - math.sin(rot) * i * 2.6 * r,
-                        y0 + math.sin(rot) * j * 2.6 * r + math.cos(rot) * i * 2.6 * r)
-                if b.inside(x, y) and b.is_free(x, y, r) and 2 * r >= MIN_OBJECT_PX:
-                    shade = palette.scale(tank_colour, b.uniform(0.95, 1.03))
-                    b.obj("tank", x, y, 2 * r, 2 * r, 0.0, b.uniform(8, 20), shade, block=True)
-                    n_tanks += 1
+    r = b.px(b.uniform(5, 18))
+    rows, cols = b.integer(1, 3), b.integer(2, 4)
+    x0, y0 = b.random_point(r)
+    tank_colour = b.colour("tank")
+    for i in range(rows):
+        for j in range(cols):
+            x, y = (x0 + math.cos(rot) * j * 2.6 * r - math.sin(rot) * i * 2.6 * r,
+                    y0 + math.sin(rot) * j * 2.6 * r + math.cos(rot) * i * 2.6 * r)
+            if b.inside(x, y) and b.is_free(x, y, r) and 2 * r >= MIN_OBJECT_PX:
+                shade = palette.scale(tank_colour, b.uniform(0.95, 1.03))
+                b.obj("tank", x, y, 2 * r, 2 * r, 0.0, b.uniform(8, 20), shade, block=True)
+                n_tanks += 1
+    return n_tanks
+
+
+def _trucks(b: SceneBuilder, rot: float) -> int:
+    """A row of parked trucks (none when a truck would be under 3 px); returns how many were placed."""
     n_trucks = 0
-    if b.chance(0.5):
-        length = b.px(b.uniform(12, 17))
-        if length >= 3:
-            x0, y0 = b.random_point(length)
-            for k in range(b.integer(2, 8)):
-                x = x0 + math.cos(rot + math.pi / 2) * k * length * 0.35
-                y = y0 + math.sin(rot + math.pi / 2) * k * length * 0.35
-                if b.inside(x, y) and b.is_free(x, y, length * 0.3):
-                    b.obj("car", x, y, length, length * 0.2, rot, 3.5, b.colour("roof/white"), tag="truck")
-                    n_trucks += 1
-    b.feature("factories", count=len(b.layout.visible("building")))
-    if n_tanks:
-        b.feature("storage tanks", count=len(b.layout.visible("tank")))
-    if n_trucks:
-        b.feature("trucks", count=n_trucks)
+    length = b.px(b.uniform(12, 17))
+    if length < 3:
+        return 0
+    x0, y0 = b.random_point(length)
+    for k in range(b.integer(2, 8)):
+        x = x0 + math.cos(rot + math.pi / 2) * k * length * 0.35
+        y = y0 + math.sin(rot + math.pi / 2) * k * length * 0.35
+        if b.inside(x, y) and b.is_free(x, y, length * 0.3):
+            b.obj("car", x, y, length, length * 0.2, rot, 3.5, b.colour("roof/white"), tag="truck")
+            n_trucks += 1
+    return n_trucks
 
 
 def build_highway(b: SceneBuilder) -> None:
@@ -389,24 +405,9 @@ def build_airport(b: SceneBuilder) -> None:
         b.feature("terminal", where=region_word(terminal.x, terminal.y, b.w, b.h))
     spacing = b.px(length_m * b.uniform(1.15, 1.5))
     colour = b.colour("airplane")
-    u0 = b.uniform(-0.2, 0.2) * min(b.w, b.h)
-    margin = min(b.px(length_m) * 0.45, 0.25 * min(b.w, b.h))
-    reach = math.ceil(ext / spacing)
-    for k in range(-reach, reach + 1):
-        x, y = at(u0 + k * spacing, plane_v)
-        # When the view is centred on the parked row, the airplane nearest the centre is always there.
-        if b.inside(x, y, margin) and ((on_planes and k == 0) or b.coin(0.55)):
-            length = b.px(length_m * b.uniform(0.9, 1.1))
-            if length >= 2.5:
-                b.obj("airplane", x, y, length, length * b.uniform(0.9, 1.1), rot - math.pi / 2, 4.0, colour,
-                      tag="parked", block=False)
+    _parked_airplanes(b, [at(u, plane_v) for u in _row_positions(b, ext, spacing)], length_m, colour, on_planes)
     if b.chance(0.25):
-        u = b.uniform(-0.3, 0.3) * b.w
-        x, y = at(u, taxi_d)
-        length = b.px(b.uniform(30, 70))
-        if b.inside(x, y, min(length * 0.5, 0.25 * min(b.w, b.h))) and length >= 2.5:
-            b.obj("airplane", x, y, length, length, rot + (0 if b.coin(0.5) else math.pi), 4.0, colour,
-                  tag="taxiing", block=False)
+        _taxiing_airplane(b, at(b.uniform(-0.3, 0.3) * b.w, taxi_d), colour)
     visible = b.layout.visible("airplane")
     if visible:
         mx = sum(p.x for p in visible) / len(visible)
@@ -415,6 +416,38 @@ def build_airport(b: SceneBuilder) -> None:
     b.layout.facts["markings_visible"] = b.px(0.9) >= 0.4
     if b.shape_mask(runway.shape).any():
         b.feature("runway", where=b.line_where(rot, -focus), direction=direction_phrase(rot))
+
+
+def _row_positions(b: SceneBuilder, ext: float, spacing: float) -> list[float]:
+    """Positions (px along the apron, index 0 in the middle) of a row of parking spots ``spacing`` px apart."""
+    u0 = b.uniform(-0.2, 0.2) * min(b.w, b.h)
+    reach = math.ceil(ext / spacing)
+    return [u0 + k * spacing for k in range(-reach, reach + 1)]
+
+
+def _parked_airplanes(b: SceneBuilder, spots: list[tuple[float, float]], length_m: float, colour: palette.RGB,
+                      keep_middle: bool) -> None:
+    """Airplanes about ``length_m`` long at about half of the pixel positions ``spots`` (always the middle one
+    with ``keep_middle``: the view is centred on the row), nose towards the runway."""
+    rot = b.layout.rotation
+    margin = min(b.px(length_m) * 0.45, 0.25 * min(b.w, b.h))
+    middle = len(spots) // 2
+    for k, (x, y) in enumerate(spots):
+        if b.inside(x, y, margin) and ((keep_middle and k == middle) or b.coin(0.55)):
+            length = b.px(length_m * b.uniform(0.9, 1.1))
+            if length >= 2.5:
+                b.obj("airplane", x, y, length, length * b.uniform(0.9, 1.1), rot - math.pi / 2, 4.0, colour,
+                      tag="parked", block=False)
+
+
+def _taxiing_airplane(b: SceneBuilder, spot: tuple[float, float], colour: palette.RGB) -> None:
+    """One airplane on the taxiway at pixel position ``spot``, when it is inside the tile and at least 2.5 px."""
+    x, y = spot
+    rot = b.layout.rotation
+    length = b.px(b.uniform(30, 70))
+    if b.inside(x, y, min(length * 0.5, 0.25 * min(b.w, b.h))) and length >= 2.5:
+        b.obj("airplane", x, y, length, length, rot + (0 if b.coin(0.5) else math.pi), 4.0, colour,
+              tag="taxiing", block=False)
 
 
 def build_parking_lot(b: SceneBuilder) -> None:
@@ -431,16 +464,7 @@ def build_parking_lot(b: SceneBuilder) -> None:
         half_u = half_v = b.half_diag
         cu = cv = 0.0
     else:
-        fill_grass(b)
-        half_u, half_v = b.px(lot_m) / 2, b.px(lot_m * b.uniform(0.7, 1.0)) / 2
-        cu, cv = b.uniform(-0.12, 0.12) * b.w, b.uniform(-0.12, 0.12) * b.h
-        if b.chance(0.5):
-            b.add_road(rot, cv + half_v + b.px(12), width_m=10.0, cars=0.5)
-        b.area("asphalt", Shape("polygon", b.local_rect(cu - half_u, cv - half_v, cu + half_u, cv + half_v)),
-               b.colour("asphalt"), None, block=True)
-        if b.chance(0.6):
-            b.house(*b.local(cu, cv - half_v - b.px(30)), lot_m * 0.8, 40.0, rot, b.choice(["white", "grey"]),
-                    b.uniform(8, 14), "flat", tag="store", clearance=0.01)
+        cu, cv, half_u, half_v = _lot_in_grass(b, lot_m)
     lot_uid = b.layout.areas[-1].uid if not covers else b.layout.areas[0].uid
     white = b.colour("marking/white")
     stall_w, stall_d, aisle = b.px(b.uniform(2.5, 2.8)), b.px(5.0), b.px(b.uniform(6.0, 7.5))
@@ -456,10 +480,7 @@ def build_parking_lot(b: SceneBuilder) -> None:
     while v + 2 * stall_d < cv + half_v:
         for row, inward in ((v, 1.0), (v + 2 * stall_d, -1.0)):
             if line_w * 0.9 >= 0.05:
-                for u in us.tolist():
-                    a, e = b.local(u, row), b.local(u, row + inward * stall_d)
-                    if b.inside(a[0], a[1], -stall_d):
-                        b.paint(lot_uid, Shape("line", [a, e], line_w), white, 0.9)
+                _stall_lines(b, lot_uid, us.tolist(), row, inward * stall_d, line_w, white)
             if car_len < MIN_OBJECT_PX:
                 continue
             # Stall centres of the whole row at once; Python only for the occupied, visible ones.
@@ -475,16 +496,7 @@ def build_parking_lot(b: SceneBuilder) -> None:
                       1.5, b.car_colour(), tag="parked", block=False)
                 n_cars += 1
         if islands:
-            mid = v + stall_d * 2 + b.px(2.0)
-            p0, p1 = b.local(cu - half_u, mid), b.local(cu + half_u, mid)
-            fill_grass(b, Shape("line", [p0, p1], b.px(3.0)))
-            if 2 * b.px(2.0) >= MIN_OBJECT_PX:
-                for k in range(int(2 * half_u / b.px(12))):
-                    x, y = b.local(cu - half_u + (k + 0.5) * b.px(12), mid)
-                    if b.inside(x, y) and b.coin(0.7):
-                        r = b.px(b.uniform(2.0, 3.5))
-                        b.obj("tree", x, y, 2 * r, 2 * r, 0.0, b.uniform(5, 9), b.colour("tree", 10.0),
-                              block=False)
+            _tree_island(b, cu, half_u, v + stall_d * 2 + b.px(2.0))
         v += pitch
     b.layout.facts["occupancy"] = occupancy
     b.layout.facts["cars_visible"] = car_len >= MIN_OBJECT_PX
@@ -495,3 +507,44 @@ def build_parking_lot(b: SceneBuilder) -> None:
     if b.layout.visible("building", "store"):
         o = b.layout.visible("building", "store")[0]
         b.feature("buildings", count=1, where=region_word(o.x, o.y, b.w, b.h))
+
+
+def _lot_in_grass(b: SceneBuilder, lot_m: float) -> tuple[float, float, float, float]:
+    """A paved lot about ``lot_m`` wide in grass, maybe with a road along it and a store; returns its centre and
+    half sizes ``(cu, cv, half_u, half_v)`` in px of the rotated frame."""
+    rot = b.layout.rotation
+    fill_grass(b)
+    half_u, half_v = b.px(lot_m) / 2, b.px(lot_m * b.uniform(0.7, 1.0)) / 2
+    cu, cv = b.uniform(-0.12, 0.12) * b.w, b.uniform(-0.12, 0.12) * b.h
+    if b.chance(0.5):
+        b.add_road(rot, cv + half_v + b.px(12), width_m=10.0, cars=0.5)
+    b.area("asphalt", Shape("polygon", b.local_rect(cu - half_u, cv - half_v, cu + half_u, cv + half_v)),
+           b.colour("asphalt"), None, block=True)
+    if b.chance(0.6):
+        b.house(*b.local(cu, cv - half_v - b.px(30)), lot_m * 0.8, 40.0, rot, b.choice(["white", "grey"]),
+                b.uniform(8, 14), "flat", tag="store", clearance=0.01)
+    return cu, cv, half_u, half_v
+
+
+def _stall_lines(b: SceneBuilder, uid: int, us: list[float], row: float, depth: float, width: float,
+                 colour: palette.RGB) -> None:
+    """Paint the stall separators of one row on lot ``uid``: from ``(u, row)`` to ``(u, row + depth)`` for each
+    ``u`` (px of the rotated frame), skipping those far outside the tile."""
+    for u in us:
+        a, e = b.local(u, row), b.local(u, row + depth)
+        if b.inside(a[0], a[1], -abs(depth)):
+            b.paint(uid, Shape("line", [a, e], width), colour, 0.9)
+
+
+def _tree_island(b: SceneBuilder, cu: float, half_u: float, v: float) -> None:
+    """A grass strip ``half_u`` px either side of ``(cu, v)`` (px of the rotated frame) between stall rows, with
+    trees every 12 m when they are big enough to draw."""
+    p0, p1 = b.local(cu - half_u, v), b.local(cu + half_u, v)
+    fill_grass(b, Shape("line", [p0, p1], b.px(3.0)))
+    if 2 * b.px(2.0) < MIN_OBJECT_PX:
+        return
+    for k in range(int(2 * half_u / b.px(12))):
+        x, y = b.local(cu - half_u + (k + 0.5) * b.px(12), v)
+        if b.inside(x, y) and b.coin(0.7):
+            r = b.px(b.uniform(2.0, 3.5))
+            b.obj("tree", x, y, 2 * r, 2 * r, 0.0, b.uniform(5, 9), b.colour("tree", 10.0), block=False)

@@ -1,0 +1,167 @@
+"""Request parsing of the HTTP API: JSON bodies with base64 images, or multipart/form-data with file parts.
+
+Sizes and counts are checked before anything is decoded; errors are the domain errors of :mod:`geovl.serving.errors`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import Request
+from pydantic import ValidationError
+from starlette.datastructures import FormData, UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from geovl.api.errors import UnsupportedMediaTypeError, validation_message
+from geovl.api.schemas import ClassifyRequest, EmbedRequest
+from geovl.serving.errors import InvalidImageError, InvalidRequestError, PayloadTooLargeError, ServiceError
+from geovl.serving.resources import ImageInput, Resources
+
+__all__ = ["ParsedClassify", "decode_base64_images", "parse_classify", "parse_embed"]
+
+
+async def parse_embed(request: Request, resources: Resources) -> tuple[list[ImageInput], list[str]]:
+    cfg = resources.config
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == "application/json":
+        try:
+            req = EmbedRequest.model_validate_json(await request.body())
+        except ValidationError as exc:
+            raise InvalidRequestError(validation_message(exc.errors())) from exc
+        resources.check_embed(len(req.images), req.texts)
+        return decode_base64_images(req.images, resources), list(req.texts)
+    if content_type != "multipart/form-data":
+        raise UnsupportedMediaTypeError(f"content type {content_type or '(none)'!r} is not supported: send "
+                                        "application/json with base64 images, or multipart/form-data")
+    try:
+        async with request.form(max_files=cfg.max_images_per_request, max_fields=cfg.max_texts + 8) as form:
+            unknown = sorted(set(form.keys()) - {"images", "texts"})
+            if unknown:
+                raise InvalidRequestError(f"unknown form fields {unknown}; expected images, texts")
+            parts = form.getlist("images")
+            texts = form.getlist("texts")
+            if any(not isinstance(t, str) for t in texts):
+                raise InvalidRequestError("texts must be text fields, not files")
+            str_texts = [t for t in texts if isinstance(t, str)]
+            resources.check_embed(len(parts), str_texts)
+            return await _read_image_parts(parts, resources), str_texts
+    except StarletteHTTPException as exc:
+        raise _form_error(exc, cfg.max_images_per_request) from exc
+
+
+@dataclass
+class ParsedClassify:
+    images: list[ImageInput]
+    labels: list[str] | None
+    label_set: str | None
+    top_k: int
+    threshold: float | None = None
+
+
+async def parse_classify(request: Request, resources: Resources) -> ParsedClassify:
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == "application/json":
+        return _parse_json(await request.body(), resources)
+    if content_type == "multipart/form-data":
+        return await _parse_multipart(request, resources)
+    raise UnsupportedMediaTypeError(f"content type {content_type or '(none)'!r} is not supported: send "
+                                    "application/json with base64 images, or multipart/form-data with image files")
+
+
+def _parse_json(raw: bytes, resources: Resources) -> ParsedClassify:
+    try:
+        req = ClassifyRequest.model_validate_json(raw)
+    except ValidationError as exc:
+        raise InvalidRequestError(validation_message(exc.errors())) from exc
+    resources.check_request(len(req.images), req.top_k, req.threshold)
+    return ParsedClassify(decode_base64_images(req.images, resources), req.labels, req.label_set, req.top_k,
+                           req.threshold)
+
+
+def decode_base64_images(texts: list[str], resources: Resources,
+                          where: str = "images") -> list[ImageInput]:
+    images = []
+    for i, text in enumerate(texts):
+        if text.startswith("data:") and "," in text:
+            text = text.split(",", 1)[1]  # data:image/png;base64,....
+        # Check the size before decoding: base64 carries 3 bytes per 4 characters.
+        resources.check_image_size(len(text) * 3 // 4 - text[-2:].count("="), i)
+        try:
+            data = base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise InvalidImageError(f"{where}[{i}] is not valid base64 ({exc})") from exc
+        images.append(ImageInput(data))
+    return images
+
+
+async def _parse_multipart(request: Request, resources: Resources) -> ParsedClassify:
+    cfg = resources.config
+    try:
+        # The context manager closes the spooled upload files however the request ends.
+        async with request.form(max_files=cfg.max_images_per_request, max_fields=cfg.max_labels + 8) as form:
+            return await _read_form(form, resources)
+    except StarletteHTTPException as exc:  # starlette's own limits and malformed bodies
+        raise _form_error(exc, cfg.max_images_per_request) from exc
+
+
+def _form_error(exc: StarletteHTTPException, max_images: int) -> ServiceError:
+    if "files" in str(exc.detail).lower():
+        return PayloadTooLargeError(f"more than {max_images} images in one request; split the request")
+    return InvalidRequestError(f"bad multipart body: {exc.detail}")
+
+
+async def _read_form(form: FormData, resources: Resources) -> ParsedClassify:
+    unknown = sorted(set(form.keys()) - {"images", "labels", "label_set", "top_k", "threshold"})
+    if unknown:
+        raise InvalidRequestError(f"unknown form fields {unknown}; expected images, labels, label_set, top_k, "
+                                  "threshold")
+    parts = form.getlist("images")
+    top_k = _form_int(form.get("top_k"), "top_k", default=5)
+    threshold = _form_threshold(form.get("threshold"))
+    resources.check_request(len(parts), top_k, threshold)
+    images = await _read_image_parts(parts, resources)
+    label_fields = [v for v in form.getlist("labels") if isinstance(v, str)]
+    labels = [s.strip() for v in label_fields for s in v.split(",") if s.strip()] if label_fields else None
+    label_set = form.get("label_set")
+    if label_set is not None and not isinstance(label_set, str):
+        raise InvalidRequestError("label_set must be a text field")
+    return ParsedClassify(images, labels, label_set or None, top_k, threshold)
+
+
+async def _read_image_parts(parts: list[Any], resources: Resources) -> list[ImageInput]:
+    images = []
+    for i, part in enumerate(parts):
+        if not isinstance(part, UploadFile):
+            raise InvalidRequestError(f"images[{i}] must be a file part (curl: -F images=@tile.png)")
+        data = await part.read(resources.config.max_image_bytes + 1)  # one byte more than allowed tells "too large"
+        resources.check_image_size(max(len(data), part.size or 0), i, part.filename)
+        images.append(ImageInput(data, part.filename))
+    return images
+
+
+def _form_int(value: object, name: str, default: int) -> int:
+    if value is None or value == "":
+        return default
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value)
+    raise InvalidRequestError(f"{name} must be an integer, got {value!r}")
+
+
+def _form_threshold(value: object) -> float | None:
+    """The multipart ``threshold``: absent or empty means None (top-k mode); the range is checked by
+    :meth:`~geovl.serving.resources.Resources.check_threshold`."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            number = math.nan
+        if math.isfinite(number):
+            return number
+    shown = value if isinstance(value, str) else "a file"
+    raise InvalidRequestError(f"threshold must be a number in the open interval (0, 1), got {shown!r}")

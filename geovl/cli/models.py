@@ -1,0 +1,44 @@
+"""``geovl models``: the model registry and which checkpoints are available locally."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from geovl.cli.common import add_command, print_json
+
+
+def add_parser(sub: Any) -> None:
+    p = add_command(sub, "models", "list the model registry and what is available locally", run_models)
+    p.add_argument("--all", action="store_true", help="include every open_clip pretrained tag")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+
+def run_models(args: argparse.Namespace) -> int:
+    from geovl.models.registry import list_architectures, list_checkpoints
+    from geovl.models.weights import checkpoint_dir, local_checkpoint
+
+    specs = list_checkpoints(include_openclip=args.all)
+    rows = []
+    for spec in specs:
+        path = local_checkpoint(spec)
+        rows.append({
+            "name": spec.name, "family": spec.family, "architecture": spec.architecture, "format": spec.format,
+            "source": spec.source.url, "local": str(path) if path else None, "description": spec.description,
+        })
+    if args.json:
+        print_json({"checkpoints": rows, "architectures": list_architectures()})
+        return 0
+    width = max(len(spec.name) for spec in specs)
+    arch_w = max([4, *(len(spec.architecture or "") for spec in specs)])
+    print(f"{'NAME':<{width}}  {'ARCH':<{arch_w}} {'FORMAT':<14} LOCAL  SOURCE")
+    for r in rows:
+        local = "yes" if r["local"] else "no"
+        print(f"{r['name']:<{width}}  {r['architecture']:<{arch_w}} {r['format']:<14} {local:<5}  {r['source']}")
+    n_local = sum(1 for r in rows if r["local"])
+    print(f"\n{len(rows)} checkpoints, {n_local} available locally. Weights you download by hand go in "
+          f"{checkpoint_dir()} (or pass a file path as --model).")
+    print("Random-weight architectures (random:<arch>): " + ", ".join(list_architectures()[:12]) + ", ...")
+    if not args.all:
+        print("Add --all to list every open_clip pretrained tag (openclip:<arch>/<tag>).")
+    return 0

@@ -1,0 +1,43 @@
+"""The shared vision-language backbone: registry, checkpoint loading and the :class:`Backbone` object."""
+
+from geovl.models.backbone import Backbone, ModelInfo
+from geovl.models.factory import (
+    CheckpointMismatchError,
+    build_openclip_model,
+    create_backbone,
+    load_backbone,
+    save_backbone,
+)
+from geovl.models.features import ImageFeatures, TextFeatures
+from geovl.models.registry import (
+    CHECKPOINTS,
+    CheckpointSpec,
+    Preprocess,
+    architecture_config,
+    get_checkpoint,
+    list_architectures,
+    list_checkpoints,
+)
+from geovl.models.weights import CheckpointNotFoundError, ChecksumError, local_checkpoint
+
+__all__ = [
+    "CHECKPOINTS",
+    "Backbone",
+    "CheckpointMismatchError",
+    "CheckpointNotFoundError",
+    "CheckpointSpec",
+    "ChecksumError",
+    "ImageFeatures",
+    "ModelInfo",
+    "Preprocess",
+    "TextFeatures",
+    "architecture_config",
+    "build_openclip_model",
+    "create_backbone",
+    "get_checkpoint",
+    "list_architectures",
+    "list_checkpoints",
+    "load_backbone",
+    "local_checkpoint",
+    "save_backbone",
+]

