@@ -136,7 +136,7 @@ def latencies(fn, queries: np.ndarray, n: int) -> tuple[float, float]:  # type: 
     return 1000 * float(np.percentile(times, 50)), 1000 * float(np.percentile(times, 99))
 
 
-def main() -> None:
+def main() -> None:  # noqa: PLR0915 - one linear benchmark procedure, its steps printed in order
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=1_000_000)
     ap.add_argument("--model", default="random:ViT-B-32", help="512-d backbone for the base embeddings")

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from geovl._optional import MissingDependencyError, require
+from geovl._optional import MissingDependencyError, require, require_all
 
 
 def _run(code: str) -> str:
@@ -36,13 +36,19 @@ def test_io_imports_without_rasterio() -> None:
         "except ImportError as e:\n"
         "    print(e)\n"
     )
-    assert "pip install 'geovl[geo]'" in out
+    assert "rasterio" in out and "reinstall geovl" in out
 
 
-def test_require_names_the_extra() -> None:
-    with pytest.raises(MissingDependencyError, match=r"pip install 'geovl\[demo\]'"):
-        require("surely_not_an_installed_module_xyz", extra="demo", feature="the demo")
-    assert require("json", extra="core") is json
+def test_require_names_the_extra_or_the_core_install() -> None:
+    with pytest.raises(MissingDependencyError, match=r"pip install 'geovl\[dist\]'"):
+        require("surely_not_an_installed_module_xyz", extra="dist", feature="the Ray runner")
+    with pytest.raises(MissingDependencyError, match="reinstall geovl"):
+        require("surely_not_an_installed_module_xyz", feature="search")
+    with pytest.raises(ValueError, match="unknown extra"):
+        require("surely_not_an_installed_module_xyz", extra="index")
+    assert require("json") is json
+    with pytest.raises(MissingDependencyError, match=r"not_here_a.*not_here_b"):
+        require_all({"not_here_a": "train", "json": None, "not_here_b": None}, "training")
 
 
 def test_console_script_runs() -> None:

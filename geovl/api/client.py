@@ -106,7 +106,7 @@ class GeovlClient:
     """
 
     def __init__(self, base_url: str, token: str | None = None, *, timeout: float = 60.0) -> None:
-        httpx = require("httpx", extra="api", feature="the geovl HTTP client")
+        httpx = require("httpx", extra=None, feature="the geovl HTTP client")
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._http = httpx.Client(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout)
 

@@ -30,6 +30,7 @@ __all__ = [
     "add_command",
     "add_model_args",
     "check_classes",
+    "default_source",
     "given",
     "library_default",
     "load_backbone_from_args",
@@ -77,16 +78,21 @@ def library_default(source: str) -> Any:
     return parameter.default
 
 
-def option(parser: argparse.ArgumentParser | Any, *flags: str, source: str, **kwargs: Any) -> argparse.Action:
+def option(parser: Any, *flags: str, source: str, **kwargs: Any) -> argparse.Action:
     """Add a flag whose default is the library's (see the module rules); ``source`` as for :func:`library_default`.
 
-    ``parser`` may also be an argument group.
+    ``parser`` is an :class:`argparse.ArgumentParser` or an argument group of one.
     """
     if "default" in kwargs:
         raise TypeError("option() takes its default from the library; use add_argument for a CLI default")
     action: argparse.Action = parser.add_argument(*flags, default=None, **kwargs)
     setattr(action, _SOURCE_ATTR, source)
     return action
+
+
+def default_source(action: argparse.Action) -> str | None:
+    """The library source of an :func:`option` flag's default, or None for other flags."""
+    return getattr(action, _SOURCE_ATTR, None)
 
 
 def given(args: argparse.Namespace, *names: str) -> dict[str, Any]:
@@ -100,17 +106,21 @@ class HelpFormatter(argparse.HelpFormatter):
     printed."""
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
-        source = getattr(action, _SOURCE_ATTR, None)
+        source = default_source(action)
         if source is None:
             return action.help
-        value = library_default(source)
         text = action.help or ""
+        try:
+            value = library_default(source)
+        except ImportError:  # a module that needs a missing extra: its command says so when run
+            return text
         if value is None:
             return text
         return f"{text} (default: {str(value).replace('%', '%%')})".lstrip()
 
 
-def add_command(sub: Any, name: str, help: str, handler: Handler | None = None, **kwargs: Any) -> argparse.ArgumentParser:
+def add_command(sub: Any, name: str, help: str, handler: Handler | None = None,
+                **kwargs: Any) -> argparse.ArgumentParser:
     """Add the subcommand ``name`` to the subparsers action ``sub``, with ``help`` as its description too."""
     parser: argparse.ArgumentParser = sub.add_parser(name, help=help, description=help, formatter_class=HelpFormatter,
                                                      **kwargs)
@@ -137,8 +147,8 @@ def warn(message: str) -> None:
 def add_model_args(parser: argparse.ArgumentParser) -> None:
     """``--model``, ``--arch``, ``--device`` and ``--precision``, as :func:`geovl.models.load_backbone` takes them."""
     option(parser, "--model", "-m", source="geovl.models.factory:load_backbone.model",
-           help="registry name, openclip:<arch>/<tag>, random:<arch>, or a local checkpoint path "
-                "(the default is the small model bundled with geovl)")
+           help="registry name, openclip:<arch>/<tag>, random:<arch>, or a local checkpoint path; the "
+                "default is the small model bundled with geovl")
     parser.add_argument("--arch", default=None, help="architecture of a bare weights file (e.g. ViT-B-32)")
     option(parser, "--device", source="geovl.models.factory:load_backbone.device",
            help="auto (CUDA when present), cpu, cuda, cuda:N")

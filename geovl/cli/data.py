@@ -24,7 +24,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--bands", default=None,
                    help="1-based band indexes (4,3,2) or a sensor preset (sentinel2-rgb, landsat8-rgb, naip-rgb, ...)")
     p.add_argument("--nodata", type=float, default=None, help="nodata value (default: the file's)")
-    option(p, "--min-valid", dest="min_valid_fraction", type=float, source=f"{_CHIPS}.min_valid_fraction",
+    option(p, "--min-valid", dest="min_valid_fraction", metavar="FRACTION", type=float,
+           source=f"{_CHIPS}.min_valid_fraction",
            help="skip chips with a smaller valid-pixel fraction")
     option(p, "--edge", choices=["pad", "shift", "drop"], source=f"{_CHIPS}.edge", help="what to do at the scene edge")
     option(p, "--format", dest="fmt", choices=["png", "jpg", "tif"], source="geovl.io.chip_export:export_chips.fmt",

@@ -33,7 +33,8 @@ def add_parser(sub: Any) -> None:
     option(p, "--chip-size", type=int, source=f"{_SOURCES}.chip_size", help="chip side for large GeoTIFF scenes")
     option(p, "--chip-overlap", type=int, source=f"{_SOURCES}.chip_overlap", help="overlap between chips in pixels")
     p.add_argument("--bands", default=None, help="band indexes (4,3,2) or a sensor preset for scenes")
-    option(p, "--min-valid", dest="min_valid_fraction", type=float, source=f"{_SOURCES}.min_valid_fraction",
+    option(p, "--min-valid", dest="min_valid_fraction", metavar="FRACTION", type=float,
+           source=f"{_SOURCES}.min_valid_fraction",
            help="skip chips with less valid (non-nodata) area")
     option(p, "--batch-size", type=int, source=f"{_CONFIG}.batch_size", help="images per forward pass")
     p.add_argument("--workers", type=int, default=None,
@@ -44,8 +45,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--limit", type=int, default=None, help="embed only the first N inputs")
     p.add_argument("--runner", choices=["local", "ray"], default="local",
                    help="local: this process; ray: a Ray Data job over partitions (a cluster via --ray-address)")
-    option(p, "--ray-actors", dest="num_actors", type=int, source="geovl.index.ray_runner:run_embed_ray.num_actors",
-           help="model replicas for --runner ray")
+    option(p, "--ray-actors", dest="num_actors", metavar="N", type=int,
+           source="geovl.index.ray_runner:run_embed_ray.num_actors", help="model replicas for --runner ray")
     p.add_argument("--ray-address", default=None, help="Ray cluster address (default: start a local instance)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
 

@@ -9,8 +9,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from geovl.data._common import IMAGE_EXTENSIONS, PathLike
 from geovl.data.coco import CocoReader
+from geovl.data.common import IMAGE_EXTENSIONS, PathLike
 from geovl.data.gaia import GaiaReader
 from geovl.data.git10m import Git10MReader
 from geovl.data.imagefolder import ImageFolderReader

@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from geovl.data._common import (
+from geovl.data.common import (
     FolderListing,
     MissingPolicy,
     PathLike,

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Literal, overload
 
 from geovl._optional import require
-from geovl.data._common import (
+from geovl.data.common import (
     PathLike,
     SplitArg,
     canonical_split,
@@ -94,7 +94,7 @@ class Git10MReader(Sequence[ImageTextSample]):
             raise ValueError(
                 f"{root}: not a datasets save_to_disk folder (no state.json / dataset_info.json / dataset_dict.json)"
             )
-        ds_mod = require("datasets", extra="data", feature="reading Git-10M arrow datasets")
+        ds_mod = require("datasets", extra="train", feature="reading Git-10M arrow datasets")
         loaded = ds_mod.load_from_disk(str(root))
         wanted = split_set(split)
         parts: list[tuple[str | None, Any]] = []

@@ -6,7 +6,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from geovl.data._common import (
+from geovl.data.common import (
     IMAGE_EXTENSIONS,
     PathLike,
     SampleList,

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from geovl.data._common import (
+from geovl.data.common import (
     FolderListing,
     MissingPolicy,
     PathLike,

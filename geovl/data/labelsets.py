@@ -437,17 +437,17 @@ LABEL_SETS: dict[str, dict[str, str]] = {
     "rsscn7": RSSCN7,
 }
 
-#: Other common spellings of label set names (keys as :func:`_key` normalises them).
+#: Other common spellings of label set names (keys as :func:`label_key` normalises them).
 _LABEL_SET_ALIASES = {"resisc45": "nwpuresisc45", "nwpu": "nwpuresisc45", "ucm": "ucmerced", "rs19": "whurs19",
                       "siri": "siriwhu", "optimal": "optimal31"}
 
 
-#: Misspelt folder names of distributed datasets and their correct spelling (both normalised by ``_key``), so that
+#: Misspelt folder names of distributed datasets and their correct spelling (both normalised by label_key), so that
 #: a copy with either spelling (e.g. RSC11 as distributed vs a re-packaged copy) matches the same class.
 _SPELLING_ALIASES: dict[str, str] = {"stroagetanks": "storagetanks", "swimmimgpool": "swimmingpool"}
 
 
-def _key(label: str) -> str:
+def label_key(label: str) -> str:
     key = label.lower().replace(" ", "").replace("_", "").replace("-", "")
     return _SPELLING_ALIASES.get(key, key)
 
@@ -458,17 +458,17 @@ def resolve_label_set(name: str) -> dict[str, str]:
     Raises:
         ValueError: unknown name; the message lists the known sets.
     """
-    key = _LABEL_SET_ALIASES.get(_key(name), _key(name))
+    key = _LABEL_SET_ALIASES.get(label_key(name), label_key(name))
     for known, table in LABEL_SETS.items():
-        if _key(known) == key:
+        if label_key(known) == key:
             return table
     raise ValueError(f"unknown label set '{name}'; known: {', '.join(LABEL_SETS)}")
 
 
 def missing_labels(labels: Iterable[str], table: Mapping[str, str]) -> list[str]:
     """The labels that ``table`` has no entry for (matching as :func:`prompt_names` does)."""
-    known = {_key(k) for k in table}
-    return [lab for lab in labels if _key(lab) not in known]
+    known = {label_key(k) for k in table}
+    return [lab for lab in labels if label_key(lab) not in known]
 
 
 def prompt_names(labels: Iterable[str], label_set: str | Mapping[str, str] | None = None) -> list[str]:
@@ -485,13 +485,14 @@ def prompt_names(labels: Iterable[str], label_set: str | Mapping[str, str] | Non
     if isinstance(label_set, str):
         table: Mapping[str, str] | None = resolve_label_set(label_set)
     elif label_set is None:
-        table = next((t for t in LABEL_SETS.values() if {_key(k) for k in t} >= {_key(lab) for lab in labels}), None)
+        wanted = {label_key(lab) for lab in labels}
+        table = next((t for t in LABEL_SETS.values() if {label_key(k) for k in t} >= wanted), None)
     else:
         table = label_set
     if table is None:
         return [prettify_class_name(lab) for lab in labels]
-    lookup = {_key(k): v for k, v in table.items()}
-    missing = [lab for lab in labels if _key(lab) not in lookup]
+    lookup = {label_key(k): v for k, v in table.items()}
+    missing = [lab for lab in labels if label_key(lab) not in lookup]
     if missing:
         raise ValueError(f"label set has no entry for {missing[:5]}")
-    return [lookup[_key(lab)] for lab in labels]
+    return [lookup[label_key(lab)] for lab in labels]

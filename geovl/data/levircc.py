@@ -14,17 +14,17 @@ SECOND-CC layout::
 
 The folder for an entry is its ``filepath`` when the JSON gives one, else its ``split``. A pair is
 "unchanged" (``changed=False``) when the entry has ``changeflag == 0``, or, without a ``changeflag``, when
-every sentence is one of the dataset's no-change sentences (:data:`NO_CHANGE_SENTENCES`).
+every sentence is a no-change sentence (:func:`geovl.data.change_sentences.is_no_change_sentence`).
 """
 
 from __future__ import annotations
 
 import abc
-import re
 from pathlib import Path
 from typing import Any
 
-from geovl.data._common import (
+from geovl.data.change_sentences import is_no_change_sentence
+from geovl.data.common import (
     FolderListing,
     MissingPolicy,
     PathLike,
@@ -38,34 +38,7 @@ from geovl.data._common import (
 from geovl.data.karpathy import KarpathyEntry, parse_karpathy_json
 from geovl.data.samples import ChangeCaptionSample
 
-__all__ = ["NO_CHANGE_SENTENCES", "LevirCCReader", "SecondCCReader", "is_no_change_sentence"]
-
-#: Normalised sentences (lower case, no punctuation, single spaces) that LEVIR-CC-style annotators use for
-#: unchanged pairs. LEVIR-CC's no-change pairs carry exactly the first five.
-NO_CHANGE_SENTENCES = frozenset(
-    {
-        "there is no difference",
-        "the two scenes seem identical",
-        "the scene is the same as before",
-        "no change has occurred",
-        "almost nothing has changed",
-        "there is no change",
-        "no change",
-        "no changes",
-        "nothing has changed",
-        "there are no changes",
-        "the two images are identical",
-        "the two images are the same",
-        "the scene has not changed",
-        "no difference",
-    }
-)
-_PUNCT = re.compile(r"[^\w\s]")
-
-
-def is_no_change_sentence(sentence: str) -> bool:
-    """Whether ``sentence`` (any case / punctuation) is one of :data:`NO_CHANGE_SENTENCES`."""
-    return " ".join(_PUNCT.sub(" ", sentence.lower()).split()) in NO_CHANGE_SENTENCES
+__all__ = ["LevirCCReader", "SecondCCReader"]
 
 
 def _changed(entry: KarpathyEntry) -> bool | None:

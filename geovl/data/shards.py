@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from geovl.data._common import MissingPolicy, PathLike, canonical_split, check_policy, clean_caption, logger
+from geovl.data.common import MissingPolicy, PathLike, canonical_split, check_policy, clean_caption, logger
 from geovl.data.samples import ImageTextSample
 
 __all__ = ["SHARD_IMAGE_EXTENSIONS", "WebDatasetReader", "list_shards"]
@@ -53,7 +53,7 @@ def list_shards(paths: PathLike | Sequence[PathLike]) -> list[Path]:
     return shards
 
 
-def _split_member(name: str) -> tuple[str, str]:
+def split_member(name: str) -> tuple[str, str]:
     folder, _, base = name.rpartition("/")
     stem, dot, ext = base.partition(".")
     if not dot:
@@ -120,7 +120,7 @@ class WebDatasetReader(Iterable[ImageTextSample]):
                 for member in tar:
                     if not member.isfile():
                         continue
-                    mkey, ext = _split_member(member.name)
+                    mkey, ext = split_member(member.name)
                     if mkey != key:
                         if key is not None:
                             sample = self._make_sample(shard, key, members)

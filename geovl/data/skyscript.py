@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from geovl.data._common import MissingPolicy, PathLike, SampleList, SplitArg
+from geovl.data.common import MissingPolicy, PathLike, SampleList, SplitArg
 from geovl.data.samples import ImageTextSample
 from geovl.data.tabular import TableColumns, read_table, table_samples
 

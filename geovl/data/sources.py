@@ -1,7 +1,8 @@
 """Image sources: turn inputs into a stream of records (what to decode + its metadata) for every batch task.
 
 A record is cheap to make (no pixels are read): a file path, encoded bytes, or a reference to one chip of a
-GeoTIFF scene, plus metadata columns. Pixels are read later, by the decode mapper of :mod:`geovl.tasks.embedding`. Sources:
+GeoTIFF scene, plus metadata columns. Pixels are read later, by the decode mapper of :mod:`geovl.tasks.embedding`.
+Sources:
 
 * :class:`FolderSource`: image files under folders, recursively.
 * :class:`SceneSource`: GeoTIFF scenes cut into georeferenced chips (:class:`geovl.io.chips.ChipReader`).
@@ -19,15 +20,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from geovl.data.common import IMAGE_EXTENSIONS
 from geovl.io.images import ImageSource
 
 PathLike = str | os.PathLike[str]
 
-#: File suffixes read as images when a folder is listed.
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp")
 
 
-def list_images(paths: Iterable[PathLike], suffixes: Sequence[str] = IMAGE_SUFFIXES) -> list[Path]:
+def list_images(paths: Iterable[PathLike], suffixes: Sequence[str] = IMAGE_EXTENSIONS) -> list[Path]:
     """Image files under ``paths`` (files are kept as given, folders searched recursively), sorted per folder.
 
     Raises:
@@ -88,7 +88,7 @@ class Source(abc.ABC):
 class FolderSource(Source):
     """Image files (JPEG, PNG, TIFF, ...) under the given files and folders, sorted per folder."""
 
-    def __init__(self, paths: Sequence[PathLike], suffixes: Sequence[str] = IMAGE_SUFFIXES) -> None:
+    def __init__(self, paths: Sequence[PathLike], suffixes: Sequence[str] = IMAGE_EXTENSIONS) -> None:
         self.paths = [Path(p) for p in paths]
         self.suffixes = tuple(suffixes)
         self.name = ",".join(p.name for p in self.paths)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from geovl._optional import require
-from geovl.data._common import (
+from geovl.data.common import (
     FolderListing,
     MissingPolicy,
     PathLike,
@@ -118,7 +118,7 @@ def read_table(path: Path, fmt: TableFormat | None = None) -> tuple[list[str], l
                 seen.update(dict.fromkeys(row))
                 rows.append(row)
         return list(seen), rows
-    pq = require("pyarrow.parquet", extra="data", feature="reading parquet tables")
+    pq = require("pyarrow.parquet", extra=None, feature="reading parquet tables")
     table = pq.read_table(path)
     columns = list(table.column_names)
     data = table.to_pydict()

@@ -14,10 +14,10 @@ from __future__ import annotations
 from geovl._lazy import lazy_getattr
 
 _EXPORTS = {
-    "EvalReport": "geovl.eval.report",
+    "EvalReport": "geovl.eval.report_record",
     "write_report": "geovl.eval.report",
-    "load_report": "geovl.eval.report",
-    "dataset_fingerprint": "geovl.eval.report",
+    "load_report": "geovl.eval.report_record",
+    "dataset_fingerprint": "geovl.eval.fingerprint",
     "retrieval_scores": "geovl.eval.retrieval",
     "classification_scores": "geovl.eval.classification",
     "linear_probe": "geovl.eval.probe",

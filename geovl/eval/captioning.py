@@ -1,6 +1,6 @@
 """Caption metrics (BLEU-1..4, METEOR, ROUGE-L, CIDEr-D, S*m) for captioning and change captioning.
 
-The numbers are those of the coco-caption code (``pycocoevalcap``, the ``caption`` extra), which every remote-sensing
+The numbers are those of the coco-caption code (``pycocoevalcap``, a geovl dependency), which every remote-sensing
 captioning paper reports: the same scorers are called on the same tokenised text, so the corpus figures equal what
 ``pycocoevalcap.eval.COCOEvalCap`` prints for the same references and candidates.
 
@@ -154,7 +154,7 @@ def _meteor_session(enabled: bool) -> Iterator[tuple[Any, str | None]]:
         warnings.warn(note, RuntimeWarning, stacklevel=4)
         yield None, note
         return
-    meteor_mod = require("pycocoevalcap.meteor.meteor", "caption", "METEOR")
+    meteor_mod = require("pycocoevalcap.meteor.meteor", None, "METEOR")
     scorer = meteor_mod.Meteor()
     try:
         yield scorer, None
@@ -269,7 +269,7 @@ def _tokenized(
     try:
         tok = ptb_tokenize(flat, backend=backend)
     except (RuntimeError, OSError) as exc:
-        if tokenizer != "auto":
+        if tokenizer != "auto" or backend != "java":
             raise
         note = f"the Java PTBTokenizer failed, so the Python port tokenised the captions: {exc}"
         logger.warning(note)
@@ -312,9 +312,9 @@ def caption_metrics(
 
     Raises:
         ValueError: ids missing on either side (a few are listed), non-string captions, empty reference lists.
-        geovl._optional.MissingDependencyError: pycocoevalcap is not installed (``pip install 'geovl[caption]'``).
+        geovl._optional.MissingDependencyError: pycocoevalcap is not installed (a broken geovl installation).
     """
-    require("pycocoevalcap", "caption", "caption metrics")
+    require("pycocoevalcap", None, "caption metrics")
     refs, cands = _validated(references, candidates)
     tok = _tokenized(refs, cands, tokenizer, meteor)
     with _meteor_session(meteor) as (scorer, note):
@@ -366,7 +366,7 @@ def change_caption_metrics(
         accuracy is the fraction of pairs where that agrees with the pair being unchanged. One METEOR process serves
         the three corpora.
     """
-    require("pycocoevalcap", "caption", "caption metrics")
+    require("pycocoevalcap", None, "caption metrics")
     refs, cands = _validated(references, candidates)
     if changed is None:
         unchanged = {i: all(is_no_change_sentence(r) for r in refs[i]) for i in cands}

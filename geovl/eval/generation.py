@@ -19,7 +19,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import warnings
 from collections.abc import Sequence
@@ -33,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from geovl._optional import require
+from geovl.io.fs import sha256_file
 from geovl.io.images import ImageSource
 from geovl.io.loading import load_image
 from geovl.models.backbone import Backbone
@@ -189,14 +189,6 @@ class BackboneFeatures:
         return self.backbone.encode_images(images, batch_size=self.batch_size, progress=self.progress)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 class InceptionFeatures:
     """Inception-v3 pool3 features (2048-d) exactly as pytorch-fid computes them, from a LOCAL weights file.
 
@@ -234,7 +226,7 @@ class InceptionFeatures:
                 f"{INCEPTION_WEIGHTS_URL} on a machine with network access and pass its local path."
             )
         if check_hash:
-            digest = _sha256(path)
+            digest = sha256_file(path)
             if not digest.startswith(_INCEPTION_SHA256_PREFIX):
                 raise ValueError(
                     f"{path} has sha256 {digest[:16]}..., not that of {INCEPTION_WEIGHTS_FILE} "
@@ -401,8 +393,8 @@ def zero_shot_accuracy(
     """Classify generated images zero-shot with ``backbone`` and score against the intended classes (Cls-OA).
 
     Each class embedding is the normalised mean of the normalised embeddings of ``templates`` filled with the class
-    name (:func:`geovl.tasks.zeroshot.prompts.build_class_embeddings`); an image's prediction is the class of highest cosine
-    similarity.
+    name (:func:`geovl.tasks.zeroshot.prompts.build_class_embeddings`); an image's prediction is the class of highest
+    cosine similarity.
 
     Args:
         labels: the class each image was generated for, as an index into ``class_names`` or as a class name.

@@ -72,7 +72,7 @@ def evaluate_faiss_index(
     Latencies are single-query (batch 1) percentiles over ``timed_queries`` queries, measured side by side with
     exact search (``IndexFlatIP``) in the same run.
     """
-    faiss = require("faiss", extra="index", feature="building and evaluating faiss indexes")
+    faiss = require("faiss", extra=None, feature="building and evaluating faiss indexes")
     b, q = np.ascontiguousarray(base, np.float32), np.ascontiguousarray(queries, np.float32)
     kmax = max(ks)
     truth = exact_topk(b, q, kmax)

@@ -1,9 +1,10 @@
 """PNG plots for evaluation reports: recall@k curves, confusion matrices, per-class bars and suite bars.
 
-matplotlib (the ``eval`` extra) is imported on first use, so ``geovl.eval`` imports without it. Figures are drawn
+matplotlib is imported on first use, so ``import geovl.eval.report`` stays light. Figures are drawn
 with matplotlib's object API on the Agg canvas: no pyplot state, no global backend switch, safe in servers and
-notebooks. Every function writes its file atomically (see :func:`geovl.eval.report.atomic_write`) and returns the
-path. Rates are percentages (0-100).
+notebooks. Every function writes its file atomically (:func:`geovl.io.fs.atomic_write`) and returns the path.
+Rates are percentages (0-100). This module imports nothing from the report modules: :mod:`geovl.eval.report` calls
+it, never the other way round.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from geovl._optional import require
-from geovl.eval.report import atomic_write
+from geovl.io.fs import atomic_write
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -44,8 +45,8 @@ _COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
 
 
 def require_matplotlib() -> ModuleType:
-    """Import matplotlib or raise :class:`geovl._optional.MissingDependencyError` naming the ``eval`` extra."""
-    return require("matplotlib", extra="eval", feature="evaluation plots")
+    """Import matplotlib or raise :class:`geovl._optional.MissingDependencyError` saying how to install it."""
+    return require("matplotlib", extra=None, feature="evaluation plots")
 
 
 def plot_recall_curves(

@@ -49,8 +49,8 @@ def linear_probe(
     max_iter: int = 1000,
 ) -> ProbeResult:
     """Fit logistic regression on ``train`` (choosing C on a stratified validation split), score ``test``."""
-    lm = require("sklearn.linear_model", extra="eval", feature="the linear probe")
-    ms = require("sklearn.model_selection", extra="eval", feature="the linear probe")
+    lm = require("sklearn.linear_model", extra=None, feature="the linear probe")
+    ms = require("sklearn.model_selection", extra=None, feature="the linear probe")
     x, y, t = np.asarray(train, np.float32), np.asarray(train_labels, np.int64), np.asarray(test, np.float32)
     _check(x, y, t, n_classes)
     if not 0 < val_fraction < 1:

@@ -17,11 +17,12 @@ from typing import Any
 import numpy as np
 
 from geovl.data import autodetect, open_dataset
-from geovl.data._common import holdout_member
+from geovl.data.common import holdout_member
 from geovl.data.labelsets import prompt_names
 from geovl.eval.classification import ClassificationScores, classification_scores
+from geovl.eval.fingerprint import dataset_fingerprint
 from geovl.eval.probe import knn_classify, linear_probe
-from geovl.eval.report import EvalReport, dataset_fingerprint
+from geovl.eval.report_record import EvalReport
 from geovl.eval.retrieval import retrieval_scores
 from geovl.models.backbone import Backbone
 from geovl.models.record import model_record
@@ -193,7 +194,7 @@ def eval_zeroshot(
     """Zero-shot scene classification with a prompt ensemble on a labelled dataset (ImageFolder or labelled
     Karpathy set): accuracy, top-5, per-class accuracy and the confusion matrix.
 
-    ``holdout`` scores only the images in that stable hold-out fraction (:func:`geovl.data._common.holdout_member`),
+    ``holdout`` scores only the images in that stable hold-out fraction (:func:`geovl.data.common.holdout_member`),
     the ones a training run with the same ``holdout_fraction`` never saw.
     """
     start = time.perf_counter()
@@ -243,8 +244,9 @@ def eval_classifier(
     workers: int | None = None,
     progress: bool = True,
 ) -> EvalReport:
-    """Accuracy of a :class:`~geovl.tasks.zeroshot.classifier.ZeroShotClassifier` on a labelled dataset (an ImageFolder: one
-    folder per class): overall and per-class accuracy, top-5, and the confusion matrix over the classifier's classes.
+    """Accuracy of a :class:`~geovl.tasks.zeroshot.classifier.ZeroShotClassifier` on a labelled dataset (an
+    ImageFolder: one folder per class): overall and per-class accuracy, top-5, and the confusion matrix over the
+    classifier's classes.
 
     Every class of the dataset must be one of the classifier's (so a label set may hold more classes than the
     dataset, but not fewer). ``holdout`` scores only that stable hold-out fraction, as in :func:`eval_zeroshot`.
@@ -252,18 +254,18 @@ def eval_classifier(
     Raises:
         ValueError: no labelled images; dataset classes the classifier does not know; bad ``holdout``.
     """
-    from geovl.data.labelsets import _key
+    from geovl.data.labelsets import label_key
 
     start = time.perf_counter()
     kind, samples = _labelled_samples(path, format, split, holdout, limit_per_class, seed,
-                                      "--evaluate needs class folders, e.g. an ImageFolder")
-    index = {_key(name): i for i, name in enumerate(classifier.classes)}
-    unknown = sorted({s["label"] for s in samples if _key(s["label"]) not in index})
+                                      "evaluation needs class folders, e.g. an ImageFolder")
+    index = {label_key(name): i for i, name in enumerate(classifier.classes)}
+    unknown = sorted({s["label"] for s in samples if label_key(s["label"]) not in index})
     if unknown:
         raise ValueError(f"{path}: dataset classes {unknown[:5]} are not among the classifier's classes "
                          f"({', '.join(classifier.classes)}); pick a matching --label-set or --labels")
     img, kept, failed = _embed(classifier.backbone, samples, batch_size, workers, progress, "images")
-    labels = np.array([index[_key(s["label"])] for s in kept])
+    labels = np.array([index[label_key(s["label"])] for s in kept])
     cls = classification_scores(classifier.probabilities(img), labels, classifier.classes)
     present = sorted({int(i) for i in labels})
     details = _classification_details(cls) | {

@@ -178,7 +178,7 @@ def _java_ptb_lines(lines: Sequence[str]) -> list[str]:
     """Run the Stanford PTBTokenizer jar that ships with pycocoevalcap, exactly as coco-caption does."""
     if not java_available():
         raise RuntimeError(f"the Java PTB tokenizer needs Java: {JAVA_INSTALL_HINT}")
-    ptb = require("pycocoevalcap.tokenizer.ptbtokenizer", "caption", "the Java PTB tokenizer")
+    ptb = require("pycocoevalcap.tokenizer.ptbtokenizer", None, "the Java PTB tokenizer")
     jar = Path(str(ptb.__file__)).resolve().parent / ptb.STANFORD_CORENLP_3_4_1_JAR
     with tempfile.TemporaryDirectory(prefix="geovl_ptb_") as tmp:
         src = Path(tmp) / "captions.txt"

@@ -11,8 +11,9 @@ from typing import Any
 
 import numpy as np
 
+from geovl.eval.fingerprint import dataset_fingerprint
 from geovl.eval.index_quality import evaluate_faiss_index
-from geovl.eval.report import EvalReport, dataset_fingerprint
+from geovl.eval.report_record import EvalReport
 
 PathLike = str | os.PathLike[str]
 
@@ -106,7 +107,7 @@ def _reference_captions(references: PathLike, split: str | None, change: bool) -
     return refs, kind
 
 
-def _match_ids(predictions: dict[str, str], refs: dict[str, list[str]]) -> dict[str, str]:
+def match_prediction_ids(predictions: dict[str, str], refs: dict[str, list[str]]) -> dict[str, str]:
     """Map prediction ids onto reference ids: exact, else file name, else file stem (one match each)."""
     by_name: dict[str, str] = {}
     for rid in refs:
@@ -144,7 +145,7 @@ def eval_captions(
 
     start = time.perf_counter()
     refs, kind = _reference_captions(references, split, change)
-    cands = _match_ids(load_predictions(predictions), refs)
+    cands = match_prediction_ids(load_predictions(predictions), refs)
     details: dict[str, Any] = {}
     if change:
         scores = change_caption_metrics(refs, cands, meteor=meteor)

@@ -3,10 +3,13 @@
 * Embedding pipeline: :func:`run_embed` (reader -> decode/preprocess in workers -> model -> partitioned writer,
   resumable) over the sources of :mod:`geovl.data.sources`, decoded by :mod:`geovl.tasks.embedding`, and a Ray
   runner in :mod:`geovl.index.ray_runner`.
-* Index life cycle: :func:`build_index`, :func:`add_to_index`, :func:`remove_from_index`, :func:`load_index`,
-  the shard workflow (:func:`train_ivf_quantizer`, :func:`build_shard`, :func:`merge_shards`), and
-  :func:`choose_index`.
-* Search: :class:`Searcher` with :class:`Filters` (bbox, time range, metadata conditions).
+* Index life cycle (:mod:`geovl.index.store`): :func:`build_index`, :func:`add_to_index`,
+  :func:`remove_from_index`, :func:`load_index`; the shard workflow (:mod:`geovl.index.sharded`:
+  :func:`train_ivf_quantizer`, :func:`build_shard`, :func:`merge_shards`); :func:`choose_index`. Beneath them:
+  folder writes (:mod:`geovl.index.folder`), manifests (:mod:`geovl.index.manifest`), metadata parquet
+  (:mod:`geovl.index.metadata`) and faiss operations (:mod:`geovl.index.faiss_ops`).
+* Search: :class:`Searcher` with :class:`Filters` (bbox, time range, metadata conditions), over a
+  :class:`LoadedIndex`.
 
 Submodules are imported on first use, so ``import geovl.index`` does not load faiss or pyarrow.
 """

@@ -223,7 +223,7 @@ def describe_factory(factory: str, n: int, dim: int) -> IndexChoice:
     Raises:
         ValueError: the string is not a valid faiss factory for ``dim`` dimensions, or is a binary index.
     """
-    faiss = require("faiss", "index", "building a faiss index")
+    faiss = require("faiss", None, "building a faiss index")
     spec = re.sub(r"^IDMap2?,", "", factory.strip().replace(" ", ""))
     if not spec:
         raise ValueError("empty faiss index_factory string")

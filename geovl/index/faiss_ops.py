@@ -36,8 +36,8 @@ ADD_CHUNK_BYTES = 64 * 2**20
 
 
 def faiss_module() -> Any:
-    """The ``faiss`` module, or an error naming the ``index`` extra."""
-    return require("faiss", "index", "building and searching faiss indexes")
+    """The ``faiss`` module (a core dependency), or an error saying the installation is incomplete."""
+    return require("faiss", None, "building and searching faiss indexes")
 
 
 def resolve_gpu(use_gpu: UseGpu) -> bool:

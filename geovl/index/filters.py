@@ -272,7 +272,7 @@ class MetadataTable:
     """
 
     def __init__(self, table: Any) -> None:
-        pa = require("pyarrow", extra="index", feature="index metadata")
+        pa = require("pyarrow", extra=None, feature="index metadata")
         if ID_COLUMN not in table.column_names:
             raise ValueError(f"metadata has no '{ID_COLUMN}' column; columns: {', '.join(table.column_names)}")
         if not pa.types.is_integer(table.schema.field(ID_COLUMN).type):
@@ -314,7 +314,7 @@ class MetadataTable:
         """The rows at ``rows`` as dicts (pyarrow's Python values: ``datetime``, ``bytes`` for WKB...)."""
         if len(rows) == 0:
             return []
-        pa = require("pyarrow", extra="index")
+        pa = require("pyarrow", extra=None)
         table = self._without.get(tuple(drop))
         if table is None:
             present = [c for c in drop if c in self.table.column_names]
@@ -357,7 +357,7 @@ class MetadataTable:
             missing = [c for c in BOUNDS_COLUMNS if c not in self.table.column_names]
             if missing:
                 raise self._unknown(missing[0], "a bbox filter")
-            pa = require("pyarrow", extra="index")
+            pa = require("pyarrow", extra=None)
             with self._lock:
                 self._bounds = tuple(
                     np.asarray(self.table.column(c).cast(pa.float64()).to_numpy(zero_copy_only=False), np.float64)
@@ -413,8 +413,8 @@ class MetadataTable:
 
 
 def _to_column(name: str, data: Any) -> _Column:
-    pa = require("pyarrow", extra="index")
-    pc = require("pyarrow.compute", extra="index")
+    pa = require("pyarrow", extra=None)
+    pc = require("pyarrow.compute", extra=None)
     t = data.type
     if pa.types.is_dictionary(t) and (pa.types.is_string(t.value_type) or pa.types.is_large_string(t.value_type)):
         data, t = data.cast(t.value_type), t.value_type
@@ -479,8 +479,8 @@ def _coerce(name: str, kind: str, value: Any, *, end_of_day: bool = False) -> An
 
 
 def _string_membership(name: str, col: _Column, values: list[Any]) -> np.ndarray:
-    pa = require("pyarrow", extra="index")
-    pc = require("pyarrow.compute", extra="index")
+    pa = require("pyarrow", extra=None)
+    pc = require("pyarrow.compute", extra=None)
     wanted = pa.array([_coerce(name, "string", v) for v in values], type=pa.string())
     codes = pc.index_in(wanted, value_set=col.dictionary.cast(pa.string())).drop_null()
     if len(codes) == 0:
@@ -492,7 +492,7 @@ def _range_mask(name: str, col: _Column, data: Any, cond: Range) -> np.ndarray:
     if col.kind == "bool":
         raise ValueError(f"where[{name!r}]: column '{name}' holds booleans; ranges do not apply")
     if col.kind == "string":
-        pc = require("pyarrow.compute", extra="index")
+        pc = require("pyarrow.compute", extra=None)
         out = None
         for bound, inclusive, ge, gt in ((cond.lo, cond.include_lo, pc.greater_equal, pc.greater),
                                          (cond.hi, cond.include_hi, pc.less_equal, pc.less)):

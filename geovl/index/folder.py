@@ -60,9 +60,9 @@ def previous_version(path: Path) -> Path | None:
 def _stale_temps(out: Path) -> list[Path]:
     """Temporary folders of writers of ``out`` (``.NAME.<random>.tmpdir``), not those of other folders."""
     prefix = f".{out.name}."
-    found = glob.glob(str(out.parent / f"{glob.escape(prefix)}*{_TEMP_FOLDER_SUFFIX}"))
-    return [Path(p) for p in found if True
-            and Path(p).is_dir()]
+    found = [Path(p) for p in glob.glob(str(out.parent / f"{glob.escape(prefix)}*{_TEMP_FOLDER_SUFFIX}"))]
+    # the random part has no dot: ".a.<random>.tmpdir" is a writer's of "a", ".a.b.<random>.tmpdir" one of "a.b"
+    return [p for p in found if "." not in p.name[len(prefix):-len(_TEMP_FOLDER_SUFFIX)] and p.is_dir()]
 
 
 def _recover(out: Path) -> None:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from geovl.index.choose import IndexChoice, IndexParams
-from geovl.io.fs import atomic_write_text
+from geovl.io.fs import atomic_write_json
 
 EMBEDDINGS_FORMAT = "geovl-embeddings"
 INDEX_FORMAT = "geovl-index"
@@ -319,7 +319,7 @@ class IndexManifest:
         """Write the manifest atomically (temporary file, fsync, rename) into a folder (or to a ``.json`` path)."""
         p = Path(path)
         mpath = p if p.suffix == ".json" else p / MANIFEST_FILE
-        atomic_write_text(mpath, json.dumps(self.to_dict(), indent=2) + "\n")
+        atomic_write_json(mpath, self.to_dict())
         return mpath
 
     def check_model(self, model: Mapping[str, Any]) -> None:

@@ -24,7 +24,7 @@ _BATCH_ROWS = 65_536
 
 
 def _pq() -> Any:
-    return require("pyarrow.parquet", "index", "reading and writing index metadata")
+    return require("pyarrow.parquet", None, "reading and writing index metadata")
 
 
 def parquet_ids(path: Path) -> np.ndarray:

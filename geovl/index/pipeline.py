@@ -108,7 +108,7 @@ _GEO_METADATA = {
 
 
 def _metadata_table(rows: list[dict[str, Any]]) -> Any:
-    pa = require("pyarrow", extra="index", feature="writing embedding metadata")
+    pa = require("pyarrow", extra=None, feature="writing embedding metadata")
     columns: dict[str, list[Any]] = {}
     for n, row in enumerate(rows):
         for key in row:
@@ -140,7 +140,7 @@ def _write_partition(out: Path, name: str, emb: np.ndarray, rows: list[dict[str,
                      failures: list[tuple[str, str]]) -> None:
     """Write one partition's embeddings, metadata and failures, each atomically (the caller lists it in the
     manifest afterwards)."""
-    pq = require("pyarrow.parquet", extra="index", feature="writing embedding metadata")
+    pq = require("pyarrow.parquet", extra=None, feature="writing embedding metadata")
     atomic_write(out / f"{name}.npy", lambda fh: np.save(fh, emb.astype(np.float32)))
     with atomic_path(out / f"{name}.parquet") as tmp:
         pq.write_table(_metadata_table(rows), tmp)
@@ -326,8 +326,8 @@ def read_embeddings(
     emb = np.concatenate([np.load(out / f"{n}.npy") for n in parts]) if parts else np.zeros((0, dim), np.float32)
     table = None
     if with_metadata:
-        pa = require("pyarrow", extra="index", feature="reading embedding metadata")
-        pq = require("pyarrow.parquet", extra="index", feature="reading embedding metadata")
+        pa = require("pyarrow", extra=None, feature="reading embedding metadata")
+        pq = require("pyarrow.parquet", extra=None, feature="reading embedding metadata")
         tables = [pq.read_table(out / f"{n}.parquet") for n in parts]
         table = pa.concat_tables(tables, promote_options="default") if tables else None
     return emb, table, manifest

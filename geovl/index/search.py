@@ -172,8 +172,8 @@ class Searcher:
         mmap: bool = False,
         exact_threshold: int | None = None,
     ) -> None:
-        faiss = require("faiss", extra="index", feature="searching an index")
-        pq = require("pyarrow.parquet", extra="index", feature="searching an index")
+        faiss = require("faiss", extra=None, feature="searching an index")
+        pq = require("pyarrow.parquet", extra=None, feature="searching an index")
         self.index_dir = Path(index_dir)
         # The one loader of index folders (manifest checks, mmap, on-disk lists, tombstones). The index stays on the
         # CPU: searches use id selectors and read stored vectors, which GPU indexes do not offer.
@@ -260,9 +260,9 @@ class Searcher:
         out = np.zeros((len(queries), self.dim), np.float32)
         for i, query in enumerate(queries):
             if isinstance(query, str):
-                from geovl.data.sources import IMAGE_SUFFIXES  # text queries load torch anyway
+                from geovl.data.sources import IMAGE_EXTENSIONS  # text queries load torch anyway
 
-                if query.lower().endswith(IMAGE_SUFFIXES) and os.path.isfile(query):
+                if query.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(query):
                     logger.warning("searching for the text %r; pass pathlib.Path(%r) to search with the image",
                                    query, query)
                 texts.append((i, query))

@@ -1,7 +1,7 @@
 """Image input/output: plain images through Pillow, GeoTIFF scenes and georeferenced chips through rasterio.
 
-Everything here imports without rasterio; the GeoTIFF and chip readers import it when called and name the
-``geo`` extra when it is missing.
+Importing this package does not import rasterio; the GeoTIFF and chip readers import it when called.
+Atomic file writes, locks and hashes are in :mod:`geovl.io.fs`; the one JSON sanitiser in :mod:`geovl.io.jsonable`.
 """
 
 from geovl.io.chips import Chip, ChipReader, write_chip_geotiff

@@ -43,8 +43,8 @@ from geovl.io.geotiff import (
     scene_info,
     stretch_limits,
     to_image,
-    write_geotiff,
 )
+from geovl.io.geotiff_writer import write_geotiff
 
 __all__ = ["Chip", "ChipReader", "chip_offsets", "write_chip_geotiff"]
 

@@ -85,7 +85,7 @@ def atomic_path(path: PathLike, *, suffix: str = TEMP_SUFFIX, fsync: bool = True
             tmp.unlink(missing_ok=True)
 
 
-def atomic_write(path: PathLike, write: Callable[[IO[bytes]], None]) -> Path:
+def atomic_write(path: PathLike, write: Callable[[IO[bytes]], object]) -> Path:
     """Create ``path`` by calling ``write(binary_file)`` on a temporary file next to it, then renaming it over
     ``path``; on any error the temporary file is removed and ``path`` is left as it was."""
     target = Path(path)
@@ -98,7 +98,7 @@ def atomic_write(path: PathLike, write: Callable[[IO[bytes]], None]) -> Path:
 
 def atomic_write_bytes(path: PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically (see :func:`atomic_write`)."""
-    return atomic_write(path, lambda fh: fh.write(data))  # type: ignore[func-returns-value]
+    return atomic_write(path, lambda fh: fh.write(data))
 
 
 def atomic_write_text(path: PathLike, text: str) -> Path:

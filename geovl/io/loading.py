@@ -99,7 +99,7 @@ def load_image(
             except ImageReadError as exc:
                 raise type(exc)(
                     exc.source,
-                    f"{exc.reason} (install geovl[geo] to read multispectral or 16-bit GeoTIFFs)",
+                    f"{exc.reason} (rasterio, which reads 16-bit and multispectral TIFFs, is missing: reinstall geovl)",
                 ) from exc
     return load_pillow_image(source, allow_gray=allow_gray, max_pixels=max_pixels)
 

@@ -6,11 +6,14 @@ from geovl.models.factory import (
     build_openclip_model,
     create_backbone,
     load_backbone,
+    load_model,
+    register_loader,
     save_backbone,
 )
 from geovl.models.features import ImageFeatures, TextFeatures
 from geovl.models.registry import (
     CHECKPOINTS,
+    MODEL_KINDS,
     CheckpointSpec,
     Preprocess,
     architecture_config,
@@ -22,6 +25,7 @@ from geovl.models.weights import CheckpointNotFoundError, ChecksumError, local_c
 
 __all__ = [
     "CHECKPOINTS",
+    "MODEL_KINDS",
     "Backbone",
     "CheckpointMismatchError",
     "CheckpointNotFoundError",
@@ -38,6 +42,8 @@ __all__ = [
     "list_architectures",
     "list_checkpoints",
     "load_backbone",
+    "load_model",
     "local_checkpoint",
+    "register_loader",
     "save_backbone",
 ]

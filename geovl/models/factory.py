@@ -13,11 +13,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,7 @@ from geovl.models.backbone import Backbone, ModelInfo
 from geovl.models.device import resolve_device, resolve_precision
 from geovl.models.registry import (
     CHECKPOINTS,
+    MODEL_KINDS,
     CheckpointSpec,
     HubFile,
     HubRepo,
@@ -81,7 +84,7 @@ def build_openclip_model(
         cfg["quick_gelu"] = True
     hf_name = cfg.get("text_cfg", {}).get("hf_model_name")
     if hf_name:
-        require("transformers", extra="hf", feature=f"the '{hf_name}' text tower")
+        require("transformers", extra=None, feature=f"the '{hf_name}' text tower")
         cfg["text_cfg"] = {**cfg["text_cfg"], "hf_model_name": resolve_text_model(hf_name),
                            "hf_model_pretrained": pretrained_text}
         cfg["text_cfg"].pop("hf_tokenizer_name", None)
@@ -120,7 +123,7 @@ def _openclip_tokenizer(model_cfg: dict[str, Any]) -> Any:
     context = int(text_cfg.get("context_length", 77))
     hf_name = text_cfg.get("hf_tokenizer_name")
     if hf_name:
-        require("transformers", extra="hf", feature=f"the '{hf_name}' tokenizer")
+        require("transformers", extra=None, feature=f"the '{hf_name}' tokenizer")
         return HFTokenizer(resolve_text_model(hf_name), context_length=context, **text_cfg.get("tokenizer_kwargs", {}))
     return SimpleTokenizer(context_length=context)
 
@@ -169,7 +172,7 @@ def _preprocess_for_arch(model_cfg: dict[str, Any], base: Preprocess | None = No
 
 
 def _siglip_towers(folder: Path, context_length: int) -> tuple[SiglipTowers, Preprocess]:
-    transformers = require("transformers", extra="hf", feature="SigLIP / Git-RSCLIP models")
+    transformers = require("transformers", extra=None, feature="SigLIP / Git-RSCLIP models")
     try:
         model = transformers.AutoModel.from_pretrained(str(folder), local_files_only=True)
         tokenizer = transformers.AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
@@ -278,6 +281,9 @@ def load_checkpoint_spec(
     sha256: str | None = None,
 ) -> Backbone:
     """Load a registry checkpoint (fetching it when allowed)."""
+    if spec.kind != "dual-encoder":
+        raise ValueError(f"'{spec.name}' is a {spec.kind}, not a dual encoder: load it with "
+                         f"geovl.models.load_model('{spec.name}')")
     path = fetch_checkpoint(spec)
     return _load_spec_at(spec, path, quick_gelu, device, precision, sha256)
 
@@ -445,3 +451,39 @@ def save_backbone(backbone: Backbone, folder: str | os.PathLike[str], metadata: 
         if tmp.exists():
             shutil.rmtree(tmp)
     return dest
+
+
+#: Loaders by model kind: ``loader(name, **options)``. Each capability registers its kind's loader when its module is
+#: imported (:func:`register_loader`); the dual encoder's is :func:`load_backbone`.
+_LOADERS: dict[str, Callable[..., Any]] = {"dual-encoder": load_backbone}
+
+
+def register_loader(kind: str, loader: Callable[..., Any]) -> None:
+    """Make ``load_model(name)`` load registry entries of ``kind`` with ``loader(name, **options)``."""
+    if kind not in MODEL_KINDS:
+        raise ValueError(f"unknown model kind {kind!r}; kinds are {', '.join(MODEL_KINDS)}")
+    _LOADERS[kind] = loader
+
+
+def load_model(name: str | os.PathLike[str], *, kind: str | None = None, **options: Any) -> Any:
+    """Load any registry model by name (or a path / ``random:<arch>`` for ``kind="dual-encoder"``), offline first.
+
+    ``kind`` defaults to the registry entry's kind (a dual encoder for paths and unknown names). Missing weights
+    raise the same :class:`~geovl.models.weights.CheckpointNotFoundError` whatever the kind.
+
+    Raises:
+        ValueError: ``kind`` differs from the registry entry's, or no loader handles it.
+    """
+    text = os.fspath(name)
+    spec_kind = None
+    with contextlib.suppress(KeyError):
+        spec_kind = get_checkpoint(text).kind
+    if kind is not None and spec_kind is not None and kind != spec_kind:
+        raise ValueError(f"'{text}' is a {spec_kind}, not a {kind}")
+    wanted = kind or spec_kind or "dual-encoder"
+    if wanted not in MODEL_KINDS:
+        raise ValueError(f"unknown model kind {wanted!r}; kinds are {', '.join(MODEL_KINDS)}")
+    loader = _LOADERS.get(wanted)
+    if loader is None:
+        raise ValueError(f"no {wanted} models can be loaded in this version of geovl")
+    return loader(name, **options)

@@ -26,6 +26,10 @@ OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 
 CheckpointFormat = Literal["state_dict", "openclip_train", "openclip_tag", "hf_siglip", "geovl"]
+
+#: What a registry entry is. Every kind loads by name through :func:`geovl.models.factory.load_model`.
+ModelKind = Literal["dual-encoder", "captioner", "change-captioner", "diffusion"]
+MODEL_KINDS: tuple[str, ...] = ("dual-encoder", "captioner", "change-captioner", "diffusion")
 """How a checkpoint file is laid out.
 
 * ``state_dict``: ``torch.save(model.state_dict())`` for the open_clip architecture (RemoteCLIP, GeoRSCLIP).
@@ -151,6 +155,7 @@ class CheckpointSpec:
 
     Attributes:
         name: registry key, lower-case (``"remoteclip-vit-b-32"``).
+        kind: what the model does (:data:`ModelKind`); the factory picks the loader by it.
         family: model family as users know it (``"RemoteCLIP"``).
         architecture: open_clip architecture name (``"ViT-B-32"``), or ``"siglip"`` for transformers models.
         source: where the weights come from.
@@ -170,6 +175,7 @@ class CheckpointSpec:
     source: Source
     format: CheckpointFormat
     preprocess: Preprocess = field(default_factory=Preprocess)
+    kind: ModelKind = "dual-encoder"
     quick_gelu: bool = False
     sha256: str | None = None
     params: str = ""
@@ -291,9 +297,14 @@ def list_architectures() -> list[str]:
     return ours + [n for n in open_clip.list_models() if n not in ours]
 
 
-def list_checkpoints(include_openclip: bool = False) -> list[CheckpointSpec]:
-    """The named checkpoints, optionally followed by every open_clip ``openclip:<arch>/<tag>`` pair."""
-    specs = list(CHECKPOINTS)
+def list_checkpoints(include_openclip: bool = False, kind: str | None = None) -> list[CheckpointSpec]:
+    """The named checkpoints (of one ``kind`` when given), optionally followed by every open_clip
+    ``openclip:<arch>/<tag>`` pair (dual encoders)."""
+    if kind is not None and kind not in MODEL_KINDS:
+        raise ValueError(f"unknown model kind {kind!r}; kinds are {', '.join(MODEL_KINDS)}")
+    specs = [s for s in CHECKPOINTS if kind is None or s.kind == kind]
+    if kind not in (None, "dual-encoder"):
+        return specs
     if include_openclip:
         import open_clip
 

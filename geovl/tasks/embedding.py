@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from geovl.data.sources import IMAGE_SUFFIXES, ChipRef, Record, list_images
+from geovl.data.sources import IMAGE_EXTENSIONS, ChipRef, Record, list_images
 from geovl.io.images import DEFAULT_MAX_PIXELS, ImageReadError, ImageSource
 from geovl.models.backbone import Backbone
 
@@ -277,7 +277,7 @@ def embed_files(
             raise ValueError(f"limit must be >= 1, got {limit}")
         files = files[:limit]
     if not files:
-        raise ValueError("no image files found under the given paths (looked for " + ", ".join(IMAGE_SUFFIXES) + ")")
+        raise ValueError("no image files found under the given paths (looked for " + ", ".join(IMAGE_EXTENSIONS) + ")")
     result = EmbeddingPipeline(backbone, batch_size=batch_size, workers=workers)(files, progress=progress)
     return FileEmbeddings(embeddings=result.embeddings, files=[str(files[i]) for i in result.kept],
                           failures=[(str(files[i]), err) for i, err in result.failures], seconds=result.seconds)

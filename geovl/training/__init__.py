@@ -1,6 +1,8 @@
 """Training: contrastive fine-tuning (``geovl train clip``); captioners and the diffusion model come later.
 
-This package imports the library; the library never imports it.
+Every trainer is a short loop over :class:`geovl.training.runtime.Runtime`, which owns the run folder, resume,
+checkpoints, RNG state, logging, the evaluation schedule and DDP set-up. This package imports the library; the
+library never imports it.
 """
 
 from typing import Any
@@ -11,8 +13,10 @@ _EXPORTS = {
     "TrainConfig": "geovl.training.config",
     "load_config": "geovl.training.config",
     "config_from_dict": "geovl.training.config",
-    "TrainResult": "geovl.training.trainer",
-    "train_clip": "geovl.training.trainer",
+    "RunSpec": "geovl.training.runtime",
+    "Runtime": "geovl.training.runtime",
+    "TrainResult": "geovl.training.runtime",
+    "train_clip": "geovl.training.clip",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -4,16 +4,17 @@ half-written checkpoint, and the ``latest`` pointer only ever names a complete o
 Layout of ``<output>/checkpoints/step-0000123/``:
 
 * ``model.safetensors``: every parameter and buffer of the model being trained (float32);
-* ``training_state.pt``: optimizer, scheduler, grad-scaler and RNG states (``torch.load(weights_only=True)``);
-* ``state.json``: step, epoch, samples seen, the config hash, and when it was written.
+* ``training_state.pt``: the ``state_dict`` of each stateful training object (optimizer, scheduler, grad scaler...)
+  and every rank's RNG states, read with ``torch.load(weights_only=True)``;
+* ``state.json``: step, samples seen, the config hash, and when it was written.
+
+Temporary names follow :mod:`geovl.io.fs`, so what a killed save leaves behind is removed by the next one.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,10 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["LATEST", "TrainingState", "latest_checkpoint", "load_checkpoint", "save_checkpoint"]
+from geovl.io.fs import atomic_folder, atomic_write_text, remove_stale_temps
+
+__all__ = ["INFO_FILE", "LATEST", "MODEL_FILE", "STATE_FILE", "TrainingState", "latest_checkpoint",
+           "load_checkpoint", "save_checkpoint"]
 
 LATEST = "latest"
 MODEL_FILE = "model.safetensors"
@@ -39,15 +43,6 @@ class TrainingState:
     config_hash: str = ""
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 def save_checkpoint(
     folder: Path,
     model: nn.Module,
@@ -62,26 +57,18 @@ def save_checkpoint(
     folder.mkdir(parents=True, exist_ok=True)
     name = f"step-{state.step:07d}"
     dest = folder / name
-    tmp = Path(tempfile.mkdtemp(dir=folder, prefix=f".{name}."))
-    try:
+    with atomic_folder(dest) as tmp:
         tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
         save_file(tensors, str(tmp / MODEL_FILE))
         torch.save(extra, tmp / STATE_FILE)
         info = {"step": state.step, "samples": state.samples, "config_hash": state.config_hash,
                 "written": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         (tmp / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
-        if dest.exists():
-            shutil.rmtree(dest)
-        os.replace(tmp, dest)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-    _write_text_atomic(folder / LATEST, name + "\n")
+    atomic_write_text(folder / LATEST, name + "\n")
     done = sorted(p for p in folder.glob("step-*") if p.is_dir())
     for old in done[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
-    for stale in folder.glob(".step-*"):  # temp folders of a killed save
-        shutil.rmtree(stale, ignore_errors=True)
+    remove_stale_temps(folder)  # what a killed save left behind
     return dest
 
 

@@ -12,6 +12,7 @@ import json
 import os
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -206,6 +207,8 @@ class TrainConfig:
             (self.optim.precision in ("fp32", "bf16", "fp16", "auto"),
              f"optim.precision must be fp32, bf16, fp16 or auto, got {self.optim.precision!r}"),
             (self.run.save_every >= 1, f"run.save_every must be >= 1, got {self.run.save_every}"),
+            (self.run.log_every >= 1, f"run.log_every must be >= 1, got {self.run.log_every}"),
+            (self.eval.every_steps >= 0, f"eval.every_steps must be >= 0, got {self.eval.every_steps}"),
             (self.run.keep_checkpoints >= 1, f"run.keep_checkpoints must be >= 1, got {self.run.keep_checkpoints}"),
             (not (self.model.lock_image and self.model.lock_text), "model.lock_image and model.lock_text are both "
              "set: nothing but the temperature would train"),
@@ -221,59 +224,97 @@ class TrainConfig:
 
 
 def _convert(tp: Any, value: Any, where: str) -> Any:
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
+    """``value`` (parsed YAML / JSON) checked against the field type ``tp`` and converted to it."""
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ValueError(f"{where}: expected a mapping, got {type(value).__name__}")
         return _build(tp, value, where)  # type: ignore[arg-type]
+    origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _convert(arg, value, where)
-            except ValueError as exc:
-                errors.append(str(exc))
-        raise ValueError(errors[0] if errors else f"{where}: invalid value {value!r}")
-    if origin is Literal:
-        if value not in args:
-            raise ValueError(f"{where}: {value!r} is not one of {', '.join(map(repr, args))}")
-        return value
-    if origin is list:
-        if not isinstance(value, list):
-            raise ValueError(f"{where}: expected a list, got {type(value).__name__}")
-        return [_convert(args[0], v, f"{where}[{i}]") for i, v in enumerate(value)]
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)) or len(value) != len(args):
-            raise ValueError(f"{where}: expected a list of {len(args)} values, got {value!r}")
-        return tuple(_convert(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value, strict=True)))
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ValueError(f"{where}: expected a mapping, got {type(value).__name__}")
-        return dict(value)
+        return _convert_union(typing.get_args(tp), value, where)
+    if origin is not None and origin in _GENERIC_CONVERTERS:
+        return _GENERIC_CONVERTERS[origin](typing.get_args(tp), value, where)
     if tp is Any:
         return value
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ValueError(f"{where}: expected true/false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"{where}: expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"{where}: expected a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ValueError(f"{where}: expected a string, got {value!r}")
-        return value
+    if origin is None and tp in _SCALAR_CONVERTERS:
+        return _SCALAR_CONVERTERS[tp](value, where)
     raise ValueError(f"{where}: unsupported field type {tp!r}")
+
+
+def _convert_union(args: tuple[Any, ...], value: Any, where: str) -> Any:
+    if value is None and type(None) in args:
+        return None
+    errors = []
+    for arg in args:
+        if arg is type(None):
+            continue
+        try:
+            return _convert(arg, value, where)
+        except ValueError as exc:
+            errors.append(str(exc))
+    raise ValueError(errors[0] if errors else f"{where}: invalid value {value!r}")
+
+
+def _convert_literal(args: tuple[Any, ...], value: Any, where: str) -> Any:
+    if value not in args:
+        raise ValueError(f"{where}: {value!r} is not one of {', '.join(map(repr, args))}")
+    return value
+
+
+def _convert_list(args: tuple[Any, ...], value: Any, where: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise ValueError(f"{where}: expected a list, got {type(value).__name__}")
+    return [_convert(args[0], v, f"{where}[{i}]") for i, v in enumerate(value)]
+
+
+def _convert_tuple(args: tuple[Any, ...], value: Any, where: str) -> tuple[Any, ...]:
+    if not isinstance(value, (list, tuple)) or len(value) != len(args):
+        raise ValueError(f"{where}: expected a list of {len(args)} values, got {value!r}")
+    return tuple(_convert(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value, strict=True)))
+
+
+def _convert_dict(args: tuple[Any, ...], value: Any, where: str) -> dict[Any, Any]:
+    if not isinstance(value, dict):
+        raise ValueError(f"{where}: expected a mapping, got {type(value).__name__}")
+    return dict(value)
+
+
+def _convert_bool(value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{where}: expected true/false, got {value!r}")
+    return value
+
+
+def _convert_int(value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{where}: expected an integer, got {value!r}")
+    return value
+
+
+def _convert_float(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{where}: expected a number, got {value!r}")
+    return float(value)
+
+
+def _convert_str(value: Any, where: str) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"{where}: expected a string, got {value!r}")
+    return value
+
+
+_GENERIC_CONVERTERS: dict[Any, Callable[[tuple[Any, ...], Any, str], Any]] = {
+    Literal: _convert_literal,
+    list: _convert_list,
+    tuple: _convert_tuple,
+    dict: _convert_dict,
+}
+_SCALAR_CONVERTERS: dict[Any, Callable[[Any, str], Any]] = {
+    bool: _convert_bool,
+    int: _convert_int,
+    float: _convert_float,
+    str: _convert_str,
+}
 
 
 def _build(cls: type[Any], data: dict[str, Any], where: str) -> Any:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import tarfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,18 +25,18 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from geovl.data import open_dataset
-from geovl.data._common import holdout_member, prettify_class_name
+from geovl.data import open_dataset, prettify_class_name
+from geovl.data.common import holdout_member
 from geovl.data.labelsets import prompt_names
 from geovl.data.samples import ImageTextSample
-from geovl.data.shards import SHARD_IMAGE_EXTENSIONS, WebDatasetReader, _split_member
+from geovl.data.shards import SHARD_IMAGE_EXTENSIONS, WebDatasetReader, split_member
 from geovl.io.loading import load_image
 from geovl.training.augment import RSAugment
 from geovl.training.config import DataConfig, SourceConfig
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["EpochDataset", "IndexedShards", "TrainingSet", "build_image_cache", "collate"]
+__all__ = ["BatchPlan", "EpochDataset", "IndexedShards", "TrainingSet", "build_image_cache", "collate"]
 
 
 class IndexedShards(Sequence[ImageTextSample]):
@@ -51,7 +51,7 @@ class IndexedShards(Sequence[ImageTextSample]):
                 with tarfile.open(shard, mode="r:") as tar:
                     for member in tar.getmembers():
                         if member.isfile():
-                            key, ext = _split_member(member.name)
+                            key, ext = split_member(member.name)
                             if ext:
                                 groups.setdefault(key, {})[ext] = (member.offset_data, member.size)
             except tarfile.TarError as exc:
@@ -179,6 +179,53 @@ class TrainingSet:
             name = prompt_names([label], cfg.label_set)[0] if cfg.label_set else prettify_class_name(label)
             return [t.format(name) for t in cfg.label_prompts]
         return []
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """Which epoch positions each rank reads at each optimizer step.
+
+    Step ``s`` reads positions ``[w * per_step, (w + 1) * per_step)`` of epoch ``s // steps_per_epoch``, where
+    ``w = s % steps_per_epoch``; micro-batch ``m`` of rank ``r`` takes the slice starting at
+    ``(m * world + r) * batch_size``. So the samples of a step depend only on the step, not on where a run was
+    resumed, and ``world x batch_size`` is what matters, not how it is split across processes.
+
+    Raises:
+        ValueError: an epoch of ``epoch_size`` samples is shorter than one optimizer step.
+    """
+
+    epoch_size: int
+    batch_size: int
+    grad_accum: int = 1
+    rank: int = 0
+    world: int = 1
+
+    def __post_init__(self) -> None:
+        if self.steps_per_epoch < 1:
+            raise ValueError(f"an epoch has {self.epoch_size} samples, fewer than one optimizer step's "
+                             f"{self.per_step} (batch_size x processes x grad_accum); lower the batch size or set "
+                             "data.samples_per_epoch")
+
+    @property
+    def per_step(self) -> int:
+        """Samples one optimizer step consumes, all ranks and micro-batches together."""
+        return self.batch_size * self.world * self.grad_accum
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.epoch_size // self.per_step
+
+    def epoch_of(self, step: int) -> int:
+        """The epoch that 0-based step ``step`` reads from."""
+        return step // self.steps_per_epoch
+
+    def positions(self, start_step: int, end_step: int) -> Iterator[list[int]]:
+        """This rank's micro-batches (lists of epoch positions) for steps ``start_step`` to ``end_step - 1``."""
+        for step in range(start_step, end_step):
+            base = (step % self.steps_per_epoch) * self.per_step
+            for m in range(self.grad_accum):
+                first = base + (m * self.world + self.rank) * self.batch_size
+                yield list(range(first, first + self.batch_size))
 
 
 class EpochDataset(Dataset[dict[str, Any]]):

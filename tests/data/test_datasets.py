@@ -11,6 +11,7 @@ import pytest
 
 from geovl.data import (
     FORMATS,
+    NO_CHANGE_SENTENCES,
     CocoReader,
     GaiaReader,
     Git10MReader,
@@ -528,6 +529,9 @@ def test_levircc_pairs_and_changed(tmp_path: Path) -> None:
     ]
     assert is_no_change_sentence(" There is no difference . ")
     assert not is_no_change_sentence("there is no difference in the roads")
+    assert is_no_change_sentence("The scene remains unchanged!")
+    assert all(is_no_change_sentence(s) for s in NO_CHANGE_SENTENCES)
+    assert len(set(NO_CHANGE_SENTENCES)) == len(NO_CHANGE_SENTENCES)
 
 
 def test_levircc_bad_input(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from geovl.data.change_sentences import NO_CHANGE_SENTENCES, is_no_change_sentence
 from geovl.data.synthetic import (
     CHANGE_TYPES,
     CLASS_KEYWORDS,
@@ -23,7 +24,7 @@ from geovl.data.synthetic import (
     write_change_dataset,
     write_classification_dataset,
 )
-from geovl.data.synthetic.change_captions import NO_CHANGE_SENTENCES
+from geovl.data.synthetic.change_captions import ChangeInfo, change_captions
 from geovl.data.synthetic.geometry import region_word
 
 SMALL = SceneConfig(size=96)
@@ -144,6 +145,20 @@ def test_no_change_pairs_have_empty_mask_but_different_pixels() -> None:
         assert diff < 25, "no-change pairs differ only radiometrically"
         assert pair.attributes["changeflag"] == 0
         assert all(c.rstrip(".") in NO_CHANGE_SENTENCES for c in pair.captions)
+
+
+def test_every_no_change_caption_the_generator_writes_is_recognised() -> None:
+    # The whole pool, in several orders: each sentence the generator can write for an unchanged pair must count as
+    # "no change" for the LEVIR-CC reader and the change-caption metrics.
+    n = len(NO_CHANGE_SENTENCES)
+    for seed in range(5):
+        captions = change_captions("none", ChangeInfo(), np.random.default_rng(seed), n)
+        assert sorted(c.rstrip(".") for c in captions) == sorted(NO_CHANGE_SENTENCES)
+        assert captions[0] == NO_CHANGE_SENTENCES[0] + "."
+        unrecognised = [c for c in captions if not is_no_change_sentence(c)]
+        assert not unrecognised, f"written for unchanged pairs but not no-change sentences: {unrecognised}"
+    pair = generate_change_pair(0, 0, SMALL, change="none")
+    assert pair.captions and all(is_no_change_sentence(c) for c in pair.captions)
 
 
 def test_buildings_built_mask_marks_where_b_differs() -> None:

@@ -27,7 +27,7 @@ from geovl.eval.captioning import (
 from tests.helpers import SHARED_DATA, shared_data
 
 HAVE_COCO = importlib.util.find_spec("pycocoevalcap") is not None
-needs_coco = pytest.mark.skipif(not HAVE_COCO, reason="needs pycocoevalcap (pip install 'geovl[caption]')")
+needs_coco = pytest.mark.skipif(not HAVE_COCO, reason="needs pycocoevalcap (a geovl dependency)")
 needs_java = pytest.mark.skipif(
     not (HAVE_COCO and java_available()), reason="needs pycocoevalcap and a Java runtime ('java' on PATH)"
 )
@@ -442,9 +442,9 @@ def test_unknown_tokenizer_is_refused() -> None:
         caption_metrics({"a": ["x"]}, {"a": "x"}, meteor=False, tokenizer="perl")  # type: ignore[arg-type]
 
 
-def test_missing_pycocoevalcap_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_pycocoevalcap_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "pycocoevalcap", None)
-    with pytest.raises(MissingDependencyError, match=r"geovl\[caption\]"):
+    with pytest.raises(MissingDependencyError, match=r"'pycocoevalcap' is needed for caption metrics.*reinstall geovl"):
         caption_metrics({"a": ["x"]}, {"a": "x"}, meteor=False)
 
 

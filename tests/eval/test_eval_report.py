@@ -25,16 +25,17 @@ from geovl.eval.report import (
     DATASET_KEYS,
     MODEL_KEYS,
     EvalReport,
-    atomic_write,
     dataset_fingerprint,
     load_report,
     render_markdown,
     to_jsonable,
     write_report,
 )
+from geovl.io import jsonable
+from geovl.io.fs import atomic_write
 
 needs_matplotlib = pytest.mark.skipif(
-    importlib.util.find_spec("matplotlib") is None, reason="matplotlib (geovl[eval]) is not installed"
+    importlib.util.find_spec("matplotlib") is None, reason="matplotlib (a geovl dependency) is not installed"
 )
 
 CLASSES = ["forest", "river", "highway", "residential"]
@@ -114,6 +115,7 @@ def test_json_has_provenance_keys(tmp_path: Path) -> None:
 
 
 def test_to_jsonable_rejects_unknown_objects_with_location() -> None:
+    assert to_jsonable is jsonable.to_jsonable, "one JSON sanitiser, re-exported"
     assert to_jsonable({1: (np.bool_(True), Path("/x"))}) == {"1": [True, "/x"]}
     with pytest.raises(TypeError, match=r"report\['details'\]\['bad'\]"):
         to_jsonable({"details": {"bad": object()}}, "report")
@@ -304,9 +306,9 @@ def test_atomic_write_leaves_the_old_file_on_error(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["f.txt"]
 
 
-def test_missing_matplotlib_names_the_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_matplotlib_says_how_to_install_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # makes `import matplotlib` raise ImportError
-    with pytest.raises(MissingDependencyError, match=r"geovl\[eval\]"):
+    with pytest.raises(MissingDependencyError, match=r"'matplotlib' is needed for evaluation plots.*reinstall geovl"):
         write_report(_report(details=_full_details()), tmp_path)
     assert list(tmp_path.iterdir()) == []
     write_report(_report(details=_full_details()), tmp_path, plots=False)  # reports still work without plots
@@ -314,6 +316,15 @@ def test_missing_matplotlib_names_the_extra(tmp_path: Path, monkeypatch: pytest.
 
 def test_report_module_imports_without_matplotlib() -> None:
     code = "import sys, geovl.eval.report; assert 'matplotlib' not in sys.modules; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[2])
+
+
+def test_plots_do_not_import_the_report_modules() -> None:
+    # report -> plots only: the plot functions must stay usable without the report writer (no import cycle).
+    code = (
+        "import sys, geovl.eval.plots; "
+        "bad = [m for m in sys.modules if m.startswith('geovl.eval.report')]; assert not bad, bad"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[2])
 
 

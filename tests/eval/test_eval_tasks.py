@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from geovl.cli import main
-from geovl.eval.tasks import _match_ids, eval_captions, eval_generation, load_generation_manifest
+from geovl.eval.tasks import eval_captions, eval_generation, load_generation_manifest, match_prediction_ids
 from geovl.models import create_backbone
 
 
@@ -32,12 +32,12 @@ def _karpathy(root: Path, change: bool = False) -> Path:
 
 def test_prediction_ids_match_by_id_name_or_stem() -> None:
     refs = {"test/a.png": ["x"], "test/b.png": ["y"]}
-    assert _match_ids({"a.png": "p", "test/b.png": "q"}, refs) == {"test/a.png": "p", "test/b.png": "q"}
-    assert _match_ids({"a": "p", "b": "q"}, refs) == {"test/a.png": "p", "test/b.png": "q"}
+    assert match_prediction_ids({"a.png": "p", "test/b.png": "q"}, refs) == {"test/a.png": "p", "test/b.png": "q"}
+    assert match_prediction_ids({"a": "p", "b": "q"}, refs) == {"test/a.png": "p", "test/b.png": "q"}
     with pytest.raises(ValueError, match="match no reference"):
-        _match_ids({"a": "p", "b": "q", "zzz": "r"}, refs)
+        match_prediction_ids({"a": "p", "b": "q", "zzz": "r"}, refs)
     with pytest.raises(ValueError, match="have no prediction"):
-        _match_ids({"a": "p"}, refs)
+        match_prediction_ids({"a": "p"}, refs)
 
 
 def test_eval_captions_scores_perfect_and_poor_predictions(tmp_path: Path) -> None:

@@ -105,6 +105,7 @@ def test_resume_refuses_other_inputs_or_model(micro, tmp_path: Path) -> None:  #
         run_embed(micro, [FolderSource([root, root])], out, EmbedConfig(workers=0, progress=False))
 
 
+@pytest.mark.slow  # three CLI subprocesses (each imports torch): 30-60 s
 def test_killed_embed_run_resumes_without_loss_or_duplicates(tmp_path: Path) -> None:
     root = _images(tmp_path / "imgs", 240)
     out, ref = tmp_path / "emb", tmp_path / "ref"
@@ -134,6 +135,7 @@ def test_killed_embed_run_resumes_without_loss_or_duplicates(tmp_path: Path) -> 
     assert not list(out.glob(".*.tmp"))
 
 
+@pytest.mark.slow  # starts a Ray cluster of worker processes: 20-30 s
 def test_ray_runner_matches_the_local_runner(micro, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     ray = pytest.importorskip("ray")
     from geovl.index.ray_runner import run_embed_ray

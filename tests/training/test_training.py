@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -18,9 +19,9 @@ import torch
 from geovl.data.synthetic import SceneConfig, write_caption_dataset
 from geovl.models.registry import Preprocess
 from geovl.training.augment import RSAugment
+from geovl.training.clip import train_clip
 from geovl.training.config import AugmentConfig, DataConfig, SourceConfig, config_from_dict, load_config
 from geovl.training.data import EpochDataset, IndexedShards, TrainingSet
-from geovl.training.trainer import train_clip
 from tests.data_layouts import (
     img2dataset_sample,
     write_git10m,
@@ -85,6 +86,8 @@ def test_config_errors_name_the_setting(tmp_path: Path) -> None:
         config_from_dict({**base, "data": {**base["data"], "batch_size": 1}})
     with pytest.raises(ValueError, match=r"loss.kind"):
         config_from_dict({**base, "loss": {"kind": "triplet"}})
+    with pytest.raises(ValueError, match=r"run.log_every must be >= 1"):
+        config_from_dict({**base, "run": {**base["run"], "log_every": 0}})
     p = tmp_path / "c.yaml"
     p.write_text("model: {name: random:geovl-micro}\ndata: {sources: [{path: x}]}\n")
     cfg = load_config(p, ["optim.steps=7", "optim.warmup_steps=2", "loss.kind=siglip", "data.augment.rot90=false"])
@@ -164,7 +167,7 @@ def test_samples_are_deterministic_in_position(synth: Path) -> None:
 
 
 def test_holdout_fraction_keeps_eval_images_out(tmp_path: Path) -> None:
-    from geovl.data._common import holdout_member
+    from geovl.data.common import holdout_member
 
     ids = [f"img{i}.jpg" for i in range(2000)]
     held = [i for i in ids if holdout_member(i, 0.2)]
@@ -209,6 +212,7 @@ def _cli(args: list[str], **kw: Any) -> subprocess.Popen[bytes]:
                             stderr=subprocess.STDOUT, **kw)
 
 
+@pytest.mark.slow
 def test_kill_and_resume_matches_an_uninterrupted_run(tmp_path: Path, synth: Path) -> None:
     import yaml
 
@@ -242,6 +246,14 @@ def test_kill_and_resume_matches_an_uninterrupted_run(tmp_path: Path, synth: Pat
     assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-5) for k in a)
 
 
+def _free_port() -> int:
+    """A TCP port nobody listens on now (the OS picks it), for torchrun's rendezvous."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.slow
 def test_ddp_two_processes_match_one(tmp_path: Path, synth: Path) -> None:
     import yaml
 
@@ -252,8 +264,8 @@ def test_ddp_two_processes_match_one(tmp_path: Path, synth: Path) -> None:
     path.write_text(yaml.safe_dump(_cfg(synth, tmp_path / "ddp", data__batch_size=8, **over)))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                          "--master_port", "29517", "-m", "geovl", "train", "clip", "--config", str(path), "-q"],
-                         cwd=REPO, env=env, capture_output=True, timeout=300)
+                          "--master_port", str(_free_port()), "-m", "geovl", "train", "clip", "--config", str(path),
+                          "-q"], cwd=REPO, env=env, capture_output=True, timeout=300)
     assert run.returncode == 0, run.stdout.decode()[-3000:] + run.stderr.decode()[-3000:]
     got, want = _losses(tmp_path / "ddp"), _losses(tmp_path / "single")
     assert np.allclose([got[s] for s in sorted(want)], [want[s] for s in sorted(want)], atol=1e-4)

@@ -1,7 +1,9 @@
 """LEVIR-CC-style change captions ("there is no difference", "three houses are built on the left", ...).
 
 Sentences are written from a :class:`ChangeInfo` that the change edit filled in from what it actually did
-(how many buildings, where, which variant), so counts and spatial words are correct.
+(how many buildings, where, which variant), so counts and spatial words are correct. Unchanged pairs get
+sentences of :data:`geovl.data.change_sentences.NO_CHANGE_SENTENCES`, the list the readers and metrics test
+captions against.
 """
 
 from __future__ import annotations
@@ -11,20 +13,9 @@ from typing import Any
 
 import numpy as np
 
+from geovl.data.change_sentences import NO_CHANGE_SENTENCES
 from geovl.data.synthetic.captions import count_np, number_word, vague_np
 from geovl.data.synthetic.geometry import where_phrase
-
-NO_CHANGE_SENTENCES: tuple[str, ...] = (
-    "there is no difference",
-    "the two scenes seem identical",
-    "no change has occurred",
-    "the scene is the same as before",
-    "nothing has changed",
-    "there is no change",
-    "the two images are the same",
-    "no buildings or roads are changed",
-    "the scene remains unchanged",
-)
 
 
 @dataclass

@@ -14,6 +14,7 @@ from geovl.data.synthetic.classes import CLASSES, RECIPES
 from geovl.data.synthetic.config import SceneConfig, tile_rng
 from geovl.data.synthetic.layout import Layout, Radiometry
 from geovl.data.synthetic.render import render
+from geovl.io.jsonable import to_jsonable
 
 _DEFAULT_CONFIG = SceneConfig()
 
@@ -86,18 +87,15 @@ def build_layout(rng: np.random.Generator, config: SceneConfig, label: str) -> S
     return builder
 
 
-def _jsonable(value: Any) -> Any:
+def _rounded(value: Any) -> Any:
+    """Plain JSON data with every float rounded to 3 decimals (attributes are facts, not measurements)."""
     if isinstance(value, float):
         return round(value, 3)
-    if isinstance(value, (bool, int, str)) or value is None:
-        return value
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+    if isinstance(value, list):
+        return [_rounded(v) for v in value]
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, np.generic):
-        return _jsonable(value.item())
-    return str(value)
+        return {k: _rounded(v) for k, v in value.items()}
+    return value
 
 
 def describe(layout: Layout) -> dict[str, Any]:
@@ -125,7 +123,7 @@ def describe(layout: Layout) -> dict[str, Any]:
     }
     for key, value in layout.facts.items():
         attrs.setdefault(key, value)
-    out: dict[str, Any] = _jsonable(attrs)
+    out: dict[str, Any] = _rounded(to_jsonable(attrs))
     return out
 
 

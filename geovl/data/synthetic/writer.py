@@ -31,6 +31,7 @@ from geovl.data.synthetic.change import plan_change_pair
 from geovl.data.synthetic.config import SceneConfig
 from geovl.data.synthetic.scene import plan_scene
 from geovl.io.fs import atomic_path, atomic_write_json, atomic_write_text
+from geovl.io.jsonable import to_jsonable
 
 logger = logging.getLogger(__name__)
 
@@ -91,8 +92,10 @@ def _check_generator(out: Path, record: dict[str, Any]) -> None:
 
 
 def _record(kind: str, seed: int, config: SceneConfig, **extra: Any) -> dict[str, Any]:
-    return json.loads(json.dumps({"generator": f"geovl.data.synthetic/{kind}", "seed": seed,
-                                  "config": asdict(config), **extra}))
+    """The settings of a run as plain JSON data (tuples as lists), comparable with a stored ``.generator.json``."""
+    record: dict[str, Any] = to_jsonable({"generator": f"geovl.data.synthetic/{kind}", "seed": seed,
+                                          "config": asdict(config), **extra})
+    return record
 
 
 def _image_ext(image_format: str) -> str:

@@ -31,7 +31,8 @@ import numpy as np
 from geovl.io.chip_export import chip_geometry, write_feature_collection
 from geovl.io.chips import Chip, ChipReader
 from geovl.io.fs import atomic_write_text
-from geovl.io.geotiff import Bands, affine_tuple, write_geotiff
+from geovl.io.geotiff import Bands, affine_tuple
+from geovl.io.geotiff_writer import write_geotiff
 from geovl.tasks.embedding import EmbeddingPipeline
 from geovl.tasks.zeroshot.classifier import ZeroShotClassifier
 
@@ -141,7 +142,7 @@ def classify_scene(
     out = Path(out)
     scene_path = Path(scene)
     if out.resolve() == scene_path.resolve():
-        raise ValueError(f"--map {out} would overwrite the scene it classifies")
+        raise ValueError(f"label map {out} would overwrite the scene it classifies")
     prob_path = Path(probabilities) if probabilities is not None else None
     if prob_path is not None and prob_path.resolve() in (out.resolve(), scene_path.resolve()):
         raise ValueError(f"probabilities path {probabilities} must differ from the scene and the label map")

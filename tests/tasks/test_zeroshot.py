@@ -176,7 +176,7 @@ def test_multi_label_threshold(micro: Backbone) -> None:
 def test_multi_label_bad_threshold(micro: Backbone, threshold: float) -> None:
     clf = ZeroShotClassifier(micro, ["forest", "river"])
     with pytest.raises(ValueError, match="threshold"):
-        clf(_images(1), threshold=threshold, top_k=len(clf.classes)).predictions
+        clf(_images(1), threshold=threshold, top_k=len(clf.classes))
     with pytest.raises(ValueError, match="threshold"):
         clf.predict(np.zeros((1, micro.embed_dim), np.float32), threshold=threshold)
 
@@ -334,7 +334,6 @@ def test_cli_classify_multi_label(tmp_path: Path, capsys: pytest.CaptureFixture[
     for argv, message in [
         (["--multi-label", "--threshold", "1.5"], "threshold must be"),
         (["--threshold", "0.3"], "--threshold applies to --multi-label"),
-        (["--multi-label", "--map", str(tmp_path / "m.tif")], "--multi-label scores images"),
     ]:
         assert main(["classify", str(paths[0]), "--label-set", "eurosat", *argv, *MICRO]) == 1
         assert message in capsys.readouterr().err
@@ -343,7 +342,7 @@ def test_cli_classify_multi_label(tmp_path: Path, capsys: pytest.CaptureFixture[
 def test_cli_classify_map(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     pytest.importorskip("rasterio")
     scene = _scene(tmp_path / "scene.tif")
-    assert main(["classify", str(scene), "--label-set", "eurosat", "--map", str(tmp_path / "map.tif"),
+    assert main(["classify-scene", str(scene), "--label-set", "eurosat", "--out", str(tmp_path / "map.tif"),
                  "--chip-size", "64", "-q", *MICRO]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["grid"] == [2, 3] and summary["skipped"] == 1
@@ -384,7 +383,7 @@ def test_cli_classify_evaluate_imagefolder(tmp_path: Path, capsys: pytest.Captur
     labels = "AnnualCrop,Forest,StorageTanks,River"
     out = tmp_path / "report"
     capsys.readouterr()
-    assert main(["classify", str(root), "--labels", labels, "--evaluate", "--report-dir", str(out), "-q",
+    assert main(["eval", "classify", str(root), "--labels", labels, "--report-dir", str(out), "-q",
                  *MICRO]) == 0
     summary = json.loads(capsys.readouterr().out)
     # the same figures by hand: classifier probabilities, folder names as truth (matched ignoring case and _)
@@ -413,16 +412,14 @@ def test_cli_classify_evaluate_errors(tmp_path: Path, capsys: pytest.CaptureFixt
     root = tmp_path / "folder"
     write_imagefolder(root)
     cases = [
-        (["--labels", "Forest,River", "--evaluate"], "not among the classifier's classes"),
-        (["--label-set", "eurosat", "--evaluate", "--multi-label"], "--evaluate scores single-label"),
-        (["--label-set", "eurosat", "--report-dir", str(tmp_path / "r")], "apply to --evaluate"),
-        (["--labels", "AnnualCrop,Forest,storage_tanks", "--evaluate", "--holdout", "1.5"], "holdout must be"),
+        (["--labels", "Forest,River"], "not among the classifier's classes"),
+        (["--labels", "AnnualCrop,Forest,storage_tanks", "--holdout", "1.5"], "holdout must be"),
     ]
     for argv, message in cases:
-        assert main(["classify", str(root), *argv, "-q", *MICRO]) == 1
+        assert main(["eval", "classify", str(root), *argv, "-q", *MICRO]) == 1
         assert message in capsys.readouterr().err
     image = next(root.rglob("*.png"))
-    assert main(["classify", str(image), "--label-set", "eurosat", "--evaluate", *MICRO]) == 1
+    assert main(["eval", "classify", str(image), "--label-set", "eurosat", *MICRO]) == 1
     assert "one labelled dataset folder" in capsys.readouterr().err
 
 

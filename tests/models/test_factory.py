@@ -457,3 +457,21 @@ def test_fast_uint8_transform_is_pixel_identical_to_open_clip(resize_mode: str, 
         want = PILToTensor()(expected)
         assert got.dtype == torch.uint8 and got.shape == want.shape == (3, 64, 64), (h, w, mode)
         assert torch.equal(got, want), (h, w, mode)
+
+
+def test_registry_kinds_and_load_model() -> None:
+    from geovl.models import MODEL_KINDS, load_model, register_loader
+    from geovl.models.registry import list_checkpoints
+
+    assert all(spec.kind in MODEL_KINDS for spec in registry.CHECKPOINTS)
+    assert list_checkpoints(kind="dual-encoder") == list(registry.CHECKPOINTS)
+    with pytest.raises(ValueError, match="unknown model kind"):
+        list_checkpoints(kind="segmenter")
+    bb = load_model("random:geovl-micro", device="cpu", precision="fp32")
+    assert bb.embed_dim == 32
+    with pytest.raises(ValueError, match="is a dual-encoder, not a captioner"):
+        load_model("remoteclip-vit-b-32", kind="captioner")
+    with pytest.raises(ValueError, match="no diffusion models"):
+        load_model("some-generator", kind="diffusion")
+    with pytest.raises(ValueError, match="unknown model kind"):
+        register_loader("segmenter", lambda name: name)

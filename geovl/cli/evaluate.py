@@ -1,0 +1,202 @@
+"""``geovl eval TASK``: evaluate a model and write a report (JSON, Markdown, PNG plots) to ``--out``.
+
+Rules: each task calls one function of :mod:`geovl.eval` and takes only the flags that function uses; tuning
+defaults (batch size, seed, splits, ...) are the function's own. The report goes to ``--out``, by default
+``out/eval/<task>``, and a JSON summary (task, figures, report files) is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from geovl.cli.common import (
+    Handler,
+    add_class_args,
+    add_command,
+    add_model_args,
+    check_classes,
+    given,
+    load_backbone_from_args,
+    option,
+    print_json,
+)
+
+#: Reports go to ``<REPORT_ROOT>/<task>`` unless ``--out`` is given.
+REPORT_ROOT = "out/eval"
+
+_PROTOCOLS = "geovl.eval.protocols"
+_TASKS = "geovl.eval.tasks"
+
+
+def add_parser(sub: Any) -> None:
+    p = add_command(sub, "eval", "evaluate a model: retrieval, zeroshot, classify, linear-probe, caption, "
+                                 "change-caption, generation, index, suite (writes JSON, Markdown and PNG reports)")
+    tasks = p.add_subparsers(dest="eval_task", metavar="TASK", required=True)
+
+    t, fn = _task(tasks, "retrieval", "image-text retrieval R@1/5/10 and mean recall (Karpathy test split)",
+                  f"{_PROTOCOLS}:eval_retrieval", run_retrieval)
+    t.add_argument("dataset", help="caption dataset (Karpathy JSON or folder, COCO, CSV, ...)")
+    option(t, "--split", source=f"{fn}.split")
+    option(t, "--format", source=f"{fn}.format")
+
+    t, fn = _task(tasks, "zeroshot", "zero-shot scene classification accuracy, top-5, per class, confusion matrix",
+                  f"{_PROTOCOLS}:eval_zeroshot", run_zeroshot)
+    t.add_argument("dataset", help="labelled dataset (ImageFolder, or Karpathy with classes.csv)")
+    option(t, "--split", source=f"{fn}.split")
+    option(t, "--format", source=f"{fn}.format")
+    t.add_argument("--label-set", default=None, help="class phrases: eurosat, ucmerced (default: auto-detect)")
+    _add_sampling_args(t, fn)
+
+    t, fn = _task(tasks, "classify", "accuracy of `geovl classify` on a labelled ImageFolder (class = folder name): "
+                                     "overall and per-class accuracy, top-5, confusion matrix",
+                  f"{_PROTOCOLS}:eval_classifier", run_classify, out_flags=("--out", "-o", "--report-dir"))
+    t.add_argument("dataset", help="an ImageFolder: one sub-folder of images per class")
+    add_class_args(t)
+    _add_sampling_args(t, fn)
+
+    t, fn = _task(tasks, "linear-probe", "linear-probe and k-NN accuracy on frozen embeddings",
+                  f"{_PROTOCOLS}:eval_linear_probe", run_linear_probe)
+    t.add_argument("dataset")
+    option(t, "--format", source=f"{fn}.format")
+    option(t, "--test-fraction", type=float, source=f"{fn}.test_fraction", help="test share when the set has no splits")
+    t.add_argument("--shots", type=int, default=None, help="training images per class (few-shot)")
+    option(t, "--knn-k", type=int, source=f"{fn}.knn_k", help="neighbours of the k-NN classifier")
+    t.add_argument("--limit-per-class", type=int, default=None, help="use N random images per class")
+    option(t, "--seed", type=int, source=f"{fn}.seed")
+
+    t, fn = _task(tasks, "suite", "zero-shot over the 10-dataset protocol and retrieval sets found under a folder",
+                  f"{_PROTOCOLS}:eval_suite", run_suite)
+    t.add_argument("root", help="folder holding benchmark datasets (AID/, EuroSAT/, RESISC45/, UCM-Captions/, ...)")
+    t.add_argument("--limit-per-class", type=int, default=None, help="evaluate N random images per class")
+
+    for name, help in (("caption", "BLEU-1..4, METEOR, ROUGE-L, CIDEr-D, S*m of predicted captions"),
+                       ("change-caption", "the same metrics for change captions, split by changed / unchanged")):
+        t, fn = _task(tasks, name, help, f"{_TASKS}:eval_captions", run_captions, model=False)
+        t.add_argument("--predictions", required=True, help="JSON [{image_id, caption}] or {id: caption}, or JSONL")
+        t.add_argument("--references", required=True, help="caption dataset with the reference sentences")
+        option(t, "--split", source=f"{fn}.split")
+        t.add_argument("--no-meteor", action="store_true", help="skip METEOR (needs Java)")
+
+    t, fn = _task(tasks, "generation", "generated images: FD on backbone features, CLIP score, zero-shot accuracy",
+                  f"{_TASKS}:eval_generation", run_generation)
+    t.add_argument("manifest", help="JSONL with one {image, prompt[, label]} per generated image")
+    t.add_argument("--real", default=None, help="folder of real images for the Frechet distance")
+
+    t, fn = _task(tasks, "index", "recall@k of a faiss index against exact search on embeddings",
+                  f"{_TASKS}:eval_index", run_index, model=False)
+    t.add_argument("embeddings", help="a `geovl embed --out` folder or an .npy file of L2-normalised rows")
+    option(t, "--factory", source=f"{fn}.factory", help="faiss index_factory string (HNSW32, IVF256,Flat, ...)")
+    option(t, "--queries", type=int, source=f"{fn}.queries", help="rows held out as queries")
+    t.add_argument("--nprobe", type=int, default=None)
+    t.add_argument("--ef-search", type=int, default=None)
+    option(t, "--seed", type=int, source=f"{fn}.seed")
+
+
+def _task(tasks: Any, name: str, help: str, fn: str, handler: Handler, *, model: bool = True,
+          out_flags: tuple[str, ...] = ("--out", "-o")) -> tuple[argparse.ArgumentParser, str]:
+    """A task parser with the flags every task shares; returns it and ``fn`` (the library function's source)."""
+    t = add_command(tasks, name, help, handler)
+    if model:
+        add_model_args(t)
+        option(t, "--batch-size", type=int, source=f"{fn}.batch_size", help="images per forward pass")
+        t.add_argument("--workers", type=int, default=None, help="decode workers")
+    t.add_argument(*out_flags, dest="out", default=None, help=f"report folder (default: {REPORT_ROOT}/{name})")
+    t.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    return t, fn
+
+
+def _add_sampling_args(t: argparse.ArgumentParser, fn: str) -> None:
+    t.add_argument("--limit-per-class", type=int, default=None, help="evaluate N random images per class")
+    t.add_argument("--holdout", type=float, default=None,
+                   help="score only this stable hold-out fraction (what training's holdout_fraction kept out)")
+    option(t, "--seed", type=int, source=f"{fn}.seed", help="seed of --limit-per-class sampling")
+
+
+def _run_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """The keywords every model-based task takes: batch size, workers, progress."""
+    return {"progress": not args.quiet, **given(args, "batch_size", "workers")}
+
+
+def finish_report(report: Any, args: argparse.Namespace, **extra: Any) -> int:
+    """Write ``report`` to ``--out`` and print its summary (plus ``extra`` entries)."""
+    from geovl.eval.report import write_report
+
+    out = args.out or f"{REPORT_ROOT}/{report.task}"
+    files = write_report(report, out)
+    print_json({"task": report.task, "figures": report.figures, **extra,
+                "report": {k: str(v) for k, v in files.items()}})
+    return 0
+
+
+def run_retrieval(args: argparse.Namespace) -> int:
+    from geovl.eval.protocols import eval_retrieval
+
+    report = eval_retrieval(load_backbone_from_args(args), args.dataset, **given(args, "split", "format"),
+                            **_run_kwargs(args))
+    return finish_report(report, args)
+
+
+def run_zeroshot(args: argparse.Namespace) -> int:
+    from geovl.eval.protocols import eval_zeroshot
+
+    report = eval_zeroshot(load_backbone_from_args(args), args.dataset, label_set=args.label_set,
+                           limit_per_class=args.limit_per_class, holdout=args.holdout,
+                           **given(args, "split", "format", "seed"), **_run_kwargs(args))
+    return finish_report(report, args)
+
+
+def run_classify(args: argparse.Namespace) -> int:
+    labels = check_classes(args)
+    if not Path(args.dataset).is_dir():
+        raise ValueError(f"{args.dataset}: eval classify needs one labelled dataset folder (an ImageFolder: one "
+                         "sub-folder per class)")
+    from geovl.eval.protocols import eval_classifier
+    from geovl.tasks.zeroshot.classifier import ZeroShotClassifier
+
+    classifier = ZeroShotClassifier(load_backbone_from_args(args), labels, label_set=args.label_set)
+    report = eval_classifier(classifier, args.dataset, holdout=args.holdout, limit_per_class=args.limit_per_class,
+                             **given(args, "seed"), **_run_kwargs(args))
+    return finish_report(report, args, per_class=report.details["per_class"])
+
+
+def run_linear_probe(args: argparse.Namespace) -> int:
+    from geovl.eval.protocols import eval_linear_probe
+
+    report = eval_linear_probe(load_backbone_from_args(args), args.dataset, shots=args.shots,
+                               limit_per_class=args.limit_per_class,
+                               **given(args, "format", "test_fraction", "knn_k", "seed"), **_run_kwargs(args))
+    return finish_report(report, args)
+
+
+def run_suite(args: argparse.Namespace) -> int:
+    from geovl.eval.protocols import eval_suite
+
+    args.out = args.out or f"{REPORT_ROOT}/suite"  # the per-dataset reports go beside the suite's
+    report = eval_suite(load_backbone_from_args(args), args.root, limit_per_class=args.limit_per_class,
+                        out_dir=args.out, **_run_kwargs(args))
+    return finish_report(report, args)
+
+
+def run_captions(args: argparse.Namespace) -> int:
+    from geovl.eval.tasks import eval_captions
+
+    report = eval_captions(args.predictions, args.references, change=args.eval_task == "change-caption",
+                           meteor=not args.no_meteor, **given(args, "split"))
+    return finish_report(report, args)
+
+
+def run_generation(args: argparse.Namespace) -> int:
+    from geovl.eval.tasks import eval_generation
+
+    report = eval_generation(load_backbone_from_args(args), args.manifest, real=args.real, **_run_kwargs(args))
+    return finish_report(report, args)
+
+
+def run_index(args: argparse.Namespace) -> int:
+    from geovl.eval.tasks import eval_index
+
+    report = eval_index(args.embeddings, nprobe=args.nprobe, ef_search=args.ef_search,
+                        **given(args, "factory", "queries", "seed"))
+    return finish_report(report, args)

@@ -1,0 +1,41 @@
+"""``geovl train KIND``: training runs (``clip``: contrastive fine-tuning; runs under torchrun for DDP).
+
+The CLI dispatches to :mod:`geovl.training`; the library itself never imports it.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from geovl.cli.common import add_command, given, option
+
+
+def add_parser(sub: Any) -> None:
+    p = add_command(sub, "train", "train models (clip: contrastive fine-tuning; runs under torchrun for DDP)")
+    kinds = p.add_subparsers(dest="train_kind", metavar="KIND", required=True)
+    t = add_command(kinds, "clip", "contrastive (CLIP / SigLIP) fine-tuning of any registry model or architecture",
+                    run_train_clip)
+    t.add_argument("--config", required=True, help="YAML or JSON config (see configs/)")
+    t.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a config value, e.g. --set optim.steps=500 --set run.output=runs/x (repeatable)")
+    t.add_argument("--output", default=None, help="run folder (same as --set run.output=...)")
+    option(t, "--resume", source="geovl.training:train_clip.resume",
+           help="auto: continue from the run folder's latest checkpoint; no: refuse a folder that has one; "
+                "or a checkpoint folder")
+    t.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+
+
+def run_train_clip(args: argparse.Namespace) -> int:
+    from geovl.training import load_config, train_clip
+
+    overrides = list(args.overrides) + ([f"run.output={args.output}"] if args.output else [])
+    result = train_clip(load_config(args.config, overrides), progress=not args.quiet,
+                        **given(args, "resume"))
+    if result.final is not None:
+        print(f"trained {result.steps} steps; model written to {result.final}")
+        for row in result.evals[-1:]:
+            for key, value in row.items():
+                if key != "step":
+                    print(f"  {key}: {value:.4g}")
+    return 0
