@@ -38,7 +38,7 @@ class Health:
 
 
 @dataclass
-class ModelDescription:
+class ModelReply:
     name: str
     architecture: str
     dim: int
@@ -49,13 +49,13 @@ class ModelDescription:
 
 @dataclass
 class ModelsInfo:
-    models: list[ModelDescription]
+    models: list[ModelReply]
     label_sets: dict[str, list[str]]
     templates: list[str]
 
 
 @dataclass
-class ImagePrediction:
+class PredictionReply:
     """Top-k classes of one image: ``labels`` best first, ``scores`` their softmax probabilities; multi-label
     (a ``threshold`` was given): the classes whose independent per-class score is at least the threshold, best
     first, and those per-class scores (they need not sum to 1)."""
@@ -67,14 +67,14 @@ class ImagePrediction:
 
 
 @dataclass
-class ClassifyResult:
+class ClassifyReply:
     """``multi_label`` tells which mode answered: top-k softmax (False) or per-class scores >= ``threshold``.
     ``predictions`` are for the decodable images (each carries its ``index``); ``failures`` lists the others
     (``{"index", "filename", "error"}``)."""
 
     model: str
     classes: list[str]
-    predictions: list[ImagePrediction]
+    predictions: list[PredictionReply]
     timing: dict[str, Any]
     multi_label: bool = False
     threshold: float | None = None
@@ -82,7 +82,7 @@ class ClassifyResult:
 
 
 @dataclass
-class EmbedResponse:
+class EmbedReply:
     """L2-normalised embeddings: ``image_embeddings`` (N_images, D) and ``text_embeddings`` (N_texts, D) as
     float32 arrays (shape (0, D) when none were asked). An image that could not be decoded has a row of NaN and is
     listed in ``failures`` (``{"index", "filename", "error"}``)."""
@@ -141,7 +141,7 @@ class GeovlClient:
         """``GET /v1/models``: the loaded model and the named label sets."""
         data = self._check(self._http.get("/v1/models"))
         return ModelsInfo(
-            models=[ModelDescription(**m) for m in data["models"]],
+            models=[ModelReply(**m) for m in data["models"]],
             label_sets={s["name"]: list(s["classes"]) for s in data["label_sets"]},
             templates=list(data["templates"]),
         )
@@ -154,7 +154,7 @@ class GeovlClient:
         label_set: str | None = None,
         top_k: int = 5,
         threshold: float | None = None,
-    ) -> ClassifyResult:
+    ) -> ClassifyReply:
         """``POST /v1/classify``: the top-k classes of each image (file paths or encoded bytes).
 
         With ``threshold`` (in (0, 1)), multi-label: per image, every class whose independent per-class score is at
@@ -177,17 +177,17 @@ class GeovlClient:
         if threshold is not None:
             payload["threshold"] = threshold
         data = self._check(self._http.post("/v1/classify", json=payload))
-        return ClassifyResult(
+        return ClassifyReply(
             model=data["model"],
             classes=list(data["classes"]),
-            predictions=[ImagePrediction(**p) for p in data["predictions"]],
+            predictions=[PredictionReply(**p) for p in data["predictions"]],
             timing=dict(data["timing"]),
             multi_label=bool(data.get("multi_label", False)),
             threshold=data.get("threshold"),
             failures=list(data.get("failures", [])),
         )
 
-    def embed(self, images: Sequence[ClientImage] = (), texts: Sequence[str] = ()) -> EmbedResponse:
+    def embed(self, images: Sequence[ClientImage] = (), texts: Sequence[str] = ()) -> EmbedReply:
         """``POST /v1/embed``: L2-normalised embeddings of images (file paths or encoded bytes) and/or texts.
 
         Raises:
@@ -202,7 +202,7 @@ class GeovlClient:
                    "texts": list(texts)}
         data = self._check(self._http.post("/v1/embed", json=payload))
         dim = int(data["dim"])
-        return EmbedResponse(
+        return EmbedReply(
             model=data["model"], dim=dim,
             image_embeddings=np.asarray([[np.nan] * dim if v is None else v for v in data["image_embeddings"]],
                                         np.float32).reshape(-1, dim),

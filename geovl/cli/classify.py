@@ -32,7 +32,7 @@ _SCENE = "geovl.tasks.zeroshot.labelmap:classify_scene"
 
 
 def add_parser(sub: Any) -> None:
-    p = add_command(sub, "classify", "zero-shot scene classification of images and folders", run_classify)
+    p = add_command(sub, "classify", "zero-shot scene classification of images and folders", cmd_classify)
     p.add_argument("paths", nargs="*", help="images and folders (searched recursively)")
     add_class_args(p)
     p.add_argument("--list-label-sets", action="store_true", help="print the label sets and exit")
@@ -51,7 +51,7 @@ def add_parser(sub: Any) -> None:
 
     p = add_command(sub, "classify-scene", "zero-shot label map of a GeoTIFF scene: a uint8 GeoTIFF with one pixel "
                                            "per chip (255 = nodata), .classes.json / .classes.csv tables and a "
-                                           ".chips.geojson of chip footprints with their classes", run_classify_scene)
+                                           ".chips.geojson of chip footprints with their classes", cmd_classify_scene)
     p.add_argument("scene", help="GeoTIFF (any band count / bit depth)")
     p.add_argument("--out", "-o", required=True, metavar="MAP.tif", help="the label map to write")
     add_class_args(p)
@@ -76,7 +76,7 @@ def list_label_sets() -> int:
     return 0
 
 
-def run_classify(args: argparse.Namespace) -> int:
+def cmd_classify(args: argparse.Namespace) -> int:
     if args.list_label_sets:
         return list_label_sets()
     if not args.paths:
@@ -135,7 +135,7 @@ def report_predictions(args: argparse.Namespace, rows: list[dict[str, Any]], fai
             print(f"{row['image']}\t{ranked or '(no class passes the threshold)'}")
 
 
-def run_classify_scene(args: argparse.Namespace) -> int:
+def cmd_classify_scene(args: argparse.Namespace) -> int:
     labels = check_classes(args)
     from geovl.tasks.zeroshot.classifier import ZeroShotClassifier
     from geovl.tasks.zeroshot.labelmap import classify_scene

@@ -16,7 +16,7 @@ SYNTH_TILES = 500
 
 
 def add_parser(sub: Any) -> None:
-    p = add_command(sub, "chips", "cut a GeoTIFF scene into chips with a GeoJSON footprint index", run_chips)
+    p = add_command(sub, "chips", "cut a GeoTIFF scene into chips with a GeoJSON footprint index", cmd_chips)
     p.add_argument("scene", help="GeoTIFF (any band count / bit depth)")
     p.add_argument("--out", "-o", required=True, help="output folder (re-running resumes)")
     option(p, "--size", type=int, source=f"{_CHIPS}.size", help="chip side in pixels")
@@ -32,13 +32,13 @@ def add_parser(sub: Any) -> None:
            help="chip file format; tif writes georeferenced chips")
     p.add_argument("--quiet", "-q", action="store_true")
 
-    p = add_command(sub, "data", "inspect a dataset: detected format, counts, splits, first sample", run_data)
+    p = add_command(sub, "data", "inspect a dataset: detected format, counts, splits, first sample", cmd_data)
     p.add_argument("path", help="dataset file or folder")
     p.add_argument("--format", default="auto", help="karpathy, coco, imagefolder, skyscript, gaia, webdataset, "
                    "git10m, levircc, second-cc, csv, jsonl, parquet (default: detect)")
     p.add_argument("--no-image-check", action="store_true", help="do not require the image files to exist")
 
-    p = add_command(sub, "synth", "write a synthetic remote-sensing dataset in a real layout", run_synth)
+    p = add_command(sub, "synth", "write a synthetic remote-sensing dataset in a real layout", cmd_synth)
     p.add_argument("kind", choices=["captions", "classification", "change"],
                    help="captions: Karpathy JSON; classification: ImageFolder; change: LEVIR-CC layout")
     p.add_argument("out", help="output folder (re-running resumes)")
@@ -47,7 +47,7 @@ def add_parser(sub: Any) -> None:
     option(p, "--size", type=int, source="geovl.data.synthetic.config:SceneConfig.size", help="tile side in pixels")
 
 
-def run_chips(args: argparse.Namespace) -> int:
+def cmd_chips(args: argparse.Namespace) -> int:
     from geovl.io.chip_export import export_chips
     from geovl.io.chips import ChipReader
 
@@ -59,7 +59,7 @@ def run_chips(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_data(args: argparse.Namespace) -> int:
+def cmd_data(args: argparse.Namespace) -> int:
     from collections import Counter
 
     from geovl.data import autodetect, open_dataset
@@ -78,7 +78,7 @@ def run_data(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_synth(args: argparse.Namespace) -> int:
+def cmd_synth(args: argparse.Namespace) -> int:
     from geovl.data import synthetic
 
     config = synthetic.SceneConfig(**given(args, "size"))

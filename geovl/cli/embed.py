@@ -23,7 +23,7 @@ _CONFIG = "geovl.index.pipeline:EmbedConfig"
 
 def add_parser(sub: Any) -> None:
     p = add_command(sub, "embed", "embed images, GeoTIFF scenes (as chips) or datasets into a folder "
-                                  "(partitioned .npy + metadata parquet; re-running resumes)", run_embed)
+                                  "(partitioned .npy + metadata parquet; re-running resumes)", cmd_embed)
     p.add_argument("paths", nargs="+", help="image folders/files, GeoTIFF scenes, or dataset files (caption JSON, "
                                            "CSV/JSONL/parquet, webdataset .tar)")
     add_model_args(p)
@@ -51,10 +51,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
 
 
-def run_embed(args: argparse.Namespace) -> int:
+def cmd_embed(args: argparse.Namespace) -> int:
     from geovl.data.sources import sources_for
-    from geovl.index.pipeline import EmbedConfig
-    from geovl.index.pipeline import run_embed as embed_into
+    from geovl.index.pipeline import EmbedConfig, run_embed
 
     sources = sources_for(args.paths, dataset_format=args.format, bands=parse_bands(args.bands),
                           **given(args, "chip_size", "chip_overlap", "min_valid_fraction"))
@@ -69,7 +68,7 @@ def run_embed(args: argparse.Namespace) -> int:
         summary = run_embed_ray(model, sources, args.out, config, address=args.ray_address,
                                 **given(args, "device", "precision", "num_actors"))
     else:
-        summary = embed_into(backbone, sources, args.out, config)
+        summary = run_embed(backbone, sources, args.out, config)
     for path, err in summary.failures[:10]:
         warn(f"skipped {path}: {err}")
     print_json({

@@ -36,13 +36,13 @@ def add_parser(sub: Any) -> None:
     tasks = p.add_subparsers(dest="eval_task", metavar="TASK", required=True)
 
     t, fn = _task(tasks, "retrieval", "image-text retrieval R@1/5/10 and mean recall (Karpathy test split)",
-                  f"{_PROTOCOLS}:eval_retrieval", run_retrieval)
+                  f"{_PROTOCOLS}:eval_retrieval", cmd_eval_retrieval)
     t.add_argument("dataset", help="caption dataset (Karpathy JSON or folder, COCO, CSV, ...)")
     option(t, "--split", source=f"{fn}.split")
     option(t, "--format", source=f"{fn}.format")
 
     t, fn = _task(tasks, "zeroshot", "zero-shot scene classification accuracy, top-5, per class, confusion matrix",
-                  f"{_PROTOCOLS}:eval_zeroshot", run_zeroshot)
+                  f"{_PROTOCOLS}:eval_zeroshot", cmd_eval_zeroshot)
     t.add_argument("dataset", help="labelled dataset (ImageFolder, or Karpathy with classes.csv)")
     option(t, "--split", source=f"{fn}.split")
     option(t, "--format", source=f"{fn}.format")
@@ -51,13 +51,13 @@ def add_parser(sub: Any) -> None:
 
     t, fn = _task(tasks, "classify", "accuracy of `geovl classify` on a labelled ImageFolder (class = folder name): "
                                      "overall and per-class accuracy, top-5, confusion matrix",
-                  f"{_PROTOCOLS}:eval_classifier", run_classify, out_flags=("--out", "-o", "--report-dir"))
+                  f"{_PROTOCOLS}:eval_classifier", cmd_eval_classify, out_flags=("--out", "-o", "--report-dir"))
     t.add_argument("dataset", help="an ImageFolder: one sub-folder of images per class")
     add_class_args(t)
     _add_sampling_args(t, fn)
 
     t, fn = _task(tasks, "linear-probe", "linear-probe and k-NN accuracy on frozen embeddings",
-                  f"{_PROTOCOLS}:eval_linear_probe", run_linear_probe)
+                  f"{_PROTOCOLS}:eval_linear_probe", cmd_eval_linear_probe)
     t.add_argument("dataset")
     option(t, "--format", source=f"{fn}.format")
     option(t, "--test-fraction", type=float, source=f"{fn}.test_fraction", help="test share when the set has no splits")
@@ -67,25 +67,25 @@ def add_parser(sub: Any) -> None:
     option(t, "--seed", type=int, source=f"{fn}.seed")
 
     t, fn = _task(tasks, "suite", "zero-shot over the 10-dataset protocol and retrieval sets found under a folder",
-                  f"{_PROTOCOLS}:eval_suite", run_suite)
+                  f"{_PROTOCOLS}:eval_suite", cmd_eval_suite)
     t.add_argument("root", help="folder holding benchmark datasets (AID/, EuroSAT/, RESISC45/, UCM-Captions/, ...)")
     t.add_argument("--limit-per-class", type=int, default=None, help="evaluate N random images per class")
 
     for name, help in (("caption", "BLEU-1..4, METEOR, ROUGE-L, CIDEr-D, S*m of predicted captions"),
                        ("change-caption", "the same metrics for change captions, split by changed / unchanged")):
-        t, fn = _task(tasks, name, help, f"{_TASKS}:eval_captions", run_captions, model=False)
+        t, fn = _task(tasks, name, help, f"{_TASKS}:eval_captions", cmd_eval_captions, model=False)
         t.add_argument("--predictions", required=True, help="JSON [{image_id, caption}] or {id: caption}, or JSONL")
         t.add_argument("--references", required=True, help="caption dataset with the reference sentences")
         option(t, "--split", source=f"{fn}.split")
         t.add_argument("--no-meteor", action="store_true", help="skip METEOR (needs Java)")
 
     t, fn = _task(tasks, "generation", "generated images: FD on backbone features, CLIP score, zero-shot accuracy",
-                  f"{_TASKS}:eval_generation", run_generation)
+                  f"{_TASKS}:eval_generation", cmd_eval_generation)
     t.add_argument("manifest", help="JSONL with one {image, prompt[, label]} per generated image")
     t.add_argument("--real", default=None, help="folder of real images for the Frechet distance")
 
     t, fn = _task(tasks, "index", "recall@k of a faiss index against exact search on embeddings",
-                  f"{_TASKS}:eval_index", run_index, model=False)
+                  f"{_TASKS}:eval_index", cmd_eval_index, model=False)
     t.add_argument("embeddings", help="a `geovl embed --out` folder or an .npy file of L2-normalised rows")
     option(t, "--factory", source=f"{fn}.factory", help="faiss index_factory string (HNSW32, IVF256,Flat, ...)")
     option(t, "--queries", type=int, source=f"{fn}.queries", help="rows held out as queries")
@@ -130,7 +130,7 @@ def finish_report(report: Any, args: argparse.Namespace, **extra: Any) -> int:
     return 0
 
 
-def run_retrieval(args: argparse.Namespace) -> int:
+def cmd_eval_retrieval(args: argparse.Namespace) -> int:
     from geovl.eval.protocols import eval_retrieval
 
     report = eval_retrieval(load_backbone_from_args(args), args.dataset, **given(args, "split", "format"),
@@ -138,7 +138,7 @@ def run_retrieval(args: argparse.Namespace) -> int:
     return finish_report(report, args)
 
 
-def run_zeroshot(args: argparse.Namespace) -> int:
+def cmd_eval_zeroshot(args: argparse.Namespace) -> int:
     from geovl.eval.protocols import eval_zeroshot
 
     report = eval_zeroshot(load_backbone_from_args(args), args.dataset, label_set=args.label_set,
@@ -147,7 +147,7 @@ def run_zeroshot(args: argparse.Namespace) -> int:
     return finish_report(report, args)
 
 
-def run_classify(args: argparse.Namespace) -> int:
+def cmd_eval_classify(args: argparse.Namespace) -> int:
     labels = check_classes(args)
     if not Path(args.dataset).is_dir():
         raise ValueError(f"{args.dataset}: eval classify needs one labelled dataset folder (an ImageFolder: one "
@@ -161,7 +161,7 @@ def run_classify(args: argparse.Namespace) -> int:
     return finish_report(report, args, per_class=report.details["per_class"])
 
 
-def run_linear_probe(args: argparse.Namespace) -> int:
+def cmd_eval_linear_probe(args: argparse.Namespace) -> int:
     from geovl.eval.protocols import eval_linear_probe
 
     report = eval_linear_probe(load_backbone_from_args(args), args.dataset, shots=args.shots,
@@ -170,7 +170,7 @@ def run_linear_probe(args: argparse.Namespace) -> int:
     return finish_report(report, args)
 
 
-def run_suite(args: argparse.Namespace) -> int:
+def cmd_eval_suite(args: argparse.Namespace) -> int:
     from geovl.eval.protocols import eval_suite
 
     args.out = args.out or f"{REPORT_ROOT}/suite"  # the per-dataset reports go beside the suite's
@@ -179,7 +179,7 @@ def run_suite(args: argparse.Namespace) -> int:
     return finish_report(report, args)
 
 
-def run_captions(args: argparse.Namespace) -> int:
+def cmd_eval_captions(args: argparse.Namespace) -> int:
     from geovl.eval.tasks import eval_captions
 
     report = eval_captions(args.predictions, args.references, change=args.eval_task == "change-caption",
@@ -187,14 +187,14 @@ def run_captions(args: argparse.Namespace) -> int:
     return finish_report(report, args)
 
 
-def run_generation(args: argparse.Namespace) -> int:
+def cmd_eval_generation(args: argparse.Namespace) -> int:
     from geovl.eval.tasks import eval_generation
 
     report = eval_generation(load_backbone_from_args(args), args.manifest, real=args.real, **_run_kwargs(args))
     return finish_report(report, args)
 
 
-def run_index(args: argparse.Namespace) -> int:
+def cmd_eval_index(args: argparse.Namespace) -> int:
     from geovl.eval.tasks import eval_index
 
     report = eval_index(args.embeddings, nprobe=args.nprobe, ef_search=args.ef_search,

@@ -21,7 +21,7 @@ def add_parser(sub: Any) -> None:
     actions = p.add_subparsers(dest="index_action", metavar="ACTION", required=True)
 
     t = add_command(actions, "build", "build an index from `geovl embed` folders (atomic: replaces --out only when "
-                                      "complete)", run_build)
+                                      "complete)", cmd_index_build)
     t.add_argument("embeddings", nargs="+", help="embeddings folders of one model")
     t.add_argument("--out", "-o", required=True, help="index folder")
     option(t, "--factory", source=f"{_BUILD}.factory",
@@ -32,22 +32,22 @@ def add_parser(sub: Any) -> None:
     t.add_argument("--ef-search", type=int, default=None, help="default HNSW efSearch")
     t.add_argument("--quiet", "-q", action="store_true")
 
-    t = add_command(actions, "add", "add new embeddings folders to an index without a rebuild", run_add)
+    t = add_command(actions, "add", "add new embeddings folders to an index without a rebuild", cmd_index_add)
     t.add_argument("index")
     t.add_argument("embeddings", nargs="+")
     t.add_argument("--quiet", "-q", action="store_true")
 
-    t = add_command(actions, "remove", "remove vectors by id", run_remove)
+    t = add_command(actions, "remove", "remove vectors by id", cmd_index_remove)
     t.add_argument("index")
     t.add_argument("--ids", default=None, help="comma-separated ids")
     t.add_argument("--ids-file", default=None, help="file with one id per line")
     t.add_argument("--missing-ok", action="store_true", help="ignore ids that are not in the index")
 
-    t = add_command(actions, "info", "print an index manifest", run_info)
+    t = add_command(actions, "info", "print an index manifest", cmd_index_info)
     t.add_argument("index")
 
     t = add_command(actions, "search", "search an index by text or image, with geo / time / metadata filters",
-                    run_search)
+                    cmd_index_search)
     t.add_argument("index")
     t.add_argument("query", nargs="?", default=None, help="text query")
     t.add_argument("--image", default=None, help="image query (image-to-image search)")
@@ -70,7 +70,7 @@ def _print_manifest(manifest: Any) -> int:
     return 0
 
 
-def run_build(args: argparse.Namespace) -> int:
+def cmd_index_build(args: argparse.Namespace) -> int:
     from geovl.index.store import build_index
 
     return _print_manifest(build_index(args.embeddings, args.out, memory_budget_bytes=parse_size(args.memory_budget),
@@ -78,7 +78,7 @@ def run_build(args: argparse.Namespace) -> int:
                                        **given(args, "factory")))
 
 
-def run_add(args: argparse.Namespace) -> int:
+def cmd_index_add(args: argparse.Namespace) -> int:
     from geovl.index.store import add_to_index
 
     return _print_manifest(add_to_index(args.index, args.embeddings, progress=not args.quiet))
@@ -97,20 +97,20 @@ def parse_ids(ids: str | None, ids_file: str | None) -> list[int]:
     return found
 
 
-def run_remove(args: argparse.Namespace) -> int:
+def cmd_index_remove(args: argparse.Namespace) -> int:
     from geovl.index.store import remove_from_index
 
     ids = parse_ids(args.ids, args.ids_file)
     return _print_manifest(remove_from_index(args.index, ids, missing_ok=args.missing_ok))
 
 
-def run_info(args: argparse.Namespace) -> int:
+def cmd_index_info(args: argparse.Namespace) -> int:
     from geovl.index.store import load_index
 
     return _print_manifest(load_index(args.index).manifest)
 
 
-def run_search(args: argparse.Namespace) -> int:
+def cmd_index_search(args: argparse.Namespace) -> int:
     from geovl.index.filters import Filters
     from geovl.index.search import Searcher
 

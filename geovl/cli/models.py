@@ -9,12 +9,12 @@ from geovl.cli.common import add_command, print_json
 
 
 def add_parser(sub: Any) -> None:
-    p = add_command(sub, "models", "list the model registry and what is available locally", run_models)
+    p = add_command(sub, "models", "list the model registry and what is available locally", cmd_models)
     p.add_argument("--all", action="store_true", help="include every open_clip pretrained tag")
     p.add_argument("--json", action="store_true", help="print JSON")
 
 
-def run_models(args: argparse.Namespace) -> int:
+def cmd_models(args: argparse.Namespace) -> int:
     from geovl.models.registry import list_architectures, list_checkpoints
     from geovl.models.weights import checkpoint_dir, local_checkpoint
 

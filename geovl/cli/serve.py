@@ -16,7 +16,7 @@ def add_parser(sub: Any) -> None:
 
     defaults = ServeConfig()
     p = add_command(sub, "serve", "serve zero-shot classification over HTTP (/v1/classify; needs geovl[api])",
-                    run_serve)
+                    cmd_serve)
     d = "(default: %(default)s)"
     p.add_argument("--model", "-m", default=defaults.model, help=f"model to load, as for embed {d}")
     p.add_argument("--device", default=defaults.device, help=f"auto (CUDA when present), cpu, cuda, cuda:N {d}")
@@ -42,7 +42,7 @@ def add_parser(sub: Any) -> None:
                    help="serve POST /v1/search over this geovl index folder (built with the same model)")
 
 
-def run_serve(args: argparse.Namespace) -> int:
+def cmd_serve(args: argparse.Namespace) -> int:
     from geovl._optional import require
 
     for module in ("fastapi", "uvicorn", "multipart"):

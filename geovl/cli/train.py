@@ -15,7 +15,7 @@ def add_parser(sub: Any) -> None:
     p = add_command(sub, "train", "train models (clip: contrastive fine-tuning; runs under torchrun for DDP)")
     kinds = p.add_subparsers(dest="train_kind", metavar="KIND", required=True)
     t = add_command(kinds, "clip", "contrastive (CLIP / SigLIP) fine-tuning of any registry model or architecture",
-                    run_train_clip)
+                    cmd_train_clip)
     t.add_argument("--config", required=True, help="YAML or JSON config (see configs/)")
     t.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override a config value, e.g. --set optim.steps=500 --set run.output=runs/x (repeatable)")
@@ -26,7 +26,7 @@ def add_parser(sub: Any) -> None:
     t.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
 
 
-def run_train_clip(args: argparse.Namespace) -> int:
+def cmd_train_clip(args: argparse.Namespace) -> int:
     from geovl.training import load_config, train_clip
 
     overrides = list(args.overrides) + ([f"run.output={args.output}"] if args.output else [])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import decimal
 import math
 import os
 from collections.abc import Mapping
@@ -16,7 +17,8 @@ def to_jsonable(value: Any, _where: str = "value") -> Any:
     """``value`` as plain JSON data.
 
     numpy / torch scalars and arrays become numbers and lists, NaN and +-inf become ``None``, paths become strings,
-    dates and times ISO strings, bytes (e.g. WKB geometry) hex strings, tuples and sets lists, dataclasses dicts and
+    dates and times ISO strings, durations seconds, decimals floats, bytes (e.g. WKB geometry) hex strings,
+    tuples and sets lists, dataclasses dicts and
     non-string keys strings.
 
     Raises:
@@ -40,6 +42,10 @@ def to_jsonable(value: Any, _where: str = "value") -> Any:
         return value.isoformat()
     if isinstance(value, (bytes, bytearray, memoryview)):
         return bytes(value).hex()
+    if isinstance(value, decimal.Decimal):
+        return to_jsonable(float(value), _where)
+    if isinstance(value, _dt.timedelta):
+        return value.total_seconds()
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return to_jsonable(dataclasses.asdict(value), _where)
     tolist = getattr(value, "tolist", None)  # numpy scalars and arrays, torch tensors

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import base64
 import io
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -22,54 +20,19 @@ uvicorn = pytest.importorskip("uvicorn")
 
 from PIL import Image  # noqa: E402
 
-from geovl.api.app import create_app  # noqa: E402
 from geovl.api.client import GeovlAPIError, GeovlClient  # noqa: E402
-from geovl.models import Backbone, load_backbone  # noqa: E402
+from geovl.models import Backbone  # noqa: E402
 from geovl.serving.batching import BatcherClosedError, MicroBatcher, QueueFullError  # noqa: E402
 from geovl.serving.config import ServeConfig  # noqa: E402
 from geovl.tasks.zeroshot.classifier import ZeroShotClassifier  # noqa: E402
+from tests.api_fixtures import live_server, micro_backbone, png_bytes  # noqa: E402
 
 LABELS = ["forest", "river", "dense residential area", "harbour"]
 
 
-def _png(seed: int, size: int = 40) -> bytes:
-    rng = np.random.default_rng(seed)
-    buf = io.BytesIO()
-    Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def _backbone() -> Backbone:
-    return load_backbone("random:geovl-micro", device="cpu", precision="fp32")
-
-
 @pytest.fixture(scope="module")
 def backbone() -> Backbone:
-    return _backbone()
-
-
-@contextmanager
-def live_server(config: ServeConfig, backbone: Backbone) -> Iterator[tuple[str, Any]]:
-    """Serve ``create_app(config)`` on a free loopback port; yields (base URL, the app)."""
-    app = create_app(config, backbone=backbone)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the test server did not start")
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}", app
-    finally:
-        server.should_exit = True
-        thread.join(30)
-        sock.close()
+    return micro_backbone()
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +62,7 @@ def test_health_and_models(url: str, backbone: Backbone) -> None:
 
 
 def test_classify_with_labels_matches_the_classifier(url: str, backbone: Backbone) -> None:
-    images = [_png(1), _png(2), _png(3)]
+    images = [png_bytes(1), png_bytes(2), png_bytes(3)]
     with GeovlClient(url) as client:
         result = client.classify(images, labels=LABELS, top_k=3)
     expected = ZeroShotClassifier(backbone, LABELS)(images, top_k=3).predictions
@@ -111,7 +74,7 @@ def test_classify_with_labels_matches_the_classifier(url: str, backbone: Backbon
 
 
 def test_classify_with_label_set_json_and_multipart_agree(url: str, backbone: Backbone) -> None:
-    images = [_png(4), _png(5)]
+    images = [png_bytes(4), png_bytes(5)]
     with GeovlClient(url) as client:
         result = client.classify(images, label_set="eurosat", top_k=2)
     expected = ZeroShotClassifier(backbone, label_set="eurosat")(images, top_k=2).predictions
@@ -137,7 +100,7 @@ def _mid_threshold(scores: np.ndarray) -> float:
 
 
 def test_multi_label_json_and_multipart_match_the_classifier(url: str, backbone: Backbone) -> None:
-    images = [_png(30), _png(31), _png(32)]
+    images = [png_bytes(30), png_bytes(31), png_bytes(32)]
     clf = ZeroShotClassifier(backbone, LABELS)
     emb = backbone.encode_images(images)
     scores = clf.scores(emb)
@@ -176,7 +139,7 @@ def test_multi_label_json_and_multipart_match_the_classifier(url: str, backbone:
 
 
 def test_bad_thresholds_are_422(url: str) -> None:
-    img = _b64(_png(33))
+    img = _b64(png_bytes(33))
     for bad in (0, 1, -0.1, 1.5, "abc", True, False, [0.5]):
         detail = _error(httpx.post(f"{url}/v1/classify", json={"images": [img], "labels": LABELS,
                                                                "threshold": bad}), 422)
@@ -184,7 +147,7 @@ def test_bad_thresholds_are_422(url: str) -> None:
     nan = httpx.post(f"{url}/v1/classify", content=f'{{"images": ["{img}"], "labels": ["a"], "threshold": NaN}}',
                      headers={"content-type": "application/json"})
     assert "threshold" in _error(nan, 422)
-    files = [("images", ("a.png", _png(33), "image/png"))]
+    files = [("images", ("a.png", png_bytes(33), "image/png"))]
     for bad_form in ("0", "1", "-0.1", "abc", "true", "nan", "inf"):
         detail = _error(httpx.post(f"{url}/v1/classify", files=files, data={"labels": "a,b", "threshold": bad_form}),
                         422)
@@ -193,7 +156,7 @@ def test_bad_thresholds_are_422(url: str) -> None:
 
 def test_client_and_service_pass_threshold(server: tuple[str, Any], backbone: Backbone) -> None:
     url, app = server
-    images = [_png(34), _png(35)]
+    images = [png_bytes(34), png_bytes(35)]
     clf = ZeroShotClassifier(backbone, LABELS)
     emb = backbone.encode_images(images)
     threshold = _mid_threshold(clf.scores(emb))
@@ -222,9 +185,9 @@ def test_class_embeddings_are_cached(server: tuple[str, Any]) -> None:
     service = app.state.resources
     labels = ["cached-a", "cached-b"]
     with GeovlClient(url) as client:
-        client.classify([_png(6)], labels=labels)
+        client.classify([png_bytes(6)], labels=labels)
         n = service.cached_classifiers
-        client.classify([_png(7)], labels=labels)
+        client.classify([png_bytes(7)], labels=labels)
     assert service.cached_classifiers == n
 
 
@@ -243,7 +206,7 @@ def _b64(data: bytes) -> str:
 
 
 def test_limits(url: str) -> None:
-    img = _b64(_png(8))
+    img = _b64(png_bytes(8))
     post = lambda body: httpx.post(f"{url}/v1/classify", json=body)  # noqa: E731
     assert "limit is 4" in _error(post({"images": [img] * 5, "labels": LABELS}), 413)
     big = np.random.default_rng(0).integers(0, 255, (400, 400, 3), dtype=np.uint8)
@@ -272,16 +235,17 @@ def test_limits(url: str) -> None:
 
 def test_bad_images_are_listed_and_the_good_ones_served(url: str) -> None:
     """A batch with an undecodable image classifies / embeds the others and lists it; all bad is a 422."""
-    r = httpx.post(f"{url}/v1/classify", json={"images": [_b64(_png(9)), _b64(b"not an image"), _b64(_png(8))],
-                                               "labels": LABELS})
+    images = [_b64(png_bytes(9)), _b64(b"not an image"), _b64(png_bytes(8))]
+    r = httpx.post(f"{url}/v1/classify", json={"images": images, "labels": LABELS})
     assert r.status_code == 200, r.text
     body = r.json()
     assert [p["index"] for p in body["predictions"]] == [0, 2]
     assert [f["index"] for f in body["failures"]] == [1] and "image" in body["failures"][0]["error"]
-    files = [("images", ("good.png", _png(10), "image/png")), ("images", ("broken.jpg", _png(10)[:60], "image/jpeg"))]
+    files = [("images", ("good.png", png_bytes(10), "image/png")),
+             ("images", ("broken.jpg", png_bytes(10)[:60], "image/jpeg"))]
     r = httpx.post(f"{url}/v1/classify", files=files, data={"labels": "a,b"})
     assert r.status_code == 200 and r.json()["failures"][0]["filename"] == "broken.jpg"
-    r = httpx.post(f"{url}/v1/embed", json={"images": [_b64(b""), _b64(_png(3))]})
+    r = httpx.post(f"{url}/v1/embed", json={"images": [_b64(b""), _b64(png_bytes(3))]})
     assert r.status_code == 200
     assert r.json()["image_embeddings"][0] is None and len(r.json()["image_embeddings"][1]) > 0
     assert r.json()["failures"][0]["index"] == 0
@@ -289,10 +253,10 @@ def test_bad_images_are_listed_and_the_good_ones_served(url: str) -> None:
     detail = _error(httpx.post(f"{url}/v1/classify", json={"images": [_b64(b"not an image")], "labels": LABELS}), 422)
     assert detail.startswith("images[0]") and "image" in detail
     assert "base64" in _error(httpx.post(f"{url}/v1/classify", json={"images": ["%%%"], "labels": LABELS}), 422)
-    files = [("images", ("broken.jpg", _png(10)[:60], "image/jpeg"))]
+    files = [("images", ("broken.jpg", png_bytes(10)[:60], "image/jpeg"))]
     assert "'broken.jpg'" in _error(httpx.post(f"{url}/v1/classify", files=files, data={"labels": "a,b"}), 422)
     with GeovlClient(url) as client:
-        assert len(client.classify([_png(11)], labels=LABELS).predictions) == 1
+        assert len(client.classify([png_bytes(11)], labels=LABELS).predictions) == 1
         with pytest.raises(GeovlAPIError) as err:
             client.classify([b"garbage"], labels=LABELS)
     assert err.value.status == 422 and err.value.code == "invalid_image"
@@ -305,11 +269,11 @@ def test_bearer_tokens(backbone: Backbone) -> None:
         r = httpx.get(f"{url}/v1/models")
         _error(r, 401)
         assert r.headers["WWW-Authenticate"].startswith("Bearer")
-        r = httpx.post(f"{url}/v1/classify", json={"images": [_b64(_png(1))], "labels": LABELS},
+        r = httpx.post(f"{url}/v1/classify", json={"images": [_b64(png_bytes(1))], "labels": LABELS},
                        headers={"Authorization": "Bearer wrong"})
         assert "invalid" in _error(r, 401) and "invalid_token" in r.headers["WWW-Authenticate"]
         with GeovlClient(url, token="other") as client:
-            assert client.classify([_png(1)], labels=LABELS).predictions
+            assert client.classify([png_bytes(1)], labels=LABELS).predictions
         with GeovlClient(url) as client, pytest.raises(GeovlAPIError) as err:
             client.models()
         assert err.value.status == 401
@@ -331,7 +295,7 @@ def _instrument(backbone: Backbone, before: Callable[[torch.Tensor], None]) -> N
 
 
 def test_overload_gives_503_with_retry_after() -> None:
-    backbone = _backbone()
+    backbone = micro_backbone()
     entered, release = threading.Event(), threading.Event()
 
     def block(pixels: torch.Tensor) -> None:
@@ -342,7 +306,7 @@ def test_overload_gives_503_with_retry_after() -> None:
     config = ServeConfig(model="random:geovl-micro", queue_size=1, max_images_per_request=1, max_batch=1,
                          max_wait_ms=0, retry_after_s=2)
     with live_server(config, backbone) as (url, app):
-        body = {"images": [_b64(_png(1))], "labels": LABELS}
+        body = {"images": [_b64(png_bytes(1))], "labels": LABELS}
         results: list[int] = []
         call = lambda: results.append(httpx.post(f"{url}/v1/classify", json=body, timeout=60).status_code)  # noqa: E731
         first = threading.Thread(target=call)
@@ -358,7 +322,7 @@ def test_overload_gives_503_with_retry_after() -> None:
         assert "busy" in _error(r, 503)
         assert r.headers["Retry-After"] == "2"
         with GeovlClient(url) as client, pytest.raises(GeovlAPIError) as err:
-            client.classify([_png(3)], labels=LABELS)
+            client.classify([png_bytes(3)], labels=LABELS)
         assert err.value.status == 503 and err.value.retry_after == 2
         metrics = httpx.get(f"{url}/metrics").text
         assert _metric(metrics, "geovl_overload_rejections_total") == 2
@@ -371,19 +335,19 @@ def test_overload_gives_503_with_retry_after() -> None:
 
 
 def test_concurrent_requests_share_forward_passes() -> None:
-    backbone = _backbone()
+    backbone = micro_backbone()
     batches: list[int] = []
     _instrument(backbone, lambda pixels: batches.append(len(pixels)))
     config = ServeConfig(model="random:geovl-micro", max_batch=8, max_wait_ms=3000)
     with live_server(config, backbone) as (url, _):
         with GeovlClient(url) as client:
-            client.classify([_png(0)], labels=LABELS)  # builds the class embeddings; waits out max_wait once
+            client.classify([png_bytes(0)], labels=LABELS)  # builds the class embeddings; waits out max_wait once
         batches.clear()
         statuses: list[list[int]] = []
 
         def one(i: int) -> None:
             with GeovlClient(url) as c:
-                statuses.append(c.classify([_png(i)], labels=LABELS).timing["batch_sizes"])
+                statuses.append(c.classify([png_bytes(i)], labels=LABELS).timing["batch_sizes"])
 
         threads = [threading.Thread(target=one, args=(i,)) for i in range(8)]
         start = time.monotonic()
@@ -543,7 +507,7 @@ def test_metrics_counters_move(url: str) -> None:
     bad = _metric(text, "geovl_http_requests_total", endpoint="/v1/classify", status="422")
     batches = _metric(text, "geovl_forward_batch_size_count")
     with GeovlClient(url) as client:
-        client.classify([_png(1), _png(2)], labels=LABELS)
+        client.classify([png_bytes(1), png_bytes(2)], labels=LABELS)
     httpx.post(f"{url}/v1/classify", json={"images": [], "labels": LABELS})
     httpx.get(f"{url}/v1/no-such-path")
     after = httpx.get(f"{url}/metrics").text
@@ -560,7 +524,7 @@ def test_metrics_counters_move(url: str) -> None:
 
 
 def test_embed_images_and_texts_match_the_backbone(url: str, backbone: Backbone) -> None:
-    images, texts = [_png(20), _png(21)], ["a harbour", "dense forest, with a river"]
+    images, texts = [png_bytes(20), png_bytes(21)], ["a harbour", "dense forest, with a river"]
     with GeovlClient(url) as client:
         result = client.embed(images=images, texts=texts)
         only_texts = client.embed(texts=texts[:1])
@@ -580,7 +544,7 @@ def test_embed_images_and_texts_match_the_backbone(url: str, backbone: Backbone)
 def test_embed_limits(url: str) -> None:
     post = lambda body: httpx.post(f"{url}/v1/embed", json=body)  # noqa: E731
     assert "nothing to embed" in _error(post({}), 422)
-    assert "limit is 4" in _error(post({"images": [_b64(_png(1))] * 5}), 413)
+    assert "limit is 4" in _error(post({"images": [_b64(png_bytes(1))] * 5}), 413)
     assert "limit is 256" in _error(post({"texts": ["a"] * 257}), 413)
     assert "limit is 2000" in _error(post({"texts": ["a" * 2001]}), 422)
     assert "base64" in _error(post({"images": ["%%%"]}), 422)
@@ -603,7 +567,7 @@ def test_search_over_an_index(backbone: Backbone, tmp_path: Any) -> None:
     from geovl.models.record import model_record
     from tests.search_fixtures import write_index_dir
 
-    images = [_png(100 + i) for i in range(30)]
+    images = [png_bytes(100 + i) for i in range(30)]
     vectors = backbone.encode_images(images)
     index_dir = write_index_dir(tmp_path / "index", vectors, model=model_record(backbone))
     config = ServeConfig(model="random:geovl-micro", index=str(index_dir))

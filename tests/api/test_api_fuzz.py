@@ -23,8 +23,8 @@ from schemathesis.checks import not_a_server_error  # noqa: E402
 
 from geovl.models.record import model_record  # noqa: E402
 from geovl.serving.config import ServeConfig  # noqa: E402
+from tests.api_fixtures import live_server, micro_backbone, png_bytes  # noqa: E402
 from tests.search_fixtures import write_index_dir  # noqa: E402
-from tests.test_api import _backbone, _png, live_server  # noqa: E402
 
 TOKEN = "fuzz-token"
 MAX_EXAMPLES = 30
@@ -35,8 +35,8 @@ _SEEN_LOCK = threading.Lock()
 
 @pytest.fixture(scope="module")
 def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    backbone = _backbone()
-    images = [_png(200 + i) for i in range(20)]
+    backbone = micro_backbone()
+    images = [png_bytes(200 + i) for i in range(20)]
     index_dir = write_index_dir(tmp_path_factory.mktemp("fuzz") / "index", backbone.encode_images(images),
                                 model=model_record(backbone))
     config = ServeConfig(model="random:geovl-micro", api_tokens=(TOKEN,), index=str(index_dir),

@@ -123,7 +123,7 @@ def test_errors_map_to_exit_codes(error: BaseException, code: int, message: str,
     def fail(args: argparse.Namespace) -> int:
         raise error
 
-    monkeypatch.setattr(geovl.cli.models, "run_models", fail)
+    monkeypatch.setattr(geovl.cli.models, "cmd_models", fail)
     assert main(["models"]) == code
     assert message in capsys.readouterr().err
 

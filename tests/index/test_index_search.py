@@ -22,9 +22,7 @@ from tests.index_fixtures import clustered_unit_vectors, exact_topk  # noqa: E40
 
 @pytest.fixture(autouse=True, scope="module")
 def _one_faiss_thread() -> Iterator[None]:
-    """One OpenMP thread for faiss (training the wrapped types took 5x longer with threads on the shared 2-core
-    test machine); restored afterwards."""
-    import faiss
+    import faiss  # one thread: training the wrapped types took 5x longer with threads on the shared test machine
 
     threads = faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(1)
@@ -359,13 +357,12 @@ def test_hit_to_dict_is_json(index_dirs: dict[str, Path]) -> None:
 
 
 def test_hit_to_dict_makes_metadata_plain_json() -> None:
-    when = datetime(2024, 5, 1, 12, 30, tzinfo=timezone.utc)
-    hit = Hit(id=7, score=0.5, rank=0, metadata={
-        "acquired": when, "day": date(2024, 5, 1), "geometry": b"\x01\x03", "cloud": float("nan"),
-        "gsd": np.float32(10.0), "n": np.int64(3), "tags": ["a", None], "extra": {"k": np.float64("nan")}})
-    assert hit.to_dict() == {"id": 7, "score": 0.5, "rank": 0, "metadata": {
-        "acquired": "2024-05-01T12:30:00+00:00", "day": "2024-05-01", "geometry": "0103", "cloud": None,
-        "gsd": 10.0, "n": 3, "tags": ["a", None], "extra": {"k": None}}}
+    meta = {"acquired": datetime(2024, 5, 1, 12, 30, tzinfo=timezone.utc), "day": date(2024, 5, 1),
+            "geometry": b"\x01\x03", "cloud": float("nan"), "gsd": np.float32(10.0), "tags": ["a", None],
+            "extra": {"k": np.float64("nan")}}
+    assert Hit(id=7, score=0.5, rank=0, metadata=meta).to_dict() == {"id": 7, "score": 0.5, "rank": 0, "metadata": {
+        "acquired": "2024-05-01T12:30:00+00:00", "day": "2024-05-01", "geometry": "0103", "cloud": None, "gsd": 10.0,
+        "tags": ["a", None], "extra": {"k": None}}}
 
 
 def test_mmap_and_missing_folder(index_dirs: dict[str, Path], tmp_path: Path) -> None:
