@@ -15,7 +15,7 @@ def add_parser(sub: Any) -> None:
     from geovl.serving.config import TOKENS_ENV, ServeConfig  # a plain dataclass module: cheap to import
 
     defaults = ServeConfig()
-    p = add_command(sub, "serve", "serve zero-shot classification over HTTP (/v1/classify; needs geovl[api])",
+    p = add_command(sub, "serve", "serve zero-shot classification, embeddings and search over HTTP (/v1/...)",
                     cmd_serve)
     d = "(default: %(default)s)"
     p.add_argument("--model", "-m", default=defaults.model, help=f"model to load, as for embed {d}")
@@ -43,10 +43,6 @@ def add_parser(sub: Any) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from geovl._optional import require
-
-    for module in ("fastapi", "uvicorn", "multipart"):
-        require(module, extra="api", feature="geovl serve")
     from geovl.api.app import serve
     from geovl.serving.config import ServeConfig, tokens_from_env
 
