@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+from collections.abc import Mapping
 from types import ModuleType
 
 
@@ -30,7 +31,7 @@ def require(module: str, extra: str | None = None, feature: str | None = None) -
         raise MissingDependencyError(_message(module, extra, feature)) from exc
 
 
-def require_all(modules: dict[str, str | None], feature: str) -> None:
+def require_all(modules: Mapping[str, str | None], feature: str) -> None:
     """Check every ``{module: extra}`` a command needs before it starts working, naming all that are missing."""
     missing = [(m, e) for m, e in modules.items() if importlib.util.find_spec(m.split(".")[0]) is None]
     if missing:

@@ -52,6 +52,10 @@ def add_parser(sub: Any) -> None:
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
+    if args.runner == "ray":
+        from geovl._optional import require
+
+        require("ray", extra="dist", feature="--runner ray")  # before any work starts
     from geovl.data.sources import sources_for
     from geovl.index.pipeline import EmbedConfig, run_embed
 

@@ -27,11 +27,14 @@ def add_parser(sub: Any) -> None:
 
 
 def cmd_train_clip(args: argparse.Namespace) -> int:
+    from geovl._optional import require_all
     from geovl.training import load_config, train_clip
+    from geovl.training.config import required_packages
 
     overrides = list(args.overrides) + ([f"run.output={args.output}"] if args.output else [])
-    result = train_clip(load_config(args.config, overrides), progress=not args.quiet,
-                        **given(args, "resume"))
+    config = load_config(args.config, overrides)
+    require_all(required_packages(config), "this training run")  # before any work starts
+    result = train_clip(config, progress=not args.quiet, **given(args, "resume"))
     if result.final is not None:
         print(f"trained {result.steps} steps; model written to {result.final}")
         for row in result.evals[-1:]:

@@ -395,3 +395,25 @@ def load_config(path: str | os.PathLike[str], overrides: list[str] | None = None
         return config_from_dict(data)
     except ValueError as exc:
         raise ValueError(f"{p}: {exc}") from None
+
+
+def required_packages(config: TrainConfig) -> dict[str, str]:
+    """The optional packages (``{module: extra}``) a run of ``config`` needs, so a command can check them all before
+    it starts working (:func:`geovl._optional.require_all`)."""
+    need: dict[str, str] = {}
+    if config.run.tensorboard:
+        need["tensorboard"] = "train"
+    if any(_format_of(src) == "git10m" for src in config.data.sources):
+        need["datasets"] = "train"
+    return need
+
+
+def _format_of(source: SourceConfig) -> str:
+    if source.format != "auto":
+        return source.format
+    from geovl.data import autodetect
+
+    try:
+        return autodetect(source.path)
+    except (ValueError, FileNotFoundError):
+        return "auto"  # the reader reports the problem when the run opens it

@@ -105,3 +105,13 @@ def test_batch_plan_splits_a_step_the_same_way_for_any_world_size() -> None:
         assert whole == split
     assert one.epoch_of(one.steps_per_epoch) == 1
     assert list(one.positions(8, 9)) == [list(range(0, 8))]
+
+
+def test_required_packages_are_named_before_work_starts() -> None:
+    from geovl.training.config import SourceConfig, TrainConfig, required_packages
+
+    config = TrainConfig()
+    assert required_packages(config) == {}
+    config.run.tensorboard = True
+    config.data.sources = [SourceConfig(path="x", format="git10m")]
+    assert required_packages(config) == {"tensorboard": "train", "datasets": "train"}
