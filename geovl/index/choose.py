@@ -1,31 +1,26 @@
 """Pick a faiss index type for a collection size, dimension and memory budget.
 
-The rules follow autofaiss' heuristics, tuned to what we measured on a 2-vCPU CPU box at 1M x 512-d
-(see the "FAISS at 1M x 512" notes in the project references):
+The rules follow autofaiss' heuristics; the thresholds are constants below, set from measurements recorded in
+docs/benchmarks.md (index section), not restated here:
 
-1. **Flat** while the raw float32 vectors fit in :data:`FLAT_MAX_BYTES` (128 MiB, i.e. 65,536 vectors at 512-d).
-   An exact scan of 128 MiB takes about 3-5 ms per query at the ~41 GB/s we measured (74 ms for 2 GiB), under
-   the 10 ms target; it is exact and supports removal. autofaiss stops at 1k vectors; exact search stays fast
-   well beyond that.
-2. **HNSW32** (efConstruction 40, efSearch 128) while ``n <=`` :data:`HNSW_MAX_VECTORS` (4M), its estimated
-   RAM fits the budget and its estimated build time fits the build-time budget (default 120 s). HNSW builds
-   cost :data:`HNSW_BUILD_CORE_SECONDS` per million 512-d vectors (measured: 255 s at 1M on 2 cores, i.e. about
-   470k vectors in 120 s there). Measured at 1M x 512: recall@10 0.971 at efSearch 64, p50 1.97 ms.
-   HNSW cannot remove vectors: removals become tombstones.
+1. **Flat** while the raw float32 vectors fit in :data:`FLAT_MAX_BYTES`: an exact scan stays within the latency
+   target, is exact and supports removal.
+2. **HNSW32** (efConstruction 40, efSearch 128) while ``n <=`` :data:`HNSW_MAX_VECTORS`, its estimated RAM fits the
+   budget and its estimated build time (:data:`HNSW_BUILD_CORE_SECONDS` per million 512-d vectors, divided by the
+   cores) fits the build-time budget (default :data:`BUILD_SECONDS_DEFAULT`). HNSW cannot remove vectors: removals
+   become tombstones.
 3. **IVF{nlist},Flat** otherwise, when it fits the budget. ``nlist`` is ``2 * sqrt(n)`` rounded to a power of two
-   below 10M vectors (2048 at 1M: 65 s to build on 2 cores, recall@10 0.982 at nprobe 8), ``16 * sqrt(n)``
-   clipped to 2^16..2^18 above, and never more than ``n / 39`` (faiss' minimum of 39 training points per list).
-   With 2^14 or more lists the coarse quantizer is HNSW32 (``IVF{nlist}_HNSW32``) so assigning a query stays
-   sub-ms.
-4. **IVF{nlist},SQ8** when float32 codes do not fit: 4x smaller (d bytes per vector). Measured: IVF1024,SQ8,
-   498 MB, recall@10 0.970 at nprobe 8, 0.29 ms.
+   below 10M vectors, ``16 * sqrt(n)`` clipped to 2^16..2^18 above, and never more than ``n / 39`` (faiss' minimum
+   of 39 training points per list). With 2^14 or more lists the coarse quantizer is HNSW32
+   (``IVF{nlist}_HNSW32``) so assigning a query stays cheap.
+4. **IVF{nlist},SQ8** when float32 codes do not fit: 4x smaller (d bytes per vector).
 5. **OPQ{m},IVF{nlist},PQ{m}** when even SQ8 does not fit, with the largest ``m`` in (64, 32, 16, 8) that fits.
-   PQ alone kept only 0.45-0.70 recall@10 at 512-d in our measurements, so the reason string recommends re-ranking
-   the top ``k * 4`` candidates with the exact vectors (the embedding ``.npy`` files, read memory-mapped).
+   PQ alone loses much recall at 512-d, so the reason string recommends re-ranking the top ``k * 4`` candidates
+   with the exact vectors (the embedding ``.npy`` files, read memory-mapped).
 
-Default search parameters: ``nprobe = clip(nlist // 256, 8, 128)`` (8 at 2048 lists, as measured) and
-``efSearch = 128``. Both are recorded in the index manifest; tune them on real text queries, which are out of
-distribution for an image index and lose recall on every ANN index.
+Default search parameters: ``nprobe = clip(nlist // 256, 8, 128)`` and ``efSearch = 128``. Both are recorded in
+the index manifest; tune them on real text queries, which are out of distribution for an image index and lose
+recall on every ANN index.
 """
 
 from __future__ import annotations
@@ -38,11 +33,11 @@ from dataclasses import dataclass, field
 from geovl._optional import require
 
 FLAT_MAX_BYTES = 128 * 2**20
-"""Largest float32 collection (bytes) searched exactly by default: ~3-5 ms per query on our CPU."""
+"""Largest float32 collection (bytes) searched exactly by default (a few ms per query on a 2-core CPU)."""
 HNSW_MAX_VECTORS = 4_000_000
 """Above this HNSW's build time (superlinear) and RAM are no longer worth it, whatever the cores."""
 HNSW_BUILD_CORE_SECONDS = 510.0
-"""CPU-core seconds to build HNSW32 over 1M 512-d vectors (measured: 255 s on 2 cores); scales with n and dim."""
+"""CPU-core seconds to build HNSW32 over 1M 512-d vectors (docs/benchmarks.md); scales with n and dim."""
 BUILD_SECONDS_DEFAULT = 120.0
 """Default build-time budget of :func:`choose_index`, in seconds."""
 IVF_SMALL_MAX_VECTORS = 10_000_000

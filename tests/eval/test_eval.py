@@ -198,6 +198,22 @@ def test_eval_zeroshot_and_probe_on_a_class_set(synthetic_sets: dict[str, Path],
     assert 0 <= lp.figures["linear_accuracy"] <= 100
 
 
+def test_eval_zeroshot_skips_and_lists_unreadable_images(synthetic_sets: dict[str, Path], micro,  # type: ignore[no-untyped-def]
+                                                         tmp_path: Path) -> None:
+    import shutil
+
+    root = tmp_path / "classes"
+    shutil.copytree(synthetic_sets["classes"], root)
+    forest = next(p for p in root.iterdir() if p.is_dir())
+    (forest / "empty.jpg").write_bytes(b"")
+    good = next(forest.glob("*.jpg"))
+    (forest / "truncated.jpg").write_bytes(good.read_bytes()[:200])
+    report = eval_zeroshot(micro, root, workers=0, progress=False)
+    assert report.figures["images"] == 60  # the 60 good images, nothing lost
+    failed = {Path(str(f["image_id"])).name for f in report.details["failed_images"]}
+    assert {"empty", "truncated"} <= {name.split(".")[0] for name in failed}
+
+
 def test_eval_suite_averages_what_is_present_and_lists_the_rest(synthetic_sets: dict[str, Path], micro,  # type: ignore[no-untyped-def]
                                                                  tmp_path: Path) -> None:
     found, missing = find_benchmarks(synthetic_sets["root"], {"EuroSAT": ("eurosat",), "AID": ("aid",)})
