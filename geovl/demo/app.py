@@ -131,7 +131,7 @@ class Callbacks:
         hit = state.hits[index]
         image = hit_image(hit)
         heat = similarity_map(self.search.resources.backbone, image, state.query)
-        return index, _details(state, index), overlay(image, heat.scores), footprint_map(state.hits, index)
+        return index, _details(state, index), overlay(image, heat), footprint_map(state.hits, index)
 
     def classify(self, image: Any, label_set: str, labels: str, multi: bool, threshold: float) -> dict[str, float]:
         scores = class_scores(self.search.resources, image, label_set, labels, multi_label=multi,

@@ -297,6 +297,38 @@ class Backbone:
         tokens = texts if isinstance(texts, torch.Tensor) else self.tokenize(texts)
         return self.towers.text_features(self._to_device(tokens))
 
+    @property
+    def supports_patch_embeddings(self) -> bool:
+        """Whether :meth:`patch_embeddings` works for this image tower (see :mod:`geovl.models.towers`)."""
+        return self.towers.patch_embeddings_error() is None
+
+    @torch.inference_mode()
+    def patch_embeddings(
+        self, images: Sequence[ImageSource] | torch.Tensor, *, normalize: bool = False
+    ) -> torch.Tensor:
+        """Patch-level embeddings in the joint image-text space, for dense similarity maps.
+
+        Args:
+            images: image sources, or a (B, 3, S, S) batch as :meth:`embed_pixels` takes it (float: normalised;
+                uint8: from :attr:`uint8_transform`).
+            normalize: L2-normalise each patch embedding.
+
+        Returns:
+            (B, h, w, D) float32 torch tensor on the backbone's device, without gradients; (h, w) is the tower's
+            patch grid (ViT patches, ResNet cells of the last feature map), in raster order over the model's input.
+
+        Raises:
+            ValueError: the image tower has no patch embeddings (:attr:`supports_patch_embeddings` is False).
+        """
+        if isinstance(images, torch.Tensor):
+            if images.ndim != 4 or images.shape[1] != 3:
+                raise ValueError(f"expected a (B, 3, H, W) pixel batch, got shape {tuple(images.shape)}")
+            pixels = self.normalize_uint8(images) if images.dtype == torch.uint8 else self._to_device(images)
+        else:
+            pixels = self._to_device(self.preprocess_images(images))
+        out = self.towers.patch_embeddings(pixels).float()
+        return F.normalize(out, dim=-1) if normalize else out
+
     @torch.inference_mode()
     def logits(self, image_embeddings: np.ndarray, text_embeddings: np.ndarray) -> np.ndarray:
         """Scaled similarity logits (N_images, N_texts) with the model's learned temperature (and bias)."""

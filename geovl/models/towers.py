@@ -1,7 +1,26 @@
 """Adapters that give open_clip and transformers (SigLIP) models one interface.
 
-Each adapter exposes the same five operations on tensors: tokenize, pooled image / text embeddings, and
-patch / token features. :class:`geovl.models.backbone.Backbone` builds everything else on top of these.
+Each adapter exposes the same operations on tensors: tokenize, pooled image / text embeddings, patch / token
+features, and patch embeddings in the joint space. :class:`geovl.models.backbone.Backbone` builds everything else on
+top of these.
+
+Patch embeddings put each patch (ViT token, ResNet cell) through the image tower's own pooling head, so that its
+cosine similarity to a text embedding is meaningful (dense CLIP features in the manner of MaskCLIP, Zhou et al.
+2022). Per tower:
+
+* open_clip ViT: the tower's embedding is ``ln_post(t) @ proj`` of the class token ``t`` (``pool_type='tok'``) or
+  of the patch mean (``'avg'``); a patch's embedding is the same map applied to its own output token. open_clip
+  returns the tokens after ``ln_post`` unless ``final_ln_after_pool`` is set, in which case it is applied here.
+  With ``'avg'`` pooling the pooled embedding is exactly the mean of the patch embeddings. Towers with an
+  attentional pooler (CoCa-style: their tokens are learned queries, not patches) or without pooling are refused.
+* open_clip ModifiedResNet: the attention pool's value and output projections (``c_proj(v_proj(cell))``) applied to
+  every cell of the last feature map, without the positional embedding (a fixed per-position bias that is not image
+  content). The pooled embedding is ``c_proj`` of an attention-weighted mean of ``v_proj`` values, so it is (up to
+  the positional terms) a convex combination of the cell embeddings.
+* transformers SigLIP: the multihead-attention-pooling head run on each patch token alone, i.e. the embedding the
+  tower would output if its pooling attended to that one patch. The head's residual MLP is non-linear, so the
+  pooled embedding is not an average of these, but each lies in the pooled embeddings' space. Towers without the
+  head are refused.
 """
 
 from __future__ import annotations
@@ -36,6 +55,10 @@ class Towers(Protocol):
 
     def logit_scale_bias(self) -> tuple[torch.Tensor, torch.Tensor | None]: ...
 
+    def patch_embeddings_error(self) -> str | None: ...
+
+    def patch_embeddings(self, pixels: torch.Tensor) -> torch.Tensor: ...
+
 
 @contextmanager
 def _output_tokens(tower: Any) -> Iterator[None]:
@@ -51,6 +74,41 @@ def _output_tokens(tower: Any) -> Iterator[None]:
 def _square_grid(n: int) -> tuple[int, int]:
     side = math.isqrt(n)
     return (side, n // side) if side * side == n else (1, n)
+
+
+def _to_grid(tokens: torch.Tensor, pixels: torch.Tensor, patch: tuple[int, int]) -> torch.Tensor:
+    """(B, N, D) patch tokens of ``pixels`` -> (B, h, w, D) in raster order."""
+    h, w = pixels.shape[-2] // patch[0], pixels.shape[-1] // patch[1]
+    if h * w != tokens.shape[1]:
+        raise ValueError(f"{tokens.shape[1]} patch tokens do not fill a {h}x{w} grid for input {tuple(pixels.shape)}")
+    return tokens.reshape(tokens.shape[0], h, w, tokens.shape[2])
+
+
+def vit_patch_embeddings(visual: Any, pixels: torch.Tensor) -> torch.Tensor:
+    """(B, h, w, D) patch embeddings of an open_clip ``VisionTransformer`` (see the module docstring)."""
+    with _output_tokens(visual):
+        _, tokens = visual(pixels)
+    if visual.final_ln_after_pool:  # open_clip then returns the tokens before ln_post
+        tokens = visual.ln_post(tokens)
+    if visual.proj is not None:
+        tokens = tokens @ visual.proj
+    patch = visual.patch_size
+    return _to_grid(tokens, pixels, (patch, patch) if isinstance(patch, int) else tuple(patch))
+
+
+def resnet_feature_map(visual: Any, pixels: torch.Tensor) -> torch.Tensor:
+    """(B, C, h, w) last feature map of an open_clip ``ModifiedResNet`` (before the attention pool)."""
+    x = visual.stem(pixels)
+    for layer in (visual.layer1, visual.layer2, visual.layer3, visual.layer4):
+        x = layer(x)
+    return x
+
+
+def resnet_patch_embeddings(visual: Any, pixels: torch.Tensor) -> torch.Tensor:
+    """(B, h, w, D) cell embeddings of an open_clip ``ModifiedResNet``: ``c_proj(v_proj(cell))``."""
+    cells = resnet_feature_map(visual, pixels).permute(0, 2, 3, 1)
+    pool = visual.attnpool
+    return pool.c_proj(pool.v_proj(cells))
 
 
 class OpenClipTowers:
@@ -104,15 +162,44 @@ class OpenClipTowers:
                 pooled, tokens = visual(pixels)
             return ImageFeatures(pooled=pooled, patches=tokens, grid=_square_grid(tokens.shape[1]))
         if isinstance(visual, ModifiedResNet):
-            x = visual.stem(pixels)
-            for layer in (visual.layer1, visual.layer2, visual.layer3, visual.layer4):
-                x = layer(x)
+            x = resnet_feature_map(visual, pixels)
             pooled = visual.attnpool(x)
             h, w = x.shape[-2:]
             return ImageFeatures(pooled=pooled, patches=x.flatten(2).transpose(1, 2), grid=(h, w))
         raise ValueError(
             f"patch-level features are available for ViT and ResNet image towers, not {type(visual).__name__}"
         )
+
+    def patch_embeddings_error(self) -> str | None:
+        """Why :meth:`patch_embeddings` is unavailable for this image tower, or ``None`` when it is available."""
+        from open_clip.modified_resnet import ModifiedResNet
+        from open_clip.transformer import VisionTransformer
+
+        visual = self._m.visual
+        if isinstance(visual, ModifiedResNet):
+            return None
+        if not isinstance(visual, VisionTransformer):
+            return f"patch embeddings are not available for {type(visual).__name__} image towers"
+        if visual.attn_pool is not None:
+            return ("patch embeddings are not available for a ViT with an attentional pooler: its output tokens are "
+                    "learned queries, not image patches")
+        if visual.pool_type not in ("tok", "avg"):
+            return f"patch embeddings are not available for a ViT with pool_type {visual.pool_type!r}"
+        return None
+
+    def patch_embeddings(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(B, h, w, D) patch embeddings in the joint space (see the module docstring); ``ValueError`` when the
+        tower has none."""
+        reason = self.patch_embeddings_error()
+        if reason is not None:
+            raise ValueError(reason)
+        from open_clip.transformer import VisionTransformer
+
+        visual = self._m.visual
+        pixels = pixels.to(self._visual_dtype())
+        if isinstance(visual, VisionTransformer):
+            return vit_patch_embeddings(visual, pixels)
+        return resnet_patch_embeddings(visual, pixels)
 
     # ---- text
     def _is_builtin_text(self) -> bool:
@@ -208,3 +295,21 @@ class SiglipTowers:
 
     def logit_scale_bias(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         return self._m.logit_scale, getattr(self._m, "logit_bias", None)
+
+    def patch_embeddings_error(self) -> str | None:
+        """Why :meth:`patch_embeddings` is unavailable for this image tower, or ``None`` when it is available."""
+        if getattr(self._m.vision_model, "head", None) is None:
+            return "patch embeddings are not available for a SigLIP image tower without its attention-pooling head"
+        return None
+
+    def patch_embeddings(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(B, h, w, D): the pooling head run on each patch token alone (see the module docstring)."""
+        reason = self.patch_embeddings_error()
+        if reason is not None:
+            raise ValueError(reason)
+        vision: Any = self._m.vision_model
+        tokens = self._vision(pixels).last_hidden_state
+        b, n, c = tokens.shape
+        single = vision.head(tokens.reshape(b * n, 1, c)).reshape(b, n, -1)
+        patch = int(self._m.config.vision_config.patch_size)
+        return _to_grid(single, pixels, (patch, patch))
