@@ -15,6 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from PIL import Image
+
 from geovl.demo.config import DemoConfig
 from geovl.demo.gallery import Gallery, default_collections, open_gallery, synthetic_collection
 from geovl.demo.search import DemoSearch, SearchView, hit_image
@@ -23,7 +25,7 @@ from geovl.serving.config import ServeConfig
 from geovl.serving.errors import ServiceError
 from geovl.serving.resources import Resources
 
-__all__ = ["DemoConfig", "build_app", "launch", "prepare"]
+__all__ = ["DemoConfig", "build_app", "launch", "prepare", "serve"]
 
 logger = logging.getLogger(__name__)
 
@@ -119,8 +121,10 @@ class Callbacks:
     def _show(self, view: SearchView) -> tuple[Any, ...]:
         if not view.hits:
             raise ServiceError("no image matches these filters; loosen them")
-        return (_gallery_items(view), f"<small>{view.latency_text}</small>", view, None,
-                _details(view, None), None, footprint_map(view.hits))
+        import gradio as gr
+
+        return (gr.update(value=_gallery_items(view), selected_index=None), f"<small>{view.latency_text}</small>",
+                view, None, _details(view, None), None, footprint_map(view.hits))
 
     def select(self, state: SearchView | None, index: int) -> tuple[Any, ...]:
         """A hit was clicked: its details, the "why this hit" heat map and its footprint highlighted."""
@@ -130,6 +134,9 @@ class Callbacks:
 
         hit = state.hits[index]
         image = hit_image(hit)
+        if max(image.size) < 320:  # small tiles (EuroSAT's 64 px) are enlarged so the map stays readable
+            scale = 320 / max(image.size)
+            image = image.resize((round(image.width * scale), round(image.height * scale)), Image.Resampling.BICUBIC)
         heat = similarity_map(self.search.resources.backbone, image, state.query)
         return index, _details(state, index), overlay(image, heat), footprint_map(state.hits, index)
 
@@ -200,6 +207,10 @@ def _search_tab(gr: Any, calls: Callbacks, search: DemoSearch) -> None:
     def on_select(view: SearchView | None, evt: gr.SelectData) -> tuple[Any, ...]:
         return calls.select(view, int(evt.index))
 
+    # Gradio passes the clicked index only to a parameter whose type hint resolves to SelectData; the string
+    # annotation "gr.SelectData" does not resolve ("gr" is not a module global), so give it the class itself
+    on_select.__annotations__["evt"] = gr.SelectData
+
     results.select(_friendly(on_select), [state], [selected, details, heat, footprints], api_name=False)
 
 
@@ -249,11 +260,10 @@ def _theme() -> Any:
     return gr.themes.Default(font=local, font_mono=["ui-monospace", "monospace"])
 
 
-def launch(config: DemoConfig, *, block: bool = True) -> tuple[Any, str]:
-    """Prepare the gallery, build the app and serve it; returns ``(app, local URL)`` (``block=False`` returns at
-    once, leaving the server running in a thread: call ``app.close()`` to stop it)."""
+def serve(search: DemoSearch, config: DemoConfig) -> tuple[Any, str]:
+    """Build the app over a prepared search and serve it in a thread; returns ``(app, local URL)``. The caller stops
+    it: ``app.close()``, then ``search.resources.close()``."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    search = prepare(config)
     app = build_app(search)
     roots = {str(Path(c.partition(":")[2] or c).resolve().parent) for c in search.gallery.collections}
     roots |= {str(Path(c).resolve()) for c in search.gallery.collections if Path(c).is_dir()}
@@ -261,7 +271,19 @@ def launch(config: DemoConfig, *, block: bool = True) -> tuple[Any, str]:
     app.launch(server_name=config.host, server_port=config.port, share=config.share,
                max_file_size=f"{config.max_upload_mb}mb", allowed_paths=sorted(roots), prevent_thread_lock=True,
                quiet=True, theme=_theme(), show_error=False)
-    url = str(app.local_url)
+    return app, str(app.local_url)
+
+
+def launch(config: DemoConfig, *, block: bool = True) -> tuple[Any, str]:
+    """Prepare the gallery, build the app and serve it until interrupted; returns ``(app, local URL)``
+    (``block=False`` returns at once, the server running in a thread; a caller that must stop it cleanly calls
+    :func:`prepare` and :func:`serve` itself, then closes both the app and ``search.resources``)."""
+    search = prepare(config)
+    try:
+        app, url = serve(search, config)
+    except BaseException:
+        search.resources.close()
+        raise
     print(f"geovl demo: {len(search):,} images, model {search.resources.model_name}; open {url}", flush=True)
     if block:
         try:

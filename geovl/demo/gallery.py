@@ -208,8 +208,10 @@ def open_gallery(
         summary = run_embed(backbone, _sources(collections), root / "embeddings",
                             EmbedConfig(batch_size=batch_size, progress=progress))
         count = summary.embedded + summary.resumed
+        if summary.total == 0:
+            raise ValueError(f"no images found in {', '.join(collections)}")
         if count == 0:
-            raise ValueError(f"none of the images in {', '.join(collections)} could be read")
+            raise ValueError(f"none of the {summary.total} images in {', '.join(collections)} could be read")
         build_index(root / "embeddings", root / "index", progress=progress)
         info = {"key": key, "collections": list(collections), "count": count, "failed": summary.failed,
                 "model": model_record(backbone).get("name"), "built_seconds": round(time.perf_counter() - start, 2)}

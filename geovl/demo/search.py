@@ -41,10 +41,10 @@ class HitView:
 
     @property
     def title(self) -> str:
-        """The gallery caption: score, file name, then the label or caption."""
+        """The gallery caption: the label (or caption) first, where a glance finds it, then score and file name."""
         name = Path(self.path).name if self.path else f"#{self.id}"
         what = self.label or self.caption or ""
-        return f"{self.score:.3f} · {name}" + (f" · {what}" if what else "")
+        return (f"{what} · " if what else "") + f"{self.score:.3f} · {name}"
 
     @property
     def footprint(self) -> list[tuple[float, float]] | None:
@@ -134,12 +134,14 @@ class DemoSearch:
     def timed(self) -> bool:
         return "acquired" in self.columns
 
-    def filters(self, bbox: str = "", start: str = "", end: str = "", where: str = "") -> Any:
+    def filters(self, bbox: str | None = "", start: str | None = "", end: str | None = "",
+                where: str | None = "") -> Any:
         """Filters from the page's text fields (empty fields are ignored; ``where`` holds conditions separated by
         ``;``, e.g. ``label = Forest; split = test``)."""
         conditions = [c.strip() for c in (where or "").split(";") if c.strip()]
-        return self.resources.parse_filters(bbox=bbox.strip() or None, start=start.strip() or None,
-                                            end=end.strip() or None, where=conditions or None)
+        # a hidden field (no georeferenced / dated images) sends None
+        return self.resources.parse_filters(bbox=(bbox or "").strip() or None, start=(start or "").strip() or None,
+                                            end=(end or "").strip() or None, where=conditions or None)
 
     def _run(self, query: np.ndarray, k: int, filters: Any, kind: str, started: float, text: str | None = None,
              exclude: list[int] | None = None) -> SearchView:
