@@ -41,7 +41,7 @@ def start_demo(args: argparse.Namespace, cache: Path, port: int) -> tuple[subpro
     assert proc.stdout is not None
     for line in proc.stdout:
         if "open http" in line:
-            return proc, time.perf_counter() - t0, line.rsplit("open ", 1)[1].strip()
+            return proc, time.perf_counter() - t0, line.rsplit("open ", 1)[1].strip().rstrip("/")
     raise RuntimeError(f"geovl demo exited with {proc.wait()} before printing its URL")
 
 

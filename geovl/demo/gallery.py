@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from geovl.data.sources import Source, list_images, sources_for
+from geovl.data.sources import Source, sources_for
 from geovl.io.fs import atomic_write_json, file_lock
 from geovl.models.backbone import Backbone
 from geovl.models.record import model_record
@@ -131,16 +131,27 @@ def _split(collection: str) -> tuple[str | None, Path]:
     return None, Path(collection)
 
 
-def _file_stats(paths: Sequence[Path]) -> list[str]:
-    out = []
-    for p in paths:
-        st = p.stat()
-        out.append(f"{p.resolve()}\t{st.st_size}\t{st.st_mtime_ns}")
-    return out
+_DATASET_SUFFIXES = (".json", ".jsonl", ".csv", ".tsv", ".parquet", ".tar")
+
+
+def _tree_stats(root: Path) -> list[str]:
+    """``path, size, mtime`` of every file under ``root`` (one ``scandir`` walk: fast enough to run on every start)."""
+    out: list[str] = []
+    stack = [str(root)]
+    while stack:
+        with os.scandir(stack.pop()) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=True):
+                    stack.append(entry.path)
+                elif not entry.name.startswith("."):
+                    st = entry.stat()
+                    out.append(f"{entry.path}\t{st.st_size}\t{st.st_mtime_ns}")
+    return sorted(out)
 
 
 def gallery_key(backbone: Backbone, collections: Sequence[str]) -> str:
-    """sha256 of the model's identity and of every input file's path, size and modification time.
+    """sha256 of the model's identity and of every file's path, size and modification time under each collection's
+    folder (a dataset file's own folder).
 
     Raises:
         FileNotFoundError: a collection that does not exist.
@@ -152,9 +163,13 @@ def gallery_key(backbone: Backbone, collections: Sequence[str]) -> str:
         fmt, path = _split(collection)
         if not path.exists():
             raise FileNotFoundError(f"{path}: no such image folder or dataset file")
-        files = [path, *list_images([path.parent])] if path.is_file() else list_images([path])
         digest.update(f"{fmt}:{path.resolve()}\n".encode())
-        digest.update("\n".join(_file_stats(files)).encode())
+        if path.is_dir() or fmt or path.suffix.lower() in _DATASET_SUFFIXES:  # a dataset's images sit beside it
+            stats = _tree_stats((path if path.is_dir() else path.parent).resolve())
+        else:  # one image or GeoTIFF scene
+            st = path.stat()
+            stats = [f"{path.resolve()}\t{st.st_size}\t{st.st_mtime_ns}"]
+        digest.update("\n".join(stats).encode())
     return digest.hexdigest()
 
 
