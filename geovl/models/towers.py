@@ -127,7 +127,9 @@ class OpenClipTowers:
         self.model_cfg = model_cfg or {}
         self.quick_gelu = quick_gelu
         visual: Any = self._m.visual
-        self.embed_dim = int(getattr(visual, "output_dim", 0) or self._probe_dim())
+        # timm image towers carry no output_dim: the config's embed_dim says it
+        self.embed_dim = int(getattr(visual, "output_dim", 0) or self.model_cfg.get("embed_dim", 0)
+                             or self._probe_dim())
         text: Any = getattr(self._m, "text", None)
         context: Any = getattr(text, "context_length", None) or getattr(self._m, "context_length", 77)
         self.context_length = int(context)
