@@ -27,7 +27,7 @@ from geovl.models import (
 )
 from geovl.models.registry import HubFile, HubRepo, UrlFile
 from geovl.models.weights import checkpoint_dir, read_state_dict, sha256_file
-from tests import vlm_fixtures as fx
+from tests import model_fixtures as fx
 
 RNG = np.random.default_rng(0)
 IMAGES = [RNG.integers(0, 256, (48, 40, 3), dtype=np.uint8) for _ in range(3)]

@@ -9,7 +9,7 @@ import torch
 
 from geovl.models import get_checkpoint, load_backbone
 from geovl.models.weights import checkpoint_dir
-from tests import vlm_fixtures as fx
+from tests import model_fixtures as fx
 
 pytestmark = pytest.mark.slow
 

@@ -15,7 +15,7 @@ from PIL import Image
 
 from geovl.models import Backbone, ModelInfo, Preprocess, architecture_config, build_openclip_model, load_backbone
 from geovl.models.towers import OpenClipTowers
-from tests import vlm_fixtures as fx
+from tests import model_fixtures as fx
 
 RNG = np.random.default_rng(0)
 IMAGES = [RNG.integers(0, 256, (40, 48, 3), dtype=np.uint8) for _ in range(3)]

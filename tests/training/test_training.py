@@ -377,7 +377,7 @@ def test_a_transformers_siglip_model_fine_tunes_and_exports(tmp_path: Path, synt
     """Git-RSCLIP's format (a transformers SigLIP folder) trains with the SigLIP loss and exports to a folder that
     loads back with the trained weights."""
     from geovl.models import load_backbone
-    from tests.vlm_fixtures import write_siglip_folder
+    from tests.model_fixtures import write_siglip_folder
 
     start = tmp_path / "siglip"
     write_siglip_folder(start, seed=0)
