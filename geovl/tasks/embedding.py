@@ -16,7 +16,7 @@ import logging
 import os
 import struct
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from geovl.data.sources import IMAGE_EXTENSIONS, ChipRef, Record, list_images
+from geovl.data.sources import ChipRef, Record
 from geovl.io.images import DEFAULT_MAX_PIXELS, ImageReadError, ImageSource
 from geovl.models.backbone import Backbone
 
@@ -33,11 +33,9 @@ __all__ = [
     "DecodeMapper",
     "EmbeddingPipeline",
     "Embeddings",
-    "FileEmbeddings",
     "chip_metadata",
     "decode_loader",
     "default_decode_workers",
-    "embed_files",
 ]
 
 logger = logging.getLogger(__name__)
@@ -234,50 +232,3 @@ class EmbeddingPipeline:
         bar.close()
         emb = np.concatenate(chunks) if chunks else np.zeros((0, self.backbone.embed_dim), np.float32)
         return Embeddings(embeddings=emb, kept=kept, failures=failures, seconds=seconds)
-
-
-@dataclass
-class FileEmbeddings:
-    """What :func:`embed_files` did.
-
-    Attributes:
-        embeddings: (N, D) float32, L2-normalised, in the order of ``files``.
-        files: the files that were embedded (bad files removed).
-        failures: ``(file, error)`` for every skipped file.
-        seconds: wall time of the embedding loop (decode + model), excluding model loading.
-    """
-
-    embeddings: np.ndarray
-    files: list[str]
-    failures: list[tuple[str, str]] = field(default_factory=list)
-    seconds: float = 0.0
-
-    @property
-    def images_per_second(self) -> float:
-        return len(self.files) / self.seconds if self.seconds > 0 else 0.0
-
-
-def embed_files(
-    backbone: Backbone,
-    paths: Iterable[str | os.PathLike[str]],
-    *,
-    batch_size: int = 64,
-    workers: int | None = None,
-    limit: int | None = None,
-    progress: bool = True,
-) -> FileEmbeddings:
-    """Embed every image under ``paths`` (files, and folders searched recursively for image suffixes) in memory.
-
-    ``limit`` embeds only the first files (after sorting). For collections that should survive a crash, use the
-    partitioned pipeline (``geovl embed``, :func:`geovl.index.pipeline.run_embed`).
-    """
-    files = list_images(paths)
-    if limit is not None:
-        if limit < 1:
-            raise ValueError(f"limit must be >= 1, got {limit}")
-        files = files[:limit]
-    if not files:
-        raise ValueError("no image files found under the given paths (looked for " + ", ".join(IMAGE_EXTENSIONS) + ")")
-    result = EmbeddingPipeline(backbone, batch_size=batch_size, workers=workers)(files, progress=progress)
-    return FileEmbeddings(embeddings=result.embeddings, files=[str(files[i]) for i in result.kept],
-                          failures=[(str(files[i]), err) for i, err in result.failures], seconds=result.seconds)
