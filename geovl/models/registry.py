@@ -3,8 +3,10 @@
 Two tables:
 
 * **Architectures** are open_clip model configs (JSON). geovl adds its own small configs in
-  ``geovl/models/model_configs`` (``geovl-tiny``: the offline default; ``geovl-micro``: for tests) to the ones
-  open_clip ships (``ViT-B-32``, ``RN50``, ``ViT-H-14``, ...).
+  ``geovl/models/model_configs`` (``geovl-tiny``: the offline default; ``geovl-micro``: for tests;
+  ``geovl-effnet-lite0-minilm``: EfficientNet-Lite0 + MiniLM-L6, both towers pretrained from pip packages) to the
+  ones open_clip ships (``ViT-B-32``, ``RN50``, ``ViT-H-14``, ...). A config may declare pretrained towers
+  (``text_cfg.hf_model_pretrained``, ``vision_cfg.timm_model_pretrained``): see :mod:`geovl.models.factory`.
 * **Checkpoints** (:data:`CHECKPOINTS`) name real released weights: where they live (HF hub repo and file, or a
   URL), the file format, the architecture they fit, the preprocessing they were trained with and the sha256 when
   it is published. Every open_clip pretrained tag is also loadable as ``openclip:<arch>/<tag>``.

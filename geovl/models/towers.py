@@ -4,9 +4,9 @@ Each adapter exposes the same operations on tensors: tokenize, pooled image / te
 features, and patch embeddings in the joint space. :class:`geovl.models.backbone.Backbone` builds everything else on
 top of these.
 
-Patch embeddings put each patch (ViT token, ResNet cell) through the image tower's own pooling head, so that its
-cosine similarity to a text embedding is meaningful (dense CLIP features in the manner of MaskCLIP, Zhou et al.
-2022). Per tower:
+Patch embeddings put each patch (ViT token, ResNet or timm feature-map cell) through the image tower's own pooling
+head, so that its cosine similarity to a text embedding is meaningful (dense CLIP features in the manner of
+MaskCLIP, Zhou et al. 2022). Per tower:
 
 * open_clip ViT: the tower's embedding is ``ln_post(t) @ proj`` of the class token ``t`` (``pool_type='tok'``) or
   of the patch mean (``'avg'``); a patch's embedding is the same map applied to its own output token. open_clip
@@ -17,6 +17,15 @@ cosine similarity to a text embedding is meaningful (dense CLIP features in the 
   every cell of the last feature map, without the positional embedding (a fixed per-position bias that is not image
   content). The pooled embedding is ``c_proj`` of an attention-weighted mean of ``v_proj`` values, so it is (up to
   the positional terms) a convex combination of the cell embeddings.
+* open_clip ``TimmModel`` with a convolutional trunk (EfficientNet-Lite): the trunk's last feature map
+  (``trunk.forward_features``, (B, C, h, w)) gives the patches; the pooled embedding is
+  ``head(trunk.forward_head(map))``, exactly what the tower outputs. A cell's embedding is that same path applied to
+  the cell alone (a 1 x 1 map: average pooling of one cell is the cell): the trunk's pooling head (pool, plus its
+  classifier when ``timm_proj`` is empty: the classifier is then the projection) and the adapter's ``head``
+  (linear or mlp projection). With average pooling and an affine projection the pooled embedding is exactly the
+  mean of the cell embeddings; an mlp keeps them in the pooled embeddings' space. Refused: trunks that do not
+  average-pool (max, attention pooling in the head, no pooling) and trunks whose features are not an NCHW map
+  (timm ViTs, NHWC models).
 * transformers SigLIP: the multihead-attention-pooling head run on each patch token alone, i.e. the embedding the
   tower would output if its pooling attended to that one patch. The head's residual MLP is non-linear, so the
   pooled embedding is not an average of these, but each lies in the pooled embeddings' space. Towers without the
@@ -111,6 +120,44 @@ def resnet_patch_embeddings(visual: Any, pixels: torch.Tensor) -> torch.Tensor:
     return pool.c_proj(pool.v_proj(cells))
 
 
+def timm_feature_map(visual: Any, pixels: torch.Tensor) -> torch.Tensor:
+    """(B, C, h, w) last feature map of an open_clip ``TimmModel``'s trunk (``forward_features``)."""
+    fmap = visual.trunk.forward_features(pixels)
+    if not isinstance(fmap, torch.Tensor) or fmap.ndim != 4 or getattr(visual.trunk, "output_fmt", "NCHW") != "NCHW":
+        raise ValueError(f"patch-level features of timm image towers need a (B, C, h, w) feature map; "
+                         f"{type(visual.trunk).__name__} gives another layout")
+    return fmap
+
+
+def timm_pooled(visual: Any, fmap: torch.Tensor) -> torch.Tensor:
+    """A ``TimmModel``'s output from its trunk's feature map: the trunk's pooling head, then the adapter's head."""
+    return visual.head(visual.trunk.forward_head(fmap))
+
+
+def timm_patch_embeddings_error(visual: Any) -> str | None:
+    """Why a ``TimmModel`` has no patch embeddings (see the module docstring), or ``None``."""
+    from timm.layers import SelectAdaptivePool2d
+
+    name = type(visual.trunk).__name__
+    if "pool" in visual.head._modules:
+        return "patch embeddings are not available for a timm image tower with attention pooling"
+    pool = getattr(visual.trunk, "global_pool", None)
+    if not isinstance(pool, SelectAdaptivePool2d):
+        return f"patch embeddings are not available for timm {name} image towers (no global average pool)"
+    if pool.pool_type.lower() not in ("avg", "fast", "fastavg"):
+        return f"patch embeddings are not available for a timm image tower with {pool.pool_type!r} pooling"
+    return None
+
+
+def timm_patch_embeddings(visual: Any, pixels: torch.Tensor) -> torch.Tensor:
+    """(B, h, w, D) cell embeddings of an open_clip ``TimmModel``: each cell through the tower's pooling head and
+    projection on its own."""
+    fmap = timm_feature_map(visual, pixels)
+    b, c, h, w = fmap.shape
+    cells = fmap.permute(0, 2, 3, 1).reshape(b * h * w, c, 1, 1)
+    return timm_pooled(visual, cells).reshape(b, h, w, -1)
+
+
 class OpenClipTowers:
     """An open_clip ``CLIP`` / ``CustomTextCLIP`` model.
 
@@ -157,8 +204,13 @@ class OpenClipTowers:
         visual = self._m.visual
         pixels = pixels.to(self._visual_dtype())
         from open_clip.modified_resnet import ModifiedResNet
+        from open_clip.timm_model import TimmModel
         from open_clip.transformer import VisionTransformer
 
+        if isinstance(visual, TimmModel):
+            fmap = timm_feature_map(visual, pixels)
+            return ImageFeatures(pooled=timm_pooled(visual, fmap), patches=fmap.flatten(2).transpose(1, 2),
+                                 grid=(fmap.shape[-2], fmap.shape[-1]))
         if isinstance(visual, VisionTransformer):
             with _output_tokens(visual):
                 pooled, tokens = visual(pixels)
@@ -169,17 +221,20 @@ class OpenClipTowers:
             h, w = x.shape[-2:]
             return ImageFeatures(pooled=pooled, patches=x.flatten(2).transpose(1, 2), grid=(h, w))
         raise ValueError(
-            f"patch-level features are available for ViT and ResNet image towers, not {type(visual).__name__}"
+            f"patch-level features are available for ViT, ResNet and timm image towers, not {type(visual).__name__}"
         )
 
     def patch_embeddings_error(self) -> str | None:
         """Why :meth:`patch_embeddings` is unavailable for this image tower, or ``None`` when it is available."""
         from open_clip.modified_resnet import ModifiedResNet
+        from open_clip.timm_model import TimmModel
         from open_clip.transformer import VisionTransformer
 
         visual = self._m.visual
         if isinstance(visual, ModifiedResNet):
             return None
+        if isinstance(visual, TimmModel):
+            return timm_patch_embeddings_error(visual)
         if not isinstance(visual, VisionTransformer):
             return f"patch embeddings are not available for {type(visual).__name__} image towers"
         if visual.attn_pool is not None:
@@ -195,13 +250,16 @@ class OpenClipTowers:
         reason = self.patch_embeddings_error()
         if reason is not None:
             raise ValueError(reason)
+        from open_clip.modified_resnet import ModifiedResNet
         from open_clip.transformer import VisionTransformer
 
         visual = self._m.visual
         pixels = pixels.to(self._visual_dtype())
         if isinstance(visual, VisionTransformer):
             return vit_patch_embeddings(visual, pixels)
-        return resnet_patch_embeddings(visual, pixels)
+        if isinstance(visual, ModifiedResNet):
+            return resnet_patch_embeddings(visual, pixels)
+        return timm_patch_embeddings(visual, pixels)
 
     # ---- text
     def _is_builtin_text(self) -> bool:
