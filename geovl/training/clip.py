@@ -38,6 +38,7 @@ from geovl.training.clip_model import (
 )
 from geovl.training.config import TrainConfig, config_to_dict
 from geovl.training.data import BatchPlan, EpochDataset, TrainingSet, build_image_cache, collate
+from geovl.training.feature_cache import CACHE_FOLDER, FeatureCache, load_or_build_feature_cache, split_image_tower
 from geovl.training.runtime import RunSpec, Runtime, Stateful, TrainResult
 
 logger = logging.getLogger(__name__)
@@ -125,7 +126,11 @@ class _ClipJob:
         self.scaler = torch.amp.GradScaler(rt.device.type, enabled=self.dtype == torch.float16)
         self.stateful: dict[str, Stateful] = {"optimizer": self.optimizer, "scheduler": self.scheduler,
                                               "scaler": self.scaler}
-        self.forward: nn.Module = ContrastiveForward(self.backbone)
+        # a locked timm image trunk: its output is cached once and only visual.head runs per step
+        self.image_split = split_image_tower(self.visual) if config.model.lock_image else None
+        self.features: FeatureCache | None = None
+        cached_head = self.image_split[1] if self.image_split is not None and config.data.cached_views else None
+        self.forward: nn.Module = ContrastiveForward(self.backbone, cached_head)
         self.loss_fn = ContrastiveLoss(config.loss.kind, rt.rank, rt.world, config.loss.label_smoothing)
         self.locked_text = LockedText(self.backbone) if config.model.lock_text else None
         self.augment = RSAugment(config.data.augment, self.backbone.preprocess, train=True)
@@ -146,17 +151,23 @@ class _ClipJob:
             self.forward = nn.parallel.DistributedDataParallel(
                 self.forward, device_ids=[device.index] if device.type == "cuda" else None,
                 find_unused_parameters=False)
-        if config.data.cache_images:
+        if self.image_split is not None and config.data.cached_views:
+            self.features = load_or_build_feature_cache(
+                rt.spec.output / CACHE_FOLDER, self.data, self.image_split[0], views=config.data.cached_views,
+                augment=config.data.augment, preprocess=self.backbone.preprocess, device=rt.device, dtype=self.dtype,
+                workers=config.data.workers, progress=progress and rt.main, write=rt.main)
+        elif config.data.cache_images:
             side = round(self.backbone.image_size * 1.25)
             self.cache, self.cache_index = build_image_cache(self.data, side, config.data.workers,
                                                              progress and rt.main)
         self.set_modes()
 
     def set_modes(self) -> None:
-        """Train mode, except locked towers, which stay in eval mode (no dropout / batch-norm updates)."""
+        """Train mode, except locked towers (a locked timm image trunk without its head), which stay in eval mode
+        (no dropout / batch-norm updates)."""
         self.model.train()
         if self.config.model.lock_image:
-            self.visual.eval()
+            (self.image_split[0] if self.image_split is not None else self.visual).eval()
         if self.config.model.lock_text:
             self.text.eval()
 
@@ -168,7 +179,7 @@ class _ClipJob:
             epoch = plan.epoch_of(step)
             last = min(end_step, (epoch + 1) * plan.steps_per_epoch)
             dataset = EpochDataset(self.data, self.data.epoch_order(epoch), epoch, self.augment, self.cache,
-                                   self.cache_index)
+                                   self.cache_index, self.features)
             loader = DataLoader(dataset, batch_sampler=list(plan.positions(step, last)),
                                 num_workers=data_cfg.workers, collate_fn=collate(self.backbone.towers.tokenize),
                                 prefetch_factor=4 if data_cfg.workers else None)
@@ -277,24 +288,45 @@ def export_backbone(backbone: Backbone, folder: Path, config: TrainConfig, state
     """Write the trained model to ``folder`` (atomically), in a form :func:`geovl.models.load_backbone` reads.
 
     An open_clip model becomes a geovl checkpoint in ``run.save_dtype``; a locked pretrained transformers text
-    tower (LiT) is left out and referenced by name and sha256. A transformers SigLIP model is written with
-    ``save_pretrained``.
+    tower (LiT) is left out and referenced by name and sha256, and so is a locked timm image trunk that still holds
+    exactly its packaged weights (:func:`geovl.models.external.packaged_trunk_external`). A transformers SigLIP
+    model is written with ``save_pretrained``.
     """
     from geovl.models.factory import save_backbone
 
     if not isinstance(backbone.towers, OpenClipTowers):
         return _export_transformers(backbone, folder, config, state, figures)
-    external = None
+    external: dict[str, dict[str, Any]] = {}
     cfg = getattr(backbone.towers, "model_cfg", {}) or {}
     text_cfg = cfg.get("text_cfg", {})
     if config.model.lock_text and text_cfg.get("hf_model_name") and text_cfg.get("hf_model_pretrained"):
         from geovl.models.text_models import text_model_sha256
 
-        external = {EXTERNAL_TEXT_PREFIX: {"source": text_cfg["hf_model_name"], "locked": True,
-                                           "sha256": text_model_sha256(text_cfg["hf_model_name"])}}
+        external[EXTERNAL_TEXT_PREFIX] = {"source": text_cfg["hf_model_name"], "locked": True,
+                                          "sha256": text_model_sha256(text_cfg["hf_model_name"])}
+    if config.model.lock_image:
+        external.update(_packaged_trunk(backbone, cfg))
     dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[config.run.save_dtype]
     meta = _training_metadata(config, state, figures)
-    return save_backbone(backbone, folder, metadata=meta, dtype=dtype, external=external)
+    return save_backbone(backbone, folder, metadata=meta, dtype=dtype, external=external or None)
+
+
+def _packaged_trunk(backbone: Backbone, model_cfg: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The external entry of a locked image trunk that still equals its packaged weights, else nothing (a trunk
+    loaded from a fine-tuned checkpoint is saved with the model)."""
+    from geovl.models.external import packaged_trunk_external
+    from geovl.models.packaged import packaged_image_tower, trunk_difference
+
+    packaged = packaged_image_tower(model_cfg)
+    visual: Any = getattr(backbone.model, "visual", None)
+    if packaged is None or split_image_tower(visual) is None:
+        return {}
+    why = trunk_difference(visual.trunk, packaged.name)
+    if why is not None:
+        logger.info("the locked image trunk is saved with the model: it is not the packaged '%s' (%s)",
+                    packaged.name, why)
+        return {}
+    return packaged_trunk_external(model_cfg)
 
 
 def _export_transformers(backbone: Backbone, folder: Path, config: TrainConfig, state: TrainingState,

@@ -4,7 +4,9 @@ parameter groups, the learning-rate schedule, the module DDP wraps and the loss.
 Rules:
 
 * ``model.lock_image`` / ``model.lock_text`` freeze a whole tower, except the text projection into the joint
-  space, which stays trainable under ``lock_text`` (LiT: a locked encoder with a learned head);
+  space, which stays trainable under ``lock_text`` (LiT: a locked encoder with a learned head), and the head of a
+  timm image tower (``visual.head``), which stays trainable under ``lock_image`` (its trunk is locked; see
+  :mod:`geovl.training.feature_cache`); a model where nothing but the temperature / bias would train is refused;
 * ``model.freeze_*_blocks = N`` freezes the first N blocks of a tower and everything before them (embeddings,
   stems);
 * a SigLIP loss needs a learned bias: a model without one gets ``logit_bias = -10`` and (unless
@@ -104,9 +106,17 @@ class BuiltinText(nn.Module):
 
 
 def set_trainable(model: nn.Module, cfg: TrainConfig) -> tuple[nn.Module, nn.Module]:
+    """Freeze what ``cfg.model`` locks or freezes; returns the (image, text) towers.
+
+    Raises:
+        ValueError: nothing but the temperature / bias would train.
+    """
+    from geovl.training.feature_cache import split_image_tower
+
     visual, text = _towers_of(model)
     if cfg.model.lock_image:
-        for p in visual.parameters():
+        split = split_image_tower(visual)
+        for p in (split[0] if split is not None else visual).parameters():
             p.requires_grad_(False)
     if cfg.model.lock_text:
         head = {id(p) for p in text_head_params(model)}
@@ -116,6 +126,9 @@ def set_trainable(model: nn.Module, cfg: TrainConfig) -> tuple[nn.Module, nn.Mod
                 p.requires_grad_(False)
     _freeze_first(visual, cfg.model.freeze_image_blocks, "model.freeze_image_blocks")
     _freeze_first(text, cfg.model.freeze_text_blocks, "model.freeze_text_blocks")
+    if not any(p.requires_grad for name, p in model.named_parameters() if name not in ("logit_scale", "logit_bias")):
+        raise ValueError("model.lock_image / lock_text leave nothing but the temperature to train: this model's "
+                         "towers have no separate trainable head")
     return visual, text
 
 
@@ -227,15 +240,20 @@ def lr_lambda(cfg: TrainConfig) -> Callable[[int], float]:
 
 
 class ContrastiveForward(nn.Module):
-    """The module DDP wraps: both towers' pooled embeddings (the text side may be skipped when cached)."""
+    """The module DDP wraps: both towers' pooled embeddings (the text side may be skipped when cached). With
+    ``image_head``, the image input is a locked trunk's cached output and only that head runs."""
 
-    def __init__(self, backbone: Backbone) -> None:
+    def __init__(self, backbone: Backbone, image_head: nn.Module | None = None) -> None:
         super().__init__()
         self.model = backbone.model
         self.towers = backbone.towers
+        self.image_head = image_head
 
     def forward(self, pixels: torch.Tensor, tokens: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        img = self.towers.encode_image(pixels)
+        if self.image_head is not None:
+            img = self.image_head(pixels.to(next(self.image_head.parameters()).dtype))
+        else:
+            img = self.towers.encode_image(pixels)
         txt = self.towers.encode_text(tokens) if tokens is not None else None
         return img, txt
 

@@ -82,13 +82,23 @@ class AugmentConfig:
 
 @dataclass
 class DataConfig:
-    """The training mixture and how batches are made."""
+    """The training mixture and how batches are made.
+
+    Attributes:
+        cache_images: decode every training image once into memory (uint8, 1.25 x the model's image size).
+        cached_views: under ``model.lock_image`` with a timm image tower (trunk + head), the trunk's output is
+            cached for this many views of each image and only the head trains per step
+            (:mod:`geovl.training.feature_cache`): view 0 is the plain preprocessing, the others seeded ``augment``
+            draws; 1 means no random image augmentation at all. 0 turns the cache off (the locked trunk runs every
+            step on freshly augmented pixels). With cached features, ``cache_images`` is not used.
+    """
 
     sources: list[SourceConfig] = field(default_factory=list)
     batch_size: int = 64
     workers: int = 2
     samples_per_epoch: int | None = None
     cache_images: bool = False
+    cached_views: int = 1
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
@@ -99,7 +109,9 @@ class ModelConfig:
     Attributes:
         name: anything :func:`geovl.models.load_backbone` accepts: a registry name, a checkpoint folder, or
             ``random:<architecture>`` to train from scratch.
-        lock_image / lock_text: freeze a whole tower (LiT: ``lock_text`` with a pretrained text tower).
+        lock_image / lock_text: freeze a tower except its projection head (LiT: ``lock_text`` with a pretrained
+            text tower; ``lock_image`` with a timm image tower trains ``visual.head`` on cached trunk features).
+            A model where nothing but the temperature would train is refused when training starts.
         freeze_image_blocks / freeze_text_blocks: freeze the first N transformer blocks (and the embeddings).
         init_logit_scale: initial temperature as ln(1/T); ``null`` keeps the checkpoint's.
     """
@@ -210,8 +222,7 @@ class TrainConfig:
             (self.run.log_every >= 1, f"run.log_every must be >= 1, got {self.run.log_every}"),
             (self.eval.every_steps >= 0, f"eval.every_steps must be >= 0, got {self.eval.every_steps}"),
             (self.run.keep_checkpoints >= 1, f"run.keep_checkpoints must be >= 1, got {self.run.keep_checkpoints}"),
-            (not (self.model.lock_image and self.model.lock_text), "model.lock_image and model.lock_text are both "
-             "set: nothing but the temperature would train"),
+            (self.data.cached_views >= 0, f"data.cached_views must be >= 0, got {self.data.cached_views}"),
             (0 < self.data.augment.crop_scale[0] <= self.data.augment.crop_scale[1] <= 1,
              f"data.augment.crop_scale must satisfy 0 < lo <= hi <= 1, got {self.data.augment.crop_scale}"),
         ]

@@ -36,7 +36,8 @@ from geovl.training.config import DataConfig, SourceConfig
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["BatchPlan", "EpochDataset", "IndexedShards", "TrainingSet", "build_image_cache", "collate"]
+__all__ = ["BatchPlan", "EpochDataset", "IndexedShards", "TrainingSet", "build_image_cache", "collate", "mix_seed",
+           "pil_to_uint8"]
 
 
 class IndexedShards(Sequence[ImageTextSample]):
@@ -229,7 +230,11 @@ class BatchPlan:
 
 
 class EpochDataset(Dataset[dict[str, Any]]):
-    """Position ``p`` of an epoch -> ``{"pixels", "caption", "position"}``, deterministic in (seed, epoch, p)."""
+    """Position ``p`` of an epoch -> ``{"pixels", "caption", "position"}``, deterministic in (seed, epoch, p).
+
+    With ``features`` (a :class:`geovl.training.feature_cache.FeatureCache`), ``"pixels"`` holds the cached output
+    of a locked image trunk for one of the sample's cached views instead of augmented pixels.
+    """
 
     def __init__(
         self,
@@ -239,8 +244,10 @@ class EpochDataset(Dataset[dict[str, Any]]):
         augment: RSAugment,
         image_cache: torch.Tensor | None = None,
         cache_index: dict[tuple[int, int], int] | None = None,
+        features: Any = None,
     ) -> None:
         self.data = data
+        self.features = features
         self.order = order
         self.epoch = epoch
         self.augment = augment
@@ -251,7 +258,7 @@ class EpochDataset(Dataset[dict[str, Any]]):
         return len(self.order)
 
     def __getitem__(self, position: int) -> dict[str, Any]:
-        gen = torch.Generator().manual_seed(_mix(self.data.seed, self.epoch, position))
+        gen = torch.Generator().manual_seed(mix_seed(self.data.seed, self.epoch, position))
         source, item = (int(v) for v in self.order[position])
         sample = self.data.sample(source, item)
         captions = self.data.captions_for(sample, source)
@@ -265,6 +272,9 @@ class EpochDataset(Dataset[dict[str, Any]]):
         if not captions:
             raise ValueError(f"16 consecutive samples from position {position} have no caption")
         caption = captions[int(torch.randint(len(captions), (1,), generator=gen))]
+        if self.features is not None:  # a locked image trunk's cached output for one of the sample's views
+            view = int(torch.randint(self.features.views, (1,), generator=gen))
+            return {"pixels": self.features.row(source, item, view), "caption": caption, "position": position}
         if self.image_cache is not None and self.cache_index is not None:
             image = self.image_cache[self.cache_index[(source, item)]]
         else:
@@ -278,7 +288,7 @@ def pil_to_uint8(image: Any) -> torch.Tensor:
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
 
 
-def _mix(*values: int) -> int:
+def mix_seed(*values: int) -> int:
     digest = hashlib.blake2b(np.asarray(values, dtype=np.int64).tobytes(), digest_size=8).digest()
     return int.from_bytes(digest, "big") & 0x7FFF_FFFF_FFFF_FFFF
 
