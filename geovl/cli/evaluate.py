@@ -46,7 +46,10 @@ def add_parser(sub: Any) -> None:
     t.add_argument("dataset", help="labelled dataset (ImageFolder, or Karpathy with classes.csv)")
     option(t, "--split", source=f"{fn}.split")
     option(t, "--format", source=f"{fn}.format")
-    t.add_argument("--label-set", default=None, help="class phrases: eurosat, ucmerced (default: auto-detect)")
+    t.add_argument("--label-set", default=None, help="class phrases: eurosat, ucmerced, aid, ... (default: "
+                                                       "auto-detect)")
+    t.add_argument("--labels", default=None, help="filename,class CSV labelling (and selecting) the images by file "
+                                                  "name, for a caption set without classes.csv")
     _add_sampling_args(t, fn)
 
     t, fn = _task(tasks, "classify", "accuracy of `geovl classify` on a labelled ImageFolder (class = folder name): "
@@ -142,7 +145,7 @@ def cmd_eval_zeroshot(args: argparse.Namespace) -> int:
     from geovl.eval.protocols import eval_zeroshot
 
     report = eval_zeroshot(load_backbone_from_args(args), args.dataset, label_set=args.label_set,
-                           limit_per_class=args.limit_per_class, holdout=args.holdout,
+                           limit_per_class=args.limit_per_class, holdout=args.holdout, labels=args.labels,
                            **given(args, "split", "format", "seed"), **_run_kwargs(args))
     return finish_report(report, args)
 

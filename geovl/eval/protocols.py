@@ -112,10 +112,20 @@ def _subsample_per_class(samples: list[Any], limit: int | None, seed: int) -> li
 
 
 def _labelled_samples(path: PathLike, format: str, split: Any, holdout: float | None, limit_per_class: int | None,
-                      seed: int, need: str) -> tuple[str, list[Any]]:
-    """The labelled samples of a dataset, optionally only its stable hold-out fraction, subsampled per class."""
+                      seed: int, need: str, labels: PathLike | None = None) -> tuple[str, list[Any]]:
+    """The labelled samples of a dataset, optionally only its stable hold-out fraction, subsampled per class.
+    ``labels`` (a ``filename,class`` CSV) labels images by file name instead; images it does not list are left out."""
     kind, reader = _open(path, format, split)
-    samples = [s for s in reader if s["label"] is not None]
+    if labels is not None:
+        from geovl.data.karpathy import read_classes_csv
+
+        table = read_classes_csv(Path(labels))
+        samples = [{**s, "label": table[Path(str(s["image"])).name]} for s in reader
+                   if Path(str(s["image"])).name in table]
+        if not samples:
+            raise ValueError(f"{labels}: none of its file names is an image of {path} (split {split!r})")
+    else:
+        samples = [s for s in reader if s["label"] is not None]
     if holdout is not None:
         if not 0 < holdout < 1:
             raise ValueError(f"holdout must be a fraction in (0, 1), got {holdout}")
@@ -190,22 +200,24 @@ def eval_zeroshot(
     batch_size: int = 64,
     workers: int | None = None,
     progress: bool = True,
+    labels: PathLike | None = None,
 ) -> EvalReport:
     """Zero-shot scene classification with a prompt ensemble on a labelled dataset (ImageFolder or labelled
-    Karpathy set): accuracy, top-5, per-class accuracy and the confusion matrix.
+    Karpathy set): accuracy, top-5, per-class accuracy and the confusion matrix. ``labels``: a ``filename,class``
+    CSV that labels (and selects) the images by file name, for a caption set without its own ``classes.csv``.
 
     ``holdout`` scores only the images in that stable hold-out fraction (:func:`geovl.data.common.holdout_member`),
     the ones a training run with the same ``holdout_fraction`` never saw.
     """
     start = time.perf_counter()
     kind, samples = _labelled_samples(path, format, split, holdout, limit_per_class, seed,
-                                      "zero-shot needs class labels, e.g. an ImageFolder")
+                                      "zero-shot needs class labels, e.g. an ImageFolder", labels)
     classes = sorted({s["label"] for s in samples})
     names = prompt_names(classes, label_set)
     classifier = build_class_embeddings(backbone, names, templates)
     img, kept, failed = _embed(backbone, samples, batch_size, workers, progress, "images")
-    labels = np.array([classes.index(s["label"]) for s in kept])
-    cls = classification_scores(zero_shot_scores(backbone, img, classifier), labels, classes)
+    truth = np.array([classes.index(s["label"]) for s in kept])
+    cls = classification_scores(zero_shot_scores(backbone, img, classifier), truth, classes)
     details = _classification_details(cls) | {"class_prompts": dict(zip(classes, names, strict=True)),
                                               "failed_images": failed}
     return EvalReport(
@@ -216,7 +228,8 @@ def eval_zeroshot(
         details=details,
         protocol=ZEROSHOT_PROTOCOL.format(n_templates=len(templates), example=templates[0].format("{class}")),
         settings={"templates": list(templates), "label_set": label_set, "limit_per_class": limit_per_class,
-                  "holdout": holdout, "seed": seed, "batch_size": batch_size},
+                  "holdout": holdout, "seed": seed, "batch_size": batch_size,
+                  "labels": str(labels) if labels is not None else None},
         units={"mean_per_class": "%"},
         seconds=time.perf_counter() - start,
     )

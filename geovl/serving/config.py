@@ -6,6 +6,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from geovl.models.registry import DEFAULT_MODEL
+
 #: Environment variable read for bearer tokens when ``geovl serve`` gets no ``--token`` (comma-separated).
 TOKENS_ENV = "GEOVL_API_TOKENS"
 
@@ -47,7 +49,7 @@ class ServeConfig:
         retry_after_s: the ``Retry-After`` value sent with HTTP 503 (seconds).
     """
 
-    model: str = "geovl-rs-tiny"
+    model: str = DEFAULT_MODEL
     device: str = "auto"
     precision: str = "auto"
     max_batch: int = 32

@@ -38,7 +38,13 @@ from geovl.training.clip_model import (
 )
 from geovl.training.config import TrainConfig, config_to_dict
 from geovl.training.data import BatchPlan, EpochDataset, TrainingSet, build_image_cache, collate
-from geovl.training.feature_cache import CACHE_FOLDER, FeatureCache, load_or_build_feature_cache, split_image_tower
+from geovl.training.feature_cache import (
+    CACHE_FOLDER,
+    FeatureCache,
+    load_or_build_feature_cache,
+    split_at_block,
+    split_image_tower,
+)
 from geovl.training.runtime import RunSpec, Runtime, Stateful, TrainResult
 
 logger = logging.getLogger(__name__)
@@ -119,15 +125,15 @@ class _ClipJob:
         self.plan = BatchPlan(self.data.epoch_size, config.data.batch_size, config.optim.grad_accum, rt.rank,
                               rt.world)
         optim = config.optim
-        self.optimizer = torch.optim.AdamW(param_groups(self.model, optim.weight_decay), lr=optim.lr,
+        groups = param_groups(self.model, optim.weight_decay, optim.lr, optim.pretrained_lr_scale)
+        self.optimizer = torch.optim.AdamW(groups, lr=optim.lr,
                                            betas=optim.betas, eps=optim.eps)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(config))
         self.dtype = resolve_precision(optim.precision, rt.device)
         self.scaler = torch.amp.GradScaler(rt.device.type, enabled=self.dtype == torch.float16)
         self.stateful: dict[str, Stateful] = {"optimizer": self.optimizer, "scheduler": self.scheduler,
                                               "scaler": self.scaler}
-        # a locked timm image trunk: its output is cached once and only visual.head runs per step
-        self.image_split = split_image_tower(self.visual) if config.model.lock_image else None
+        self.image_split = _image_split(self.visual, config)
         self.features: FeatureCache | None = None
         cached_head = self.image_split[1] if self.image_split is not None and config.data.cached_views else None
         self.forward: nn.Module = ContrastiveForward(self.backbone, cached_head)
@@ -168,6 +174,8 @@ class _ClipJob:
         self.model.train()
         if self.config.model.lock_image:
             (self.image_split[0] if self.image_split is not None else self.visual).eval()
+        elif self.image_split is not None:  # the frozen stages of a trunk split at a block boundary
+            self.image_split[0].eval()
         if self.config.model.lock_text:
             self.text.eval()
 
@@ -244,6 +252,19 @@ class _ClipJob:
         if figures:
             rt.record_eval(rt.step, figures)
         return export_backbone(self.backbone, rt.spec.output / "final", self.config, rt.state, figures)
+
+
+def _image_split(visual: nn.Module, config: TrainConfig) -> tuple[nn.Module, nn.Module] | None:
+    """``(frozen part, trained part)`` of the image tower when its frozen part's output can be cached: a locked
+    timm trunk (the head trains), or a timm EfficientNet-style trunk whose first ``model.freeze_image_blocks``
+    stages are frozen (:func:`geovl.training.feature_cache.split_at_block`); else ``None``."""
+    from open_clip.timm_model import TimmModel
+
+    if config.model.lock_image:
+        return split_image_tower(visual)
+    if config.model.freeze_image_blocks and isinstance(visual, TimmModel):
+        return split_at_block(visual, config.model.freeze_image_blocks)
+    return None
 
 
 # ---------------------------------------------------------------- evaluation and export

@@ -8,7 +8,8 @@ Rules:
   timm image tower (``visual.head``), which stays trainable under ``lock_image`` (its trunk is locked; see
   :mod:`geovl.training.feature_cache`); a model where nothing but the temperature / bias would train is refused;
 * ``model.freeze_*_blocks = N`` freezes the first N blocks of a tower and everything before them (embeddings,
-  stems);
+  stems); on a timm EfficientNet-style image trunk the blocks are its stages
+  (:func:`geovl.training.feature_cache.split_at_block`);
 * a SigLIP loss needs a learned bias: a model without one gets ``logit_bias = -10`` and (unless
   ``model.init_logit_scale`` says otherwise) ``logit_scale = ln 10``;
 * norms, biases, embeddings and the temperature / bias get no weight decay;
@@ -77,6 +78,12 @@ def _is_input_side(name: str) -> bool:
                                    "bn1", "conv2", "bn2", "conv3", "bn3", "embeddings"))
 
 
+def _is_timm(tower: nn.Module) -> bool:
+    from open_clip.timm_model import TimmModel
+
+    return isinstance(tower, TimmModel)
+
+
 def _towers_of(model: nn.Module) -> tuple[nn.Module, nn.Module]:
     m: Any = model
     if hasattr(m, "visual"):
@@ -124,7 +131,13 @@ def set_trainable(model: nn.Module, cfg: TrainConfig) -> tuple[nn.Module, nn.Mod
         for p in params:
             if id(p) not in head:
                 p.requires_grad_(False)
-    _freeze_first(visual, cfg.model.freeze_image_blocks, "model.freeze_image_blocks")
+    if cfg.model.freeze_image_blocks and not cfg.model.lock_image and _is_timm(visual):
+        from geovl.training.feature_cache import split_at_block
+
+        for p in split_at_block(visual, cfg.model.freeze_image_blocks)[0].parameters():
+            p.requires_grad_(False)
+    else:
+        _freeze_first(visual, cfg.model.freeze_image_blocks, "model.freeze_image_blocks")
     _freeze_first(text, cfg.model.freeze_text_blocks, "model.freeze_text_blocks")
     if not any(p.requires_grad for name, p in model.named_parameters() if name not in ("logit_scale", "logit_bias")):
         raise ValueError("model.lock_image / lock_text leave nothing but the temperature to train: this model's "
@@ -214,17 +227,32 @@ def ensure_logit_params(backbone: Backbone, cfg: TrainConfig) -> None:
             m.logit_scale.fill_(cfg.model.init_logit_scale)
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    decay, no_decay = [], []
+PRETRAINED_PREFIXES = ("visual.trunk.", "text.transformer.")
+
+
+def param_groups(model: nn.Module, weight_decay: float, lr: float | None = None,
+                 pretrained_lr_scale: float = 1.0) -> list[dict[str, Any]]:
+    """AdamW groups: weight decay except on norms, biases, embeddings and the temperature; with ``lr``, the
+    pretrained encoders (:data:`PRETRAINED_PREFIXES`) learn at ``lr * pretrained_lr_scale``. Empty groups are
+    left out."""
+    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        if p.ndim < 2 or any(k in name for k in ("bn", "ln", "norm", "bias", "logit_scale", "logit_bias",
-                                                   "embedding", "class_embedding")):
-            no_decay.append(p)
-        else:
-            decay.append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        decays = not (p.ndim < 2 or any(k in name for k in ("bn", "ln", "norm", "bias", "logit_scale", "logit_bias",
+                                                             "embedding", "class_embedding")))
+        pretrained = pretrained_lr_scale != 1.0 and name.startswith(PRETRAINED_PREFIXES)
+        groups.setdefault((decays, pretrained), []).append(p)
+    out = []
+    for decays, pretrained in ((True, False), (False, False), (True, True), (False, True)):  # the PyTorch state
+        params = groups.get((decays, pretrained), [])  # of a resumed optimizer needs this order to stay fixed
+        if not params:
+            continue
+        group: dict[str, Any] = {"params": params, "weight_decay": weight_decay if decays else 0.0}
+        if pretrained and lr is not None:
+            group["lr"] = lr * pretrained_lr_scale
+        out.append(group)
+    return out
 
 
 def lr_lambda(cfg: TrainConfig) -> Callable[[int], float]:

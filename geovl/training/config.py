@@ -49,6 +49,9 @@ class SourceConfig:
         label_prompts: for labelled images without captions (ImageFolder), the caption templates filled with
             the class name, e.g. ``"a satellite image of {}."``.
         label_set: prettify class names through a geovl label set (``eurosat``, ``ucm``) before prompting.
+        label_prompt_share: for captioned images that also have a label (a Karpathy set with ``classes.csv``,
+            or ``options: {classes_csv: ...}``), the share of draws that take a label prompt instead of a caption,
+            which teaches the short class prompts zero-shot classification uses.
         holdout_fraction: keep this seeded fraction of the source out of training (e.g. an evaluation split
             for a source that has none); the same fraction is what ``eval`` reports on.
         limit: use at most this many samples (seeded subset), for smoke runs.
@@ -62,6 +65,7 @@ class SourceConfig:
     exclude_split: str | None = None
     label_prompts: list[str] = field(default_factory=list)
     label_set: str | None = None
+    label_prompt_share: float = 0.0
     holdout_fraction: float = 0.0
     limit: int | None = None
     options: dict[str, Any] = field(default_factory=dict)
@@ -86,8 +90,9 @@ class DataConfig:
 
     Attributes:
         cache_images: decode every training image once into memory (uint8, 1.25 x the model's image size).
-        cached_views: under ``model.lock_image`` with a timm image tower (trunk + head), the trunk's output is
-            cached for this many views of each image and only the head trains per step
+        cached_views: under ``model.lock_image`` with a timm image tower (trunk + head), the trunk's output (or,
+            under ``model.freeze_image_blocks``, the frozen stages' output) is cached for this many views of each
+            image and only the rest trains per step
             (:mod:`geovl.training.feature_cache`): view 0 is the plain preprocessing, the others seeded ``augment``
             draws; 1 means no random image augmentation at all. 0 turns the cache off (the locked trunk runs every
             step on freshly augmented pixels). With cached features, ``cache_images`` is not used.
@@ -112,7 +117,9 @@ class ModelConfig:
         lock_image / lock_text: freeze a tower except its projection head (LiT: ``lock_text`` with a pretrained
             text tower; ``lock_image`` with a timm image tower trains ``visual.head`` on cached trunk features).
             A model where nothing but the temperature would train is refused when training starts.
-        freeze_image_blocks / freeze_text_blocks: freeze the first N transformer blocks (and the embeddings).
+        freeze_image_blocks / freeze_text_blocks: freeze the first N transformer blocks (and the embeddings); on a
+            timm EfficientNet-style image trunk, the stem and the first N stages, whose output is then cached
+            like a locked trunk's (``data.cached_views``) while the later stages train.
         init_logit_scale: initial temperature as ln(1/T); ``null`` keeps the checkpoint's.
     """
 
@@ -138,6 +145,9 @@ class OptimConfig:
     grad_accum: int = 1
     grad_clip: float | None = 1.0
     precision: Literal["fp32", "bf16", "fp16", "auto"] = "auto"
+    #: learning-rate multiplier of the pretrained encoders (a timm image trunk, a transformers text tower) against
+    #: the freshly initialised heads when they train together (full or partial fine-tuning)
+    pretrained_lr_scale: float = 1.0
 
 
 @dataclass
@@ -203,6 +213,9 @@ class TrainConfig:
                 raise ValueError(f"data.sources[{i}].weight must be > 0, got {src.weight}")
             if not 0 <= src.holdout_fraction < 1:
                 raise ValueError(f"data.sources[{i}].holdout_fraction must be in [0, 1), got {src.holdout_fraction}")
+            if not 0 <= src.label_prompt_share <= 1 or (src.label_prompt_share and not src.label_prompts):
+                raise ValueError(f"data.sources[{i}].label_prompt_share must be in [0, 1] and needs label_prompts, "
+                                 f"got {src.label_prompt_share}")
             for t in src.label_prompts:
                 if "{}" not in t:
                     raise ValueError(f"data.sources[{i}].label_prompts: {t!r} has no '{{}}' for the class name")
@@ -223,6 +236,8 @@ class TrainConfig:
             (self.eval.every_steps >= 0, f"eval.every_steps must be >= 0, got {self.eval.every_steps}"),
             (self.run.keep_checkpoints >= 1, f"run.keep_checkpoints must be >= 1, got {self.run.keep_checkpoints}"),
             (self.data.cached_views >= 0, f"data.cached_views must be >= 0, got {self.data.cached_views}"),
+            (self.optim.pretrained_lr_scale > 0,
+             f"optim.pretrained_lr_scale must be > 0, got {self.optim.pretrained_lr_scale}"),
             (0 < self.data.augment.crop_scale[0] <= self.data.augment.crop_scale[1] <= 1,
              f"data.augment.crop_scale must satisfy 0 < lo <= hi <= 1, got {self.data.augment.crop_scale}"),
         ]

@@ -174,6 +174,10 @@ class TrainingSet:
         """The captions of a sample, or its label filled into the source's prompt templates."""
         if sample["captions"]:
             return list(sample["captions"])
+        return self.label_prompts_for(sample, source)
+
+    def label_prompts_for(self, sample: ImageTextSample, source: int) -> list[str]:
+        """The sample's label filled into the source's prompt templates (empty without a label or templates)."""
         cfg = self.sources[source].config
         label = sample["label"]
         if label and cfg.label_prompts:
@@ -271,6 +275,9 @@ class EpochDataset(Dataset[dict[str, Any]]):
             captions = self.data.captions_for(sample, source)
         if not captions:
             raise ValueError(f"16 consecutive samples from position {position} have no caption")
+        share = self.data.sources[source].config.label_prompt_share
+        if share > 0 and sample["captions"] and float(torch.rand((), generator=gen)) < share:
+            captions = self.data.label_prompts_for(sample, source) or captions
         caption = captions[int(torch.randint(len(captions), (1,), generator=gen))]
         if self.features is not None:  # a locked image trunk's cached output for one of the sample's views
             view = int(torch.randint(self.features.views, (1,), generator=gen))

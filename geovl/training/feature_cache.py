@@ -11,8 +11,13 @@ Rules:
   ``(seed, source, item, view)``. Each step picks one view per sample from the sample's own generator, so a
   resumed run reads the same features as an uninterrupted one. ``V = 0`` turns the cache off (the trunk runs every
   step on freshly augmented pixels).
-* The features are the trunk's output (the head's input), computed under the run's autocast precision and kept
-  in memory as float32 (14k images x 1280 floats x V views is tens of MB).
+* ``model.freeze_image_blocks = K`` (without ``lock_image``) on a timm EfficientNet / MobileNet-style trunk
+  (``conv_stem``, ``bn1``, ``blocks``, ``conv_head``, ``bn2``) splits the tower at a stage boundary instead
+  (:func:`split_at_block`): the stem and the first K stages are frozen, stay in eval mode and are cached; the last
+  stages, the head convolution and ``visual.head`` train on the cached (C, h, w) maps.
+* The features are the cached part's output (the trained part's input), computed under the run's autocast
+  precision and kept in memory as float32, or float16 for spatial maps (14k images x 1280 floats x V views is
+  tens of MB; 112 x 10 x 10 maps are about 1 GB for 4 views).
 * The cache is also written to ``<output>/feature-cache/features-<key>.pt`` (atomically); ``key`` hashes what the
   features depend on (each source's dataset fingerprint, the selected samples, the seed, views, augmentation and
   preprocessing, the trunk's weights and the precision), so a resumed run reuses it and anything else recomputes.
@@ -47,6 +52,7 @@ __all__ = [
     "build_feature_cache",
     "feature_cache_key",
     "load_or_build_feature_cache",
+    "split_at_block",
     "split_image_tower",
 ]
 
@@ -60,6 +66,33 @@ def split_image_tower(visual: nn.Module) -> tuple[nn.Module, nn.Module] | None:
     if isinstance(visual, TimmModel) and isinstance(visual.head, nn.Sequential) and len(visual.head) > 0:
         return visual.trunk, visual.head
     return None
+
+
+_STAGED_TRUNK = ("conv_stem", "bn1", "blocks", "conv_head", "bn2", "global_pool", "classifier")
+
+
+def split_at_block(visual: nn.Module, frozen: int) -> tuple[nn.Module, nn.Module]:
+    """``(prefix, rest)`` of an open_clip timm tower with an EfficientNet / MobileNet-style trunk: ``prefix`` is the
+    stem and the first ``frozen`` stages, ``rest`` the later stages, the head convolution, the pooling and
+    ``visual.head``, so that ``rest(prefix(x))`` equals ``visual(x)``. Both share the tower's modules.
+
+    Raises:
+        ValueError: another kind of tower, or ``frozen`` outside ``1 .. number of stages``.
+    """
+    from open_clip.timm_model import TimmModel
+
+    trunk: Any = getattr(visual, "trunk", None)
+    if not isinstance(visual, TimmModel) or not all(hasattr(trunk, n) for n in _STAGED_TRUNK) \
+            or not isinstance(trunk.blocks, nn.Sequential):
+        raise ValueError("model.freeze_image_blocks on a timm tower needs an EfficientNet / MobileNet-style trunk "
+                         f"(conv_stem, bn1, blocks, conv_head, bn2); got {type(trunk).__name__}")
+    stages = len(trunk.blocks)
+    if not 1 <= frozen <= stages:
+        raise ValueError(f"model.freeze_image_blocks must be in 1..{stages} for this trunk, got {frozen}")
+    prefix = nn.Sequential(trunk.conv_stem, trunk.bn1, *trunk.blocks[:frozen])
+    rest = nn.Sequential(*trunk.blocks[frozen:], trunk.conv_head, trunk.bn2, trunk.global_pool, trunk.classifier,
+                         visual.head)
+    return prefix, rest
 
 
 @dataclass
@@ -117,7 +150,8 @@ def build_feature_cache(data: TrainingSet, trunk: nn.Module, *, views: int, augm
                 torch.no_grad(), torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
             for batch in loader:
                 pixels = batch.flatten(0, 1).to(device, trunk_dtype)
-                rows.append(trunk(pixels).float().cpu())
+                out = trunk(pixels)
+                rows.append(out.to(torch.float16 if out.ndim > 2 else torch.float32).cpu())
                 bar.update(len(batch))
     finally:
         trunk.train(was_training)

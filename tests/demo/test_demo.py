@@ -211,7 +211,7 @@ def test_demo_help_lists_its_flags_without_loading_gradio_or_torch() -> None:
     text = " ".join(result.stdout.split())
     for flag in ("--images PATH", "--index DIR", "--model MODEL", "--port PORT", "--share", "--cache-dir"):
         assert flag in text
-    assert "(default: 127.0.0.1)" in text and "(default: geovl-rs-tiny)" in text
+    assert "(default: 127.0.0.1)" in text and "(default: geovl-rs-small)" in text
     assert result.stdout.strip().splitlines()[-1] == "[]"
 
 

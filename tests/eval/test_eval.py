@@ -198,6 +198,24 @@ def test_eval_zeroshot_and_probe_on_a_class_set(synthetic_sets: dict[str, Path],
     assert 0 <= lp.figures["linear_accuracy"] <= 100
 
 
+def test_eval_zeroshot_labels_a_caption_set_from_a_csv(synthetic_sets: dict[str, Path], micro,  # type: ignore[no-untyped-def]
+                                                       tmp_path: Path) -> None:
+    from geovl.data.karpathy import KarpathyReader
+
+    names = sorted(Path(str(s["image"])).name for s in KarpathyReader(synthetic_sets["captions"], split="test"))
+    table = tmp_path / "labels.csv"
+    # two classes; the last test image is not listed and is left out
+    table.write_text("filename,class\n" + "".join(f"{n},{'Forest' if i % 2 else 'River'}\n"
+                                                    for i, n in enumerate(names[:-1])))
+    report = eval_zeroshot(micro, synthetic_sets["captions"], split="test", labels=table, label_set="eurosat",
+                           workers=0, progress=False)
+    assert report.figures["images"] == len(names) - 1 and report.figures["classes"] == 2
+    assert report.settings["labels"] == str(table)
+    table.write_text("filename,class\nnot-an-image.jpg,Forest\n")
+    with pytest.raises(ValueError, match="none of its file names"):
+        eval_zeroshot(micro, synthetic_sets["captions"], split="test", labels=table, workers=0, progress=False)
+
+
 def test_eval_zeroshot_skips_and_lists_unreadable_images(synthetic_sets: dict[str, Path], micro,  # type: ignore[no-untyped-def]
                                                          tmp_path: Path) -> None:
     import shutil

@@ -157,3 +157,50 @@ def test_two_locked_towers_without_heads_are_refused(tmp_path: Path) -> None:
     set_trainable(model, one)
     trainable = {n.split(".")[0] for n, p in model.named_parameters() if p.requires_grad}
     assert trainable == {"text_model", "logit_scale", "logit_bias"}
+
+
+def test_split_at_block_is_the_same_tower_and_refuses_bad_stage_counts() -> None:
+    from geovl.models import load_backbone
+    from geovl.training.feature_cache import split_at_block
+
+    bb = load_backbone(MODEL, precision="fp32", device="cpu", seed=0)
+    visual: Any = bb.model.visual  # type: ignore[union-attr]
+    visual.eval()
+    x = torch.randn(2, 3, 64, 64)
+    prefix, rest = split_at_block(visual, 5)
+    with torch.no_grad():
+        mid = prefix(x)
+        assert mid.shape[1] == 112  # the output of Lite0's fifth stage
+        torch.testing.assert_close(rest(mid), visual(x))
+    for bad in (0, len(visual.trunk.blocks) + 1):
+        with pytest.raises(ValueError, match="freeze_image_blocks must be in 1"):
+            split_at_block(visual, bad)
+    with pytest.raises(ValueError, match="EfficientNet / MobileNet-style trunk"):
+        split_at_block(torch.nn.Linear(2, 2), 1)
+
+
+def test_frozen_stages_are_cached_and_the_last_stages_train(tmp_path: Path, tiles: Path) -> None:
+    from geovl.models import load_backbone
+    from geovl.models.packaged import load_packaged_state_dict
+    from geovl.training.data import TrainingSet
+
+    over = {"model__lock_image": False, "model__freeze_image_blocks": 6, "data__cached_views": 2,
+            "optim__steps": 8, "run__save_every": 8}
+    cfg = config_from_dict(_cfg(tiles, tmp_path / "run", **over))
+    n_train = len(TrainingSet(cfg.data).sources[0].indices)
+    with _trunk_images() as whole:
+        result = train_clip(cfg, progress=False)
+    assert not whole  # the trunk never ran whole: only its cached prefix (once per image and view)
+    cache = list((tmp_path / "run" / CACHE_FOLDER).glob("features-*.pt"))
+    assert len(cache) == 1
+    stored = torch.load(cache[0], weights_only=True)
+    assert stored["features"].shape == (2 * n_train, 192, 5, 5) and stored["features"].dtype == torch.float16
+    assert result.final is not None
+    packaged = load_packaged_state_dict("efficientnet-lite0", classifier=False)
+    trained = load_backbone(str(result.final), precision="fp32", device="cpu").model.visual.trunk  # type: ignore
+    state = trained.state_dict()
+    # frozen stages (statistics included) are exactly the packaged weights; the last stage and head conv moved
+    assert torch.equal(state["blocks.5.0.conv_pw.weight"], packaged["blocks.5.0.conv_pw.weight"])
+    assert torch.equal(state["blocks.5.3.bn3.running_mean"], packaged["blocks.5.3.bn3.running_mean"])
+    assert not torch.equal(state["blocks.6.0.conv_pw.weight"], packaged["blocks.6.0.conv_pw.weight"])
+    assert not torch.equal(state["conv_head.weight"], packaged["conv_head.weight"])

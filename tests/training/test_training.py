@@ -88,12 +88,33 @@ def test_config_errors_name_the_setting(tmp_path: Path) -> None:
         config_from_dict({**base, "loss": {"kind": "triplet"}})
     with pytest.raises(ValueError, match=r"run.log_every must be >= 1"):
         config_from_dict({**base, "run": {**base["run"], "log_every": 0}})
+    with pytest.raises(ValueError, match=r"optim.pretrained_lr_scale must be > 0"):
+        config_from_dict({**base, "optim": {"pretrained_lr_scale": 0}})
     p = tmp_path / "c.yaml"
     p.write_text("model: {name: random:geovl-micro}\ndata: {sources: [{path: x}]}\n")
     cfg = load_config(p, ["optim.steps=7", "optim.warmup_steps=2", "loss.kind=siglip", "data.augment.rot90=false"])
     assert (cfg.optim.steps, cfg.loss.kind, cfg.data.augment.rot90) == (7, "siglip", False)
     with pytest.raises(ValueError, match=r"section\.key=value"):
         load_config(p, ["steps"])
+
+
+def test_pretrained_encoders_get_their_own_learning_rate() -> None:
+    from geovl.training.clip_model import param_groups
+
+    model = torch.nn.Module()
+    model.visual = torch.nn.Module()
+    model.visual.trunk = torch.nn.Linear(3, 4)  # pretrained
+    model.visual.head = torch.nn.Linear(4, 2)  # new
+    model.visual.head.bias.requires_grad_(False)
+    groups = param_groups(model, 0.1, lr=1e-3, pretrained_lr_scale=0.1)
+    by_param = {id(p): g for g in groups for p in g["params"]}
+    assert by_param[id(model.visual.trunk.weight)]["lr"] == pytest.approx(1e-4)
+    assert by_param[id(model.visual.trunk.bias)]["weight_decay"] == 0.0
+    assert "lr" not in by_param[id(model.visual.head.weight)]  # the optimizer's base rate
+    assert id(model.visual.head.bias) not in by_param  # frozen
+    # without a scale: the two classic groups, decay first (the order a resumed optimizer state expects)
+    plain = param_groups(model, 0.1)
+    assert [g["weight_decay"] for g in plain] == [0.1, 0.0] and all("lr" not in g for g in plain)
 
 
 # ---------------------------------------------------------------- data
@@ -164,6 +185,25 @@ def test_samples_are_deterministic_in_position(synth: Path) -> None:
     assert torch.equal(x["pixels"], y["pixels"]) and x["caption"] == y["caption"]
     assert x["pixels"].shape == (3, 32, 32)
     assert not torch.equal(ds[7]["pixels"], EpochDataset(data, data.epoch_order(0), 1, aug)[7]["pixels"])
+
+
+def test_label_prompt_share_mixes_class_prompts_into_captioned_images(synth: Path) -> None:
+    aug = RSAugment(AugmentConfig(), Preprocess(image_size=32))
+
+    def captions(share: float) -> list[str]:
+        src = SourceConfig(str(synth), "karpathy", split="train", label_prompts=["an aerial view of {}."],
+                           label_prompt_share=share)
+        data = TrainingSet(DataConfig(sources=[src]), seed=1)
+        ds = EpochDataset(data, data.epoch_order(0), 0, aug)
+        return [ds[i]["caption"] for i in range(len(ds))]
+
+    prompted = [sum(c.startswith("an aerial view of") for c in captions(s)) for s in (0.0, 0.5, 1.0)]
+    n = len(captions(0.0))
+    assert prompted[0] == 0 and prompted[2] == n and 0.3 * n < prompted[1] < 0.7 * n
+    assert captions(0.5) == captions(0.5)  # seeded by position
+    with pytest.raises(ValueError, match="label_prompt_share must be in"):
+        config_from_dict({"model": {"name": "random:geovl-micro"},
+                          "data": {"sources": [{"path": str(synth), "label_prompt_share": 0.5}]}})
 
 
 def test_holdout_fraction_keeps_eval_images_out(tmp_path: Path) -> None:
