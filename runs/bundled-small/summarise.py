@@ -19,7 +19,6 @@ FIGURES = {
     "ucm-test-zeroshot": ("accuracy", "UCM test zero-shot (21 classes), %"),
     "rsicd-val-aid-zeroshot": ("accuracy", "RSICD val zero-shot by AID class, %"),
     "ucm-linear-probe": ("linear_accuracy", "UCM linear probe, %"),
-    "eurosat-linear-probe": ("linear_accuracy", "EuroSAT linear probe, %"),
 }
 
 
