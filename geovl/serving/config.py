@@ -6,8 +6,6 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from geovl.models.registry import DEFAULT_MODEL
-
 #: Environment variable read for bearer tokens when ``geovl serve`` gets no ``--token`` (comma-separated).
 TOKENS_ENV = "GEOVL_API_TOKENS"
 
@@ -49,7 +47,7 @@ class ServeConfig:
         retry_after_s: the ``Retry-After`` value sent with HTTP 503 (seconds).
     """
 
-    model: str = DEFAULT_MODEL
+    model: str = "geovl-rs-small"  # geovl.models.DEFAULT_MODEL, spelled out: importing it would load torch for --help
     device: str = "auto"
     precision: str = "auto"
     max_batch: int = 32

@@ -30,7 +30,10 @@ def bundled(request: pytest.FixtureRequest) -> Backbone:
 
 
 def test_the_default_model_is_the_small_one() -> None:
-    assert DEFAULT_MODEL == "geovl-rs-small"
+    from geovl.demo.config import DemoConfig
+    from geovl.serving.config import ServeConfig
+
+    assert DEFAULT_MODEL == "geovl-rs-small" == ServeConfig().model == DemoConfig().model
 
 
 def test_loads_by_name_offline_from_the_package(bundled: Backbone) -> None:
