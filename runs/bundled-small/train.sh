@@ -2,11 +2,11 @@
 # Reproduce the bundled default model (geovl-rs-small) on a CPU, then measure it as its model card reports.
 # Run from the repository root with ../shared/data beside it:  bash runs/bundled-small/train.sh
 # About 25 minutes on a 2-core CPU with bf16 units (most of it computing the locked trunk's features once).
-#   RECIPE=locked-captions | unfreeze-last | finetune | l3-text   one of the recipes compared (captions only);
-#   RECIPE=lodo-ucm | lodo-ucm-captions   the leave-one-dataset-out controls (no UCM image in training).
+#   RECIPE=locked | locked-captions | unfreeze-last | finetune | l3-text   a recipe it was compared with;
+#   RECIPE=small-lodo-ucm | lodo-ucm | lodo-ucm-captions   leave-one-dataset-out controls (no UCM image).
 set -euo pipefail
-RECIPE=${RECIPE:-locked}
-OUT=${OUT:-out/runs/bundled-small$([ "$RECIPE" = locked ] || echo "-$RECIPE")}
+RECIPE=${RECIPE:-small}
+OUT=${OUT:-out/runs/bundled-small$([ "$RECIPE" = small ] || echo "-$RECIPE")}
 
 geovl synth captions out/bundled/synth --n 3000 --size 128 --seed 1
 python runs/bundled-small/aid_labels.py ../shared/data/rsicd_train out/bundled/rsicd_aid_classes.csv
