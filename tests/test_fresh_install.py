@@ -26,6 +26,7 @@ def _run(cmd: list[str], cwd: Path, timeout: int = 1800) -> str:
     return done.stdout
 
 
+@pytest.mark.timeout(1800)  # a fresh venv installs PyTorch and the wheels that carry weights: minutes on a busy CPU
 def test_plain_install_runs_the_everyday_commands(tmp_path: Path) -> None:
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
