@@ -48,7 +48,12 @@ import torch
 
 from geovl._optional import MissingDependencyError, require
 from geovl.io.fs import atomic_folder, file_lock, sha256_file
-from geovl.models.packaged import PackagedWeightsNotInstalledError, get_packaged, packaged_weights
+from geovl.models.packaged import (
+    PackagedWeightsNotInstalledError,
+    distribution_installed,
+    get_packaged,
+    packaged_weights,
+)
 from geovl.models.weights import geovl_home
 
 __all__ = [
@@ -386,14 +391,6 @@ def _is_current(folder: Path, source_sha256: str) -> bool:
             and (folder / "model.safetensors").is_file() and (folder / "config.json").is_file())
 
 
-def _installed(package: str) -> bool:
-    try:
-        metadata.distribution(package)
-    except metadata.PackageNotFoundError:
-        return False
-    return True
-
-
 def _tokenizer_folder(spec: OnnxTextModel) -> Path:
     from geovl.models.text_models import PACKAGED_TEXT_MODELS, resolve_text_model
 
@@ -439,6 +436,6 @@ def build_converted_text_model(hub_id: str, *, root: str | Path | None = None, r
 def converted_text_model(hub_id: str, *, root: str | Path | None = None) -> Path | None:
     """:func:`build_converted_text_model` when the package with the graph is installed, else ``None`` (the caller
     falls back to the hub id)."""
-    if not _installed(get_packaged(ONNX_TEXT_MODELS[hub_id].packaged).package):
+    if not distribution_installed(get_packaged(ONNX_TEXT_MODELS[hub_id].packaged).package):
         return None
     return build_converted_text_model(hub_id, root=root)

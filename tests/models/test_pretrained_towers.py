@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ from geovl.models import (
 )
 from geovl.models.backbone import build_transform
 from geovl.models.external import EXTERNAL_IMAGE_PREFIX, EXTERNAL_TEXT_PREFIX, packaged_trunk_external
-from geovl.models.packaged import get_packaged, load_packaged_state_dict
+from geovl.models.packaged import distribution_installed, get_packaged, load_packaged_state_dict
 from tests.helpers import shared_data
 
 ARCH = "geovl-effnet-lite0-minilm"
@@ -36,15 +35,7 @@ LITE0 = get_packaged("efficientnet-lite0")
 AIRCRAFT = {403, 404, 895, 908}
 
 
-def _installed(package: str) -> bool:
-    try:
-        metadata.distribution(package)
-    except metadata.PackageNotFoundError:
-        return False
-    return True
-
-
-needs_lite0 = pytest.mark.skipif(not _installed(LITE0.package), reason=f"pip install {LITE0.package}")
+needs_lite0 = pytest.mark.skipif(not distribution_installed(LITE0.package), reason=f"pip install {LITE0.package}")
 
 
 def _ucm(*ids: int) -> list[Path]:
@@ -54,7 +45,7 @@ def _ucm(*ids: int) -> list[Path]:
 
 @pytest.fixture(scope="module")
 def pretrained() -> Backbone:
-    if not _installed(LITE0.package):
+    if not distribution_installed(LITE0.package):
         pytest.skip(f"pip install {LITE0.package}")
     return create_backbone(ARCH, pretrained_image=True, device="cpu", precision="fp32")
 
