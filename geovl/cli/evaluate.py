@@ -77,7 +77,8 @@ def add_parser(sub: Any) -> None:
     for name, help in (("caption", "BLEU-1..4, METEOR, ROUGE-L, CIDEr-D, S*m of predicted captions"),
                        ("change-caption", "the same metrics for change captions, split by changed / unchanged")):
         t, fn = _task(tasks, name, help, f"{_TASKS}:eval_captions", cmd_eval_captions, model=False)
-        t.add_argument("--predictions", required=True, help="JSON [{image_id, caption}] or {id: caption}, or JSONL")
+        t.add_argument("--predictions", required=True,
+                       help="JSON [{image_id, caption}] or {id: caption}, JSONL, or a `geovl caption` output folder")
         t.add_argument("--references", required=True, help="caption dataset with the reference sentences")
         option(t, "--split", source=f"{fn}.split")
         t.add_argument("--no-meteor", action="store_true", help="skip METEOR (needs Java)")

@@ -1,4 +1,5 @@
-"""``geovl train KIND``: training runs (``clip``: contrastive fine-tuning; runs under torchrun for DDP).
+"""``geovl train KIND``: training runs (``clip``: contrastive fine-tuning; ``captioner``: a caption decoder on a frozen
+backbone; both run under torchrun for DDP).
 
 The CLI dispatches to :mod:`geovl.training`; the library itself never imports it.
 """
@@ -12,15 +13,23 @@ from geovl.cli.common import add_command, given, option
 
 
 def add_parser(sub: Any) -> None:
-    p = add_command(sub, "train", "train models (clip: contrastive fine-tuning; runs under torchrun for DDP)")
+    p = add_command(sub, "train", "train models (clip: contrastive fine-tuning; captioner: a caption decoder on a "
+                                  "frozen backbone; both run under torchrun for DDP)")
     kinds = p.add_subparsers(dest="train_kind", metavar="KIND", required=True)
     t = add_command(kinds, "clip", "contrastive (CLIP / SigLIP) fine-tuning of any registry model or architecture",
                     cmd_train_clip)
+    _run_options(t, "geovl.training:train_clip.resume")
+    t = add_command(kinds, "captioner", "train a captioner's decoder on a frozen backbone's cached image features, "
+                                        "with periodic BLEU / CIDEr-D", cmd_train_captioner)
+    _run_options(t, "geovl.training.captioner:train_captioner.resume")
+
+
+def _run_options(t: Any, resume_source: str) -> None:
     t.add_argument("--config", required=True, help="YAML or JSON config (see configs/)")
     t.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override a config value, e.g. --set optim.steps=500 --set run.output=runs/x (repeatable)")
     t.add_argument("--output", default=None, help="run folder (same as --set run.output=...)")
-    option(t, "--resume", source="geovl.training:train_clip.resume",
+    option(t, "--resume", source=resume_source,
            help="auto: continue from the run folder's latest checkpoint; no: refuse a folder that has one; "
                 "or a checkpoint folder")
     t.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
@@ -37,6 +46,22 @@ def cmd_train_clip(args: argparse.Namespace) -> int:
     result = train_clip(config, progress=not args.quiet, **given(args, "resume"))
     if result.final is not None:
         print(f"trained {result.steps} steps; model written to {result.final}")
+        for row in result.evals[-1:]:
+            for key, value in row.items():
+                if key != "step":
+                    print(f"  {key}: {value:.4g}")
+    return 0
+
+
+def cmd_train_captioner(args: argparse.Namespace) -> int:
+    from geovl.training.captioner import train_captioner
+    from geovl.training.captioner_config import load_captioner_config
+
+    overrides = list(args.overrides) + ([f"run.output={args.output}"] if args.output else [])
+    config = load_captioner_config(args.config, overrides)
+    result = train_captioner(config, progress=not args.quiet, **given(args, "resume"))
+    if result.final is not None:
+        print(f"trained {result.steps} steps; captioner written to {result.final}")
         for row in result.evals[-1:]:
             for key, value in row.items():
                 if key != "step":

@@ -102,6 +102,35 @@ class FolderSource(Source):
         return {"kind": "folder", "paths": [str(p.resolve()) for p in self.paths]}
 
 
+class ListSource(Source):
+    """The images named in a text file, one path per line, in file order (blank lines and ``#`` comments skipped;
+    relative paths are relative to the list file's folder). A listed file that is missing or unreadable becomes a
+    recorded failure of the run that reads it, not an error here."""
+
+    #: file suffixes read as image lists by :func:`sources_for`
+    SUFFIXES = (".txt", ".lst")
+
+    def __init__(self, path: PathLike) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"{self.path}: no such list file")
+        self.name = self.path.name
+
+    def records(self) -> Iterator[Record]:
+        base = self.path.parent
+        with self.path.open(encoding="utf-8") as fh:
+            for line in fh:
+                entry = line.strip()
+                if not entry or entry.startswith("#"):
+                    continue
+                image = Path(entry).expanduser()
+                path = str((image if image.is_absolute() else base / image).resolve())
+                yield Record(image=path, meta={"path": path})
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "list", "path": str(self.path.resolve())}
+
+
 class SceneSource(Source):
     """GeoTIFF scenes cut into chips; each record is one chip with its lon/lat footprint and acquisition time."""
 
@@ -197,7 +226,8 @@ def is_scene(path: Path, chip_size: int) -> bool:
 def sources_for(paths: Sequence[PathLike], *, dataset_format: str | None = None, chip_size: int = 256,
                 chip_overlap: int = 0, bands: Any = None, min_valid_fraction: float = 0.5) -> list[Source]:
     """Pick a source for each input: a dataset (when ``dataset_format`` is given, or the path is a dataset file
-    such as a caption JSON, table or shard), a scene to chip (large georeferenced rasters), or image files."""
+    such as a caption JSON, table or shard), a list of image paths (``.txt`` / ``.lst``), a scene to chip (large
+    georeferenced rasters), or image files."""
     from geovl.data import autodetect
 
     sources: list[Source] = []
@@ -208,6 +238,8 @@ def sources_for(paths: Sequence[PathLike], *, dataset_format: str | None = None,
             raise FileNotFoundError(f"{p}: no such file or folder")
         if dataset_format is not None:
             sources.append(DatasetSource(p, dataset_format))
+        elif p.is_file() and p.suffix.lower() in ListSource.SUFFIXES:
+            sources.append(ListSource(p))
         elif p.is_file() and p.suffix.lower() in (".json", ".csv", ".tsv", ".jsonl", ".parquet", ".tar"):
             sources.append(DatasetSource(p, autodetect(p)))
         elif p.is_file() and is_scene(p, chip_size):

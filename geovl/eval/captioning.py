@@ -428,13 +428,16 @@ def load_predictions(path: str | os.PathLike[str]) -> dict[str, str]:
 
     * COCO results JSON: ``[{"image_id": 42, "caption": "..."}, ...]`` (other keys are ignored);
     * a JSON object ``{"42": "...", ...}``;
-    * JSON Lines, one ``{"image_id": ..., "caption": ...}`` object per line (any file name).
+    * JSON Lines, one ``{"image_id": ..., "caption": ...}`` object per line (any file name);
+    * a ``geovl caption`` run folder (ids are the inputs' paths, or chip ids).
 
     Raises:
         FileNotFoundError: no such file.
         ValueError: not JSON / JSON Lines, a wrong layout, a non-string caption or an id given twice.
     """
     p = Path(path)
+    if p.is_dir():
+        return _run_predictions(p)
     if not p.is_file():
         raise FileNotFoundError(f"predictions file {p} does not exist")
     text = p.read_text(encoding="utf-8")
@@ -463,4 +466,14 @@ def load_predictions(path: str | os.PathLike[str]) -> dict[str, str]:
         out[sid] = caption
     if not out:
         raise ValueError(f"{p} holds no predictions")
+    return out
+
+
+def _run_predictions(folder: Path) -> dict[str, str]:
+    from geovl.tasks.captioning.batch import read_captions
+
+    rows = read_captions(folder)
+    out = {str(r.get("path") or r.get("chip_id") or r["id"]): str(r["caption"]) for r in rows}
+    if not out:
+        raise ValueError(f"{folder} holds no captions")
     return out

@@ -107,8 +107,12 @@ def _reference_captions(references: PathLike, split: str | None, change: bool) -
     return refs, kind
 
 
-def match_prediction_ids(predictions: dict[str, str], refs: dict[str, list[str]]) -> dict[str, str]:
-    """Map prediction ids onto reference ids: exact, else file name, else file stem (one match each)."""
+def match_prediction_ids(predictions: dict[str, str], refs: dict[str, list[str]], *,
+                         ignore_unknown: bool = False) -> dict[str, str]:
+    """Map prediction ids onto reference ids: exact, else file name, else file stem (one match each).
+
+    ``ignore_unknown`` drops predictions that match no reference (a caption run over a whole folder, scored on one
+    split) instead of refusing them."""
     by_name: dict[str, str] = {}
     for rid in refs:
         name = rid.rsplit("/", 1)[-1]
@@ -123,7 +127,7 @@ def match_prediction_ids(predictions: dict[str, str], refs: dict[str, list[str]]
             unknown.append(pid)
             continue
         matched[target] = caption
-    if unknown:
+    if unknown and not ignore_unknown:
         raise ValueError(f"{len(unknown)} prediction id(s) match no reference image, e.g. {unknown[:3]}")
     missing = [rid for rid in refs if rid not in matched]
     if missing:
@@ -145,7 +149,7 @@ def eval_captions(
 
     start = time.perf_counter()
     refs, kind = _reference_captions(references, split, change)
-    cands = match_prediction_ids(load_predictions(predictions), refs)
+    cands = match_prediction_ids(load_predictions(predictions), refs, ignore_unknown=Path(predictions).is_dir())
     details: dict[str, Any] = {}
     if change:
         scores = change_caption_metrics(refs, cands, meteor=meteor)

@@ -16,7 +16,6 @@ redoes the rest: nothing is lost and nothing is duplicated.
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 import os
@@ -32,7 +31,10 @@ import torch
 
 from geovl import __version__
 from geovl._optional import require
-from geovl.data.sources import ChipRef, Record, Source
+from geovl.data.partitioned import Item, flat_records, geoparquet_table, mark_complete
+from geovl.data.partitioned import note_partition as note_run_partition
+from geovl.data.partitioned import plan_partitions as partition_plan
+from geovl.data.sources import Source
 from geovl.index.manifest import EMBEDDINGS_FORMAT
 from geovl.index.manifest import MANIFEST_FILE as MANIFEST
 from geovl.io.fs import atomic_path, atomic_write, atomic_write_text, remove_stale_temps
@@ -100,42 +102,6 @@ class EmbedSummary:
 # ---------------------------------------------------------------- writer
 
 
-_GEO_METADATA = {
-    "version": "1.0.0",
-    "primary_column": "geometry",
-    "columns": {"geometry": {"encoding": "WKB", "geometry_types": ["Polygon"]}},
-}
-
-
-def _metadata_table(rows: list[dict[str, Any]]) -> Any:
-    pa = require("pyarrow", extra=None, feature="writing embedding metadata")
-    columns: dict[str, list[Any]] = {}
-    for n, row in enumerate(rows):
-        for key in row:
-            if key not in columns:
-                columns[key] = [None] * n
-        for key, values in columns.items():
-            values.append(row.get(key))
-    arrays = {}
-    for key, values in columns.items():
-        if key == "id":
-            arrays[key] = pa.array(values, pa.int64())
-        elif key == "geometry":
-            arrays[key] = pa.array(values, pa.binary())
-        elif key == "acquired":
-            stamps = [v if v is None or v.tzinfo else v.replace(tzinfo=timezone.utc) for v in values]
-            arrays[key] = pa.array(stamps, pa.timestamp("us", tz="UTC"))
-        else:
-            try:
-                arrays[key] = pa.array(values)
-            except (pa.ArrowInvalid, pa.ArrowTypeError):
-                arrays[key] = pa.array([None if v is None else str(v) for v in values], pa.string())
-    table = pa.table(arrays)
-    if "geometry" in arrays:
-        table = table.replace_schema_metadata({b"geo": json.dumps(_GEO_METADATA).encode()})
-    return table
-
-
 def _write_partition(out: Path, name: str, emb: np.ndarray, rows: list[dict[str, Any]],
                      failures: list[tuple[str, str]]) -> None:
     """Write one partition's embeddings, metadata and failures, each atomically (the caller lists it in the
@@ -143,31 +109,12 @@ def _write_partition(out: Path, name: str, emb: np.ndarray, rows: list[dict[str,
     pq = require("pyarrow.parquet", extra=None, feature="writing embedding metadata")
     atomic_write(out / f"{name}.npy", lambda fh: np.save(fh, emb.astype(np.float32)))
     with atomic_path(out / f"{name}.parquet") as tmp:
-        pq.write_table(_metadata_table(rows), tmp)
+        pq.write_table(geoparquet_table(rows), tmp)
     atomic_write_text(out / f"{name}.failures.jsonl",
                       "".join(json.dumps({"input": p, "error": e}) + "\n" for p, e in failures))
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, default=str) + "\n")
-
-
-# ---------------------------------------------------------------- runner
-
-
-_Item = tuple[int, Record, int]  # global id, record, index of its source
-
-
-def _numbered(sources: Sequence[Source]) -> Iterator[_Item]:
-    ids = itertools.count()
-    for src_index, source in enumerate(sources):
-        for record in source.records():
-            yield next(ids), record, src_index
-
-
-def _chunks(items: Iterator[_Item], size: int) -> Iterator[list[_Item]]:
-    while chunk := list(itertools.islice(items, size)):
-        yield chunk
+_Item = Item
 
 
 def _load_manifest(out: Path, model: dict[str, Any], sources: list[dict[str, Any]], config: EmbedConfig,
@@ -207,29 +154,17 @@ def open_run(backbone_record: dict[str, Any], dim: int, sources: Sequence[Source
 
 def plan_partitions(sources: Sequence[Source], config: EmbedConfig) -> Iterator[tuple[str, list[_Item]]]:
     """``(name, records)`` of every partition, in order (ids are positions in the input order)."""
-    stream: Iterator[_Item] = _numbered(sources)
-    if config.limit is not None:
-        stream = itertools.islice(stream, config.limit)
-    for p, chunk in enumerate(_chunks(stream, config.partition_size)):
-        yield f"part-{p:05d}", chunk
+    return partition_plan(sources, config.partition_size, config.limit)
 
 
 def note_partition(out: Path, manifest: dict[str, Any], name: str, chunk: list[_Item], count: int,
                    failed: int) -> None:
     """List a written partition in the manifest (rewritten atomically): from now on a rerun skips it."""
-    manifest["partitions"] = [p for p in manifest["partitions"] if p["name"] != name]
-    manifest["partitions"].append({"name": name, "count": count, "failed": failed,
-                                   "first_id": chunk[0][0], "last_id": chunk[-1][0]})
-    manifest["partitions"].sort(key=lambda p: p["name"])
-    manifest["count"] = sum(x["count"] for x in manifest["partitions"])
-    manifest["failed"] = sum(x["failed"] for x in manifest["partitions"])
-    _write_json(out / MANIFEST, manifest)
+    note_run_partition(out / MANIFEST, manifest, name, chunk, count, failed)
 
 
 def finish_run(out: Path, manifest: dict[str, Any]) -> None:
-    manifest["complete"] = True
-    manifest["updated"] = datetime.now(timezone.utc).isoformat()
-    _write_json(out / MANIFEST, manifest)
+    mark_complete(out / MANIFEST, manifest)
 
 
 def run_embed(backbone: Backbone, sources: Sequence[Source], out_dir: str | os.PathLike[str],
@@ -282,14 +217,7 @@ def _embed_partition(backbone: Backbone, chunk: list[_Item], chip_readers: list[
                      config: EmbedConfig, workers: int, bar: Any) -> tuple[list[dict[str, Any]], np.ndarray,
                                                                             list[tuple[str, str]]]:
     """Embed one partition's records; returns metadata rows, embeddings (same order) and failures."""
-    records = []
-    for _, rec, src in chunk:
-        if isinstance(rec.image, ChipRef):
-            # Flatten (source, scene) into one index space for the mapper.
-            offset = sum(len(r) for r in chip_readers[:src])
-            rec = Record(ChipRef(offset + rec.image.scene, rec.image.row, rec.image.col), rec.meta)
-        records.append(rec)
-    flat_readers = [r for readers in chip_readers for r in readers]
+    records, flat_readers = flat_records(chunk, chip_readers)
     loader = decode_loader(backbone, records, flat_readers, config.batch_size, workers)
     rows: list[dict[str, Any]] = []
     chunks: list[np.ndarray] = []

@@ -13,6 +13,7 @@ from geovl.models.factory import (
 from geovl.models.features import ImageFeatures, TextFeatures
 from geovl.models.registry import (
     CHECKPOINTS,
+    DEFAULT_CAPTIONER,
     DEFAULT_MODEL,
     MODEL_KINDS,
     CheckpointSpec,
@@ -26,6 +27,7 @@ from geovl.models.weights import CheckpointNotFoundError, ChecksumError, local_c
 
 __all__ = [
     "CHECKPOINTS",
+    "DEFAULT_CAPTIONER",
     "DEFAULT_MODEL",
     "MODEL_KINDS",
     "Backbone",

@@ -536,6 +536,8 @@ def save_backbone(backbone: Backbone, folder: str | os.PathLike[str], metadata: 
 #: Loaders by model kind: ``loader(name, **options)``. Each capability registers its kind's loader when its module is
 #: imported (:func:`register_loader`); the dual encoder's is :func:`load_backbone`.
 _LOADERS: dict[str, Callable[..., Any]] = {"dual-encoder": load_backbone}
+#: The module that registers each kind's loader, imported on first use.
+_KIND_MODULES = {"captioner": "geovl.models.captioner"}
 
 
 def register_loader(kind: str, loader: Callable[..., Any]) -> None:
@@ -563,6 +565,10 @@ def load_model(name: str | os.PathLike[str], *, kind: str | None = None, **optio
     wanted = kind or spec_kind or "dual-encoder"
     if wanted not in MODEL_KINDS:
         raise ValueError(f"unknown model kind {wanted!r}; kinds are {', '.join(MODEL_KINDS)}")
+    if wanted not in _LOADERS and wanted in _KIND_MODULES:
+        import importlib
+
+        importlib.import_module(_KIND_MODULES[wanted])  # registers the kind's loader
     loader = _LOADERS.get(wanted)
     if loader is None:
         raise ValueError(f"no {wanted} models can be loaded in this version of geovl")

@@ -27,7 +27,8 @@ from typing import Any, Literal
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 
-CheckpointFormat = Literal["state_dict", "openclip_train", "openclip_tag", "hf_siglip", "geovl"]
+CheckpointFormat = Literal["state_dict", "openclip_train", "openclip_tag", "hf_siglip", "geovl", "geovl_captioner",
+                           "hf_blip"]
 
 #: What a registry entry is. Every kind loads by name through :func:`geovl.models.factory.load_model`.
 ModelKind = Literal["dual-encoder", "captioner", "change-captioner", "diffusion"]
@@ -40,6 +41,9 @@ MODEL_KINDS: tuple[str, ...] = ("dual-encoder", "captioner", "change-captioner",
 * ``openclip_tag``: an open_clip pretrained tag resolved by open_clip's own table.
 * ``hf_siglip``: a transformers ``save_pretrained`` folder of a SigLIP model (Git-RSCLIP).
 * ``geovl``: a geovl checkpoint folder: ``model.safetensors`` + ``geovl_config.json``.
+* ``geovl_captioner``: a geovl captioner folder: ``model.safetensors`` (the decoder) + ``captioner_config.json``
+  (names the backbone it runs on).
+* ``hf_blip``: a transformers ``save_pretrained`` folder of ``BlipForConditionalGeneration`` and its processor.
 """
 
 
@@ -194,6 +198,8 @@ _SIGLIP_PRE = Preprocess(image_size=256, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.
 
 #: The model every command, the HTTP API and the demo use when none is named.
 DEFAULT_MODEL = "geovl-rs-small"
+#: The captioner ``geovl caption``, the HTTP API and the demo use when none is named.
+DEFAULT_CAPTIONER = "geovl-caption-small"
 
 #: Named remote-sensing checkpoints. Sources and formats follow each project's own release notes.
 CHECKPOINTS: tuple[CheckpointSpec, ...] = (
@@ -214,6 +220,24 @@ CHECKPOINTS: tuple[CheckpointSpec, ...] = (
                     "RSICD / EuroSAT / synthetic scenes + locked all-MiniLM-L6-v2 (see "
                     "docs/model_card_geovl-rs-tiny.md)",
         license="research use, as the UC Merced training images (see the model card); MiniLM: Apache-2.0",
+    ),
+    CheckpointSpec(
+        "geovl-caption-small", "geovl", "geovl-caption-decoder", Bundled("geovl-caption-small"), "geovl_captioner",
+        kind="captioner", params="3.4M (decoder) on geovl-rs-small (frozen)",
+        description="bundled offline captioner: a 3-layer transformer decoder over geovl-rs-small's frozen image "
+                    "features, trained on UCM-Captions and RSICD (see docs/model_card_geovl-caption-small.md)",
+        license="research use, as the UC Merced training images (see the model card)",
+    ),
+    CheckpointSpec(
+        "blip-base", "BLIP", "blip", HubRepo("Salesforce/blip-image-captioning-base"), "hf_blip", kind="captioner",
+        preprocess=Preprocess(image_size=384, resize_mode="squash"), params="247M",
+        description="BLIP image captioning, base (ViT-B/16), COCO captions (Li et al., ICML 2022)",
+        license="BSD-3-Clause",
+    ),
+    CheckpointSpec(
+        "blip-large", "BLIP", "blip", HubRepo("Salesforce/blip-image-captioning-large"), "hf_blip", kind="captioner",
+        preprocess=Preprocess(image_size=384, resize_mode="squash"), params="470M",
+        description="BLIP image captioning, large (ViT-L/16), COCO captions", license="BSD-3-Clause",
     ),
     CheckpointSpec(
         "remoteclip-rn50", "RemoteCLIP", "RN50", replace(_REMOTECLIP, filename="RemoteCLIP-RN50.pt"), "state_dict",

@@ -18,7 +18,7 @@ import struct
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -33,6 +33,7 @@ __all__ = [
     "DecodeMapper",
     "EmbeddingPipeline",
     "Embeddings",
+    "PixelModel",
     "chip_metadata",
     "decode_loader",
     "default_decode_workers",
@@ -134,7 +135,18 @@ def _collate(items: list[Decoded]) -> Any:
     return [i for i, _, _ in ok], pixels, [m for _, _, m in ok], bad
 
 
-def decode_loader(backbone: Backbone, records: Sequence[Record], chip_readers: list[Any], batch_size: int,
+class PixelModel(Protocol):
+    """What :func:`decode_loader` needs of a model: where it runs and its PIL -> uint8 tensor transform (a
+    :class:`~geovl.models.backbone.Backbone`, a captioner)."""
+
+    @property
+    def device(self) -> torch.device: ...
+
+    @property
+    def uint8_transform(self) -> Callable[[Any], torch.Tensor]: ...
+
+
+def decode_loader(backbone: PixelModel, records: Sequence[Record], chip_readers: list[Any], batch_size: int,
                   workers: int) -> DataLoader:
     """Batches of ``(positions, pixels | None, chip metadata, failures)``, decoded in ``workers`` processes."""
     cpu = backbone.device.type == "cpu"

@@ -28,9 +28,11 @@ __all__ = [
     "SourceConfig",
     "TrainConfig",
     "apply_overrides",
+    "build_config",
     "config_from_dict",
     "config_to_dict",
     "load_config",
+    "read_config_data",
 ]
 
 
@@ -396,6 +398,21 @@ def load_config(path: str | os.PathLike[str], overrides: list[str] | None = None
     Relative dataset paths are kept as written (they resolve against the working directory, as on the
     command line).
     """
+    data = read_config_data(path, overrides)
+    try:
+        return config_from_dict(data)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+
+
+def build_config(cls: type[Any], data: dict[str, Any], where: str = "config") -> Any:
+    """A config dataclass ``cls`` from plain data, every value converted to its annotated type; unknown keys and
+    values of the wrong type raise ``ValueError`` naming the key (``where.section.key``)."""
+    return _build(cls, data, where)
+
+
+def read_config_data(path: str | os.PathLike[str], overrides: list[str] | None = None) -> dict[str, Any]:
+    """The plain data of a YAML / JSON config file with ``section.key=value`` overrides applied."""
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"{p}: no such config file")
@@ -417,10 +434,7 @@ def load_config(path: str | os.PathLike[str], overrides: list[str] | None = None
     if not isinstance(data, dict):
         raise ValueError(f"{p}: top level must be a mapping of sections")
     apply_overrides(data, overrides or [])
-    try:
-        return config_from_dict(data)
-    except ValueError as exc:
-        raise ValueError(f"{p}: {exc}") from None
+    return data
 
 
 def required_packages(config: TrainConfig) -> dict[str, str]:

@@ -1,0 +1,124 @@
+"""Partitioned, resumable batch runs over image sources: the pieces every run writer shares.
+
+A run (``geovl embed``, ``geovl caption``) numbers its records in input order (the id of a record is its position,
+so ids are stable across reruns), cuts them into partitions of a fixed size, writes each partition's files
+atomically and only then lists the partition in the run's ``manifest.json`` (rewritten atomically). A rerun into the
+same folder skips the listed partitions and redoes the rest, so a run killed at any moment ends, once restarted,
+with every record processed exactly once.
+
+Metadata rows become GeoParquet tables (:func:`geoparquet_table`): a WKB ``geometry`` footprint column with the
+``geo`` schema metadata when a row has one, ``acquired`` as a UTC timestamp, ``id`` as int64.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Iterator, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from geovl._optional import require
+from geovl.data.sources import ChipRef, Record, Source
+from geovl.io.fs import atomic_write_text
+
+__all__ = ["Item", "flat_records", "geoparquet_table", "mark_complete", "note_partition", "plan_partitions",
+           "write_manifest"]
+
+GEO_METADATA = {
+    "version": "1.0.0",
+    "primary_column": "geometry",
+    "columns": {"geometry": {"encoding": "WKB", "geometry_types": ["Polygon"]}},
+}
+
+Item = tuple[int, Record, int]
+"""A record of a run: its global id, the record, the index of its source."""
+
+
+def geoparquet_table(rows: list[dict[str, Any]]) -> Any:
+    """A pyarrow table of metadata rows (the union of their keys; missing values are null)."""
+    pa = require("pyarrow", extra=None, feature="writing run metadata")
+    columns: dict[str, list[Any]] = {}
+    for n, row in enumerate(rows):
+        for key in row:
+            if key not in columns:
+                columns[key] = [None] * n
+        for key, values in columns.items():
+            values.append(row.get(key))
+    arrays = {}
+    for key, values in columns.items():
+        if key == "id":
+            arrays[key] = pa.array(values, pa.int64())
+        elif key == "geometry":
+            arrays[key] = pa.array(values, pa.binary())
+        elif key == "acquired":
+            stamps = [v if v is None or v.tzinfo else v.replace(tzinfo=timezone.utc) for v in values]
+            arrays[key] = pa.array(stamps, pa.timestamp("us", tz="UTC"))
+        else:
+            try:
+                arrays[key] = pa.array(values)
+            except (pa.ArrowInvalid, pa.ArrowTypeError):
+                arrays[key] = pa.array([None if v is None else str(v) for v in values], pa.string())
+    table = pa.table(arrays)
+    if "geometry" in arrays:
+        table = table.replace_schema_metadata({b"geo": json.dumps(GEO_METADATA).encode()})
+    return table
+
+
+def _numbered(sources: Sequence[Source]) -> Iterator[Item]:
+    ids = itertools.count()
+    for src_index, source in enumerate(sources):
+        for record in source.records():
+            yield next(ids), record, src_index
+
+
+def plan_partitions(sources: Sequence[Source], size: int, limit: int | None = None
+                    ) -> Iterator[tuple[str, list[Item]]]:
+    """``(name, items)`` of every partition (``part-00000``, ...), in input order, the first ``limit`` records."""
+    if size < 1:
+        raise ValueError(f"partition size must be >= 1, got {size}")
+    stream: Iterator[Item] = _numbered(sources)
+    if limit is not None:
+        stream = itertools.islice(stream, limit)
+    for p in itertools.count():
+        chunk = list(itertools.islice(stream, size))
+        if not chunk:
+            return
+        yield f"part-{p:05d}", chunk
+
+
+def flat_records(chunk: list[Item], chip_readers: list[list[Any]]) -> tuple[list[Record], list[Any]]:
+    """The chunk's records with chip references re-indexed into one flat list of chip readers (for
+    :class:`geovl.tasks.embedding.DecodeMapper`), and that list."""
+    records = []
+    for _, rec, src in chunk:
+        if isinstance(rec.image, ChipRef):
+            offset = sum(len(r) for r in chip_readers[:src])
+            rec = Record(ChipRef(offset + rec.image.scene, rec.image.row, rec.image.col), rec.meta)
+        records.append(rec)
+    return records, [r for readers in chip_readers for r in readers]
+
+
+def write_manifest(path: Path, data: dict[str, Any]) -> None:
+    """Write a run manifest atomically."""
+    atomic_write_text(path, json.dumps(data, indent=2, default=str) + "\n")
+
+
+def note_partition(path: Path, manifest: dict[str, Any], name: str, chunk: list[Item], count: int,
+                   failed: int) -> None:
+    """List a written partition in the manifest at ``path`` (rewritten atomically): from now on a rerun skips it."""
+    manifest["partitions"] = [p for p in manifest["partitions"] if p["name"] != name]
+    manifest["partitions"].append({"name": name, "count": count, "failed": failed,
+                                   "first_id": chunk[0][0], "last_id": chunk[-1][0]})
+    manifest["partitions"].sort(key=lambda p: p["name"])
+    manifest["count"] = sum(x["count"] for x in manifest["partitions"])
+    manifest["failed"] = sum(x["failed"] for x in manifest["partitions"])
+    write_manifest(path, manifest)
+
+
+def mark_complete(path: Path, manifest: dict[str, Any]) -> None:
+    """Mark the run complete (every partition written)."""
+    manifest["complete"] = True
+    manifest["updated"] = datetime.now(timezone.utc).isoformat()
+    write_manifest(path, manifest)

@@ -1,0 +1,262 @@
+"""Batch captioning runs (``geovl caption INPUT --out OUT``): reader -> mapper (decode + caption) -> writer.
+
+Output folder::
+
+    manifest.json               format "geovl-captions": model, decoding, inputs, partitions done, complete flag
+    part-00000.parquet          (or .jsonl) one row per captioned input: "id" (input position), "path" (or the
+                                chip's "chip_id"), "caption", "model", "decoding" (JSON), "captioned_at" (UTC),
+                                the chip footprint ("geometry" WKB + lon/lat bounds, "crs", "gsd") when there is one,
+                                and the input's own metadata (a caption dataset's sentence as "reference_caption")
+    part-00000.failures.jsonl   inputs of that partition that could not be read (never fatal)
+
+Rules (the partition machinery of :mod:`geovl.data.partitioned`): ids are positions in the input order; a partition
+is written atomically and only then listed in the manifest, so a run killed at any moment (even with SIGKILL) and
+started again with the same command ends with every input captioned exactly once. A folder made with another model,
+other decoding settings, other inputs or another partition size is refused rather than mixed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+from geovl import __version__
+from geovl._optional import require
+from geovl.data.partitioned import (
+    Item,
+    flat_records,
+    geoparquet_table,
+    mark_complete,
+    note_partition,
+    plan_partitions,
+)
+from geovl.data.sources import Source
+from geovl.io.fs import atomic_path, atomic_write_text, remove_stale_temps
+from geovl.io.jsonable import to_jsonable
+from geovl.models.captioner import CaptionModel
+from geovl.models.decoding import DecodingConfig
+from geovl.tasks.captioning.pipeline import CaptioningPipeline
+
+__all__ = ["CAPTIONS_FORMAT", "CaptionRunConfig", "CaptionRunSummary", "caption_partition_to", "is_caption_run",
+           "open_caption_run", "read_captions", "run_captions"]
+
+logger = logging.getLogger(__name__)
+
+CAPTIONS_FORMAT = "geovl-captions"
+MANIFEST = "manifest.json"
+
+
+@dataclass
+class CaptionRunConfig:
+    """Settings of a batch captioning run.
+
+    Attributes:
+        batch_size: images per model call.
+        workers: decode processes (default: 0 beside a CPU model on <= 4 cores, else cores - 1).
+        partition_size: inputs per output shard (the unit of resume).
+        format: ``parquet`` (GeoParquet when there are footprints) or ``jsonl``.
+        progress: show a progress bar with images/s and ETA.
+        limit: caption only the first ``limit`` inputs.
+    """
+
+    batch_size: int = 32
+    workers: int | None = None
+    partition_size: int = 1000
+    format: Literal["parquet", "jsonl"] = "parquet"
+    progress: bool = True
+    limit: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.partition_size < 1:
+            raise ValueError(f"partition_size must be >= 1, got {self.partition_size}")
+        if self.workers is not None and self.workers < 0:
+            raise ValueError(f"workers must be >= 0, got {self.workers}")
+        if self.format not in ("parquet", "jsonl"):
+            raise ValueError(f"format must be 'parquet' or 'jsonl', got {self.format!r}")
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"limit must be >= 1, got {self.limit}")
+
+
+@dataclass
+class CaptionRunSummary:
+    """What a run did: inputs seen, captioned now, skipped as already done, failed; timing."""
+
+    out_dir: Path
+    total: int
+    captioned: int
+    resumed: int
+    failed: int
+    seconds: float
+    partitions: int
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def images_per_second(self) -> float:
+        return self.captioned / self.seconds if self.seconds > 0 else 0.0
+
+
+# ---------------------------------------------------------------- manifest
+
+
+def _identity(model: dict[str, Any]) -> tuple[Any, ...]:
+    return model.get("name"), model.get("checkpoint_sha256")
+
+
+def open_caption_run(model: dict[str, Any], decoding: DecodingConfig, sources: Sequence[Source],
+                     out_dir: str | os.PathLike[str], config: CaptionRunConfig) -> tuple[Path, dict[str, Any]]:
+    """Create (or reopen, to resume) an output folder; returns it and its manifest.
+
+    Raises:
+        ValueError: no sources, or a folder holding another run (other model, decoding, inputs, partitioning).
+    """
+    if not sources:
+        raise ValueError("nothing to caption: no inputs")
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out} is a file; --out must be a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    described = [s.describe() for s in sources]
+    settings = {"sources": described, "partition_size": config.partition_size, "shard_format": config.format,
+                "limit": config.limit, "decoding": decoding.to_dict()}
+    path = out / MANIFEST
+    if path.is_file():
+        manifest = json.loads(path.read_text())
+        if manifest.get("format") != CAPTIONS_FORMAT:
+            raise ValueError(f"{out} holds something else ({path} is not a geovl captions manifest)")
+        if _identity(manifest.get("model", {})) != _identity(model):
+            raise ValueError(f"{out} was captioned with model {manifest.get('model', {}).get('name')!r}; this run "
+                             f"uses {model.get('name')!r}. Use another --out folder")
+        changed = [k for k, v in settings.items() if to_jsonable(manifest.get(k)) != to_jsonable(v)]
+        if changed:
+            raise ValueError(f"{out} was made with other {', '.join(changed)}; resume with the same inputs and "
+                             "options, or use another --out folder")
+    else:
+        manifest = {"format": CAPTIONS_FORMAT, "format_version": 1, "model": model, **settings, "partitions": [],
+                    "count": 0, "failed": 0, "complete": False, "geovl_version": __version__,
+                    "created": datetime.now(timezone.utc).isoformat()}
+    remove_stale_temps(out)  # a killed run cannot delete its half-written temporary files
+    return out, to_jsonable(manifest)
+
+
+def is_caption_run(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a folder written by :func:`run_captions`."""
+    manifest = Path(path) / MANIFEST
+    if not manifest.is_file():
+        return False
+    try:
+        return bool(json.loads(manifest.read_text()).get("format") == CAPTIONS_FORMAT)
+    except (json.JSONDecodeError, OSError):
+        return False
+
+
+# ---------------------------------------------------------------- mapper + writer
+
+
+def _caption_partition(model: CaptionModel, pipeline: CaptioningPipeline, chunk: list[Item],
+                       chip_readers: list[list[Any]], bar: Any) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
+    records, flat_readers = flat_records(chunk, chip_readers)
+    name = str(getattr(model, "name", "captioner"))
+    decoding = json.dumps(pipeline.decoding.to_dict(), sort_keys=True)
+    rows: list[dict[str, Any]] = []
+    bad: list[tuple[str, str]] = []
+    for batch in pipeline.batches(records, flat_readers):
+        stamp = datetime.now(timezone.utc)
+        for i, err in batch.failures:
+            bad.append((str(records[i].meta.get("chip_id") or records[i].meta.get("path")), err))
+        for i, caption, extra in zip(batch.positions, batch.captions, batch.meta, strict=True):
+            meta = dict(records[i].meta)
+            if "caption" in meta:
+                meta["reference_caption"] = meta.pop("caption")
+            rows.append({"id": chunk[i][0], **meta, **extra, "caption": caption, "model": name,
+                         "decoding": decoding, "captioned_at": stamp.isoformat()})
+        bar.update(len(batch.positions) + len(batch.failures))
+    return rows, bad
+
+
+def _write_partition(out: Path, name: str, rows: list[dict[str, Any]], bad: list[tuple[str, str]],
+                     fmt: str) -> None:
+    if fmt == "parquet":
+        pq = require("pyarrow.parquet", extra=None, feature="writing caption shards")
+        with atomic_path(out / f"{name}.parquet") as tmp:
+            pq.write_table(geoparquet_table(rows), tmp)
+    else:
+        atomic_write_text(out / f"{name}.jsonl", "".join(json.dumps(to_jsonable(r)) + "\n" for r in rows))
+    atomic_write_text(out / f"{name}.failures.jsonl",
+                      "".join(json.dumps({"input": p, "error": e}) + "\n" for p, e in bad))
+
+
+class _NullBar:
+    def update(self, n: int) -> None:
+        pass
+
+
+def caption_partition_to(out: Path, model: CaptionModel, name: str, chunk: list[Item], chip_readers: list[list[Any]],
+                         config: CaptionRunConfig, decoding: DecodingConfig, workers: int = 0
+                         ) -> tuple[int, list[tuple[str, str]]]:
+    """Caption and write one partition (used by distributed runners); returns the row count and failures."""
+    pipeline = CaptioningPipeline(model, decoding=decoding, batch_size=config.batch_size, workers=workers)
+    rows, bad = _caption_partition(model, pipeline, chunk, chip_readers, _NullBar())
+    _write_partition(out, name, rows, bad, config.format)
+    return len(rows), bad
+
+
+def run_captions(model: CaptionModel, sources: Sequence[Source], out_dir: str | os.PathLike[str],
+                 config: CaptionRunConfig | None = None, decoding: DecodingConfig | None = None) -> CaptionRunSummary:
+    """Caption every input of ``sources`` into ``out_dir``, resuming a previous run into the same folder."""
+    config = config or CaptionRunConfig()
+    decoding = decoding or DecodingConfig()
+    out, manifest = open_caption_run(model.record(), decoding, sources, out_dir, config)
+    done = {p["name"]: p for p in manifest["partitions"]}
+    chip_readers = [s.chip_readers() for s in sources]
+    pipeline = CaptioningPipeline(model, decoding=decoding, batch_size=config.batch_size, workers=config.workers)
+    from tqdm.auto import tqdm
+
+    total_inputs = sum(1 for s in sources for _ in s.records())
+    if config.limit is not None:
+        total_inputs = min(total_inputs, config.limit)
+    bar = tqdm(total=total_inputs, unit="img", desc="caption", disable=not config.progress, dynamic_ncols=True)
+    summary = CaptionRunSummary(out, 0, 0, 0, 0, 0.0, 0)
+    start = time.perf_counter()
+    for name, chunk in plan_partitions(sources, config.partition_size, config.limit):
+        summary.total += len(chunk)
+        if name in done:
+            summary.resumed += done[name]["count"]
+            bar.update(len(chunk))
+            continue
+        rows, bad = _caption_partition(model, pipeline, chunk, chip_readers, bar)
+        _write_partition(out, name, rows, bad, config.format)
+        note_partition(out / MANIFEST, manifest, name, chunk, len(rows), len(bad))
+        summary.failures += bad
+        summary.captioned += len(rows)
+        summary.failed += len(bad)
+    bar.close()
+    mark_complete(out / MANIFEST, manifest)
+    summary.seconds = time.perf_counter() - start
+    summary.partitions = len(manifest["partitions"])
+    return summary
+
+
+def read_captions(out_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """The rows of a caption run's listed partitions, in id order (unlisted, half-done shards are ignored)."""
+    out = Path(out_dir)
+    if not is_caption_run(out):
+        raise ValueError(f"{out} is not a geovl caption run folder (no {MANIFEST} of format {CAPTIONS_FORMAT!r})")
+    manifest = json.loads((out / MANIFEST).read_text())
+    rows: list[dict[str, Any]] = []
+    for part in manifest["partitions"]:
+        if manifest.get("shard_format") == "jsonl":
+            path = out / f"{part['name']}.jsonl"
+            rows.extend(json.loads(line) for line in path.read_text().splitlines() if line.strip())
+        else:
+            pq = require("pyarrow.parquet", extra=None, feature="reading caption shards")
+            rows.extend(pq.read_table(out / f"{part['name']}.parquet").to_pylist())
+    return sorted(rows, key=lambda r: int(r["id"]))
