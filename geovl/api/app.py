@@ -21,11 +21,20 @@ from geovl import __version__
 from geovl.api.errors import AUTH_HEADER, UnauthorizedError, error_doc, install_error_handlers
 from geovl.api.metrics import ApiMetrics, MetricsMiddleware
 from geovl.api.routes import ApiContext
+from geovl.api.routes import caption as caption_routes
 from geovl.api.routes import classify as classify_routes
 from geovl.api.routes import embed as embed_routes
 from geovl.api.routes import search as search_routes
 from geovl.api.routes import service as service_routes
-from geovl.api.schemas import CLASSIFY_FORM_SCHEMA, EMBED_FORM_SCHEMA, ClassifyRequest, EmbedRequest, ErrorResponse
+from geovl.api.schemas import (
+    CAPTION_FORM_SCHEMA,
+    CLASSIFY_FORM_SCHEMA,
+    EMBED_FORM_SCHEMA,
+    CaptionRequest,
+    ClassifyRequest,
+    EmbedRequest,
+    ErrorResponse,
+)
 from geovl.models.backbone import Backbone
 from geovl.serving.config import ServeConfig
 from geovl.serving.errors import PayloadTooLargeError
@@ -89,8 +98,10 @@ def create_app(config: ServeConfig, *, backbone: Backbone | None = None,
     app = FastAPI(
         title="geovl API",
         version=__version__,
-        description="Zero-shot classification, embedding and search of remote-sensing images, with the "
-                    f"{res.model_name} model. Images from concurrent requests share forward passes.",
+        description="Zero-shot classification, embedding, search and captioning of remote-sensing images, with the "
+                    f"{res.model_name} model"
+                    + (f" and the {res.config.captioner} captioner" if res.config.captioner else "")
+                    + ". Images from concurrent requests share forward passes.",
         lifespan=lifespan,
     )
     app.state.resources = res
@@ -106,7 +117,7 @@ def create_app(config: ServeConfig, *, backbone: Backbone | None = None,
     app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: sees every status, 413s included
     install_error_handlers(app)
     ctx = ApiContext(resources=res, metrics=metrics, **_auth(config.api_tokens))
-    for routes in (service_routes, classify_routes, embed_routes, search_routes):
+    for routes in (service_routes, classify_routes, embed_routes, search_routes, caption_routes):
         app.include_router(routes.router(ctx))
     complete_openapi(app)
     return app
@@ -133,8 +144,8 @@ def _auth(api_tokens: tuple[str, ...]) -> dict[str, Any]:
 
 
 def complete_openapi(app: FastAPI) -> None:
-    """Add the request-body schemas of ``POST /v1/classify`` and ``/v1/embed`` (declared by reference) to the
-    components."""
+    """Add the request-body schemas of ``POST /v1/classify``, ``/v1/embed`` and ``/v1/caption`` (declared by
+    reference) to the components."""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -146,6 +157,9 @@ def complete_openapi(app: FastAPI) -> None:
             components["ClassifyForm"] = json.loads(json.dumps(CLASSIFY_FORM_SCHEMA))
             components["EmbedRequest"] = EmbedRequest.model_json_schema(ref_template="#/components/schemas/{model}")
             components["EmbedForm"] = json.loads(json.dumps(EMBED_FORM_SCHEMA))
+            components["CaptionRequest"] = CaptionRequest.model_json_schema(
+                ref_template="#/components/schemas/{model}")
+            components["CaptionForm"] = json.loads(json.dumps(CAPTION_FORM_SCHEMA))
             components.setdefault("ErrorResponse", ErrorResponse.model_json_schema())
             app.openapi_schema = schema
         return app.openapi_schema

@@ -94,6 +94,33 @@ class EmbedReply:
     failures: list[dict[str, Any]] = field(default_factory=list)
 
 
+@dataclass
+class CaptionItemReply:
+    """One image of a caption request: its ``caption``, or ``error`` (why it could not be read) and no caption."""
+
+    index: int
+    filename: str | None
+    caption: str | None
+    error: str | None = None
+
+
+@dataclass
+class CaptionReply:
+    """``captions`` has one item per image, in request order; ``model_record`` is the captioner's identity and
+    ``decoding`` the settings it decoded with (those that matter for the method)."""
+
+    model: str
+    model_record: dict[str, Any]
+    decoding: dict[str, Any]
+    captions: list[CaptionItemReply]
+    timing: dict[str, Any]
+
+    @property
+    def texts(self) -> list[str | None]:
+        """The captions alone, in request order (``None`` for an image that could not be read)."""
+        return [c.caption for c in self.captions]
+
+
 class GeovlClient:
     """Client for a ``geovl serve`` server.
 
@@ -208,6 +235,32 @@ class GeovlClient:
                                         np.float32).reshape(-1, dim),
             text_embeddings=np.asarray(data["text_embeddings"], np.float32).reshape(-1, dim),
             failures=list(data.get("failures", [])),
+        )
+
+    def caption(self, images: Sequence[ClientImage], **decoding: Any) -> CaptionReply:
+        """``POST /v1/caption``: a caption per image (file paths or encoded bytes).
+
+        ``decoding`` takes the fields of :class:`geovl.models.decoding.DecodingConfig`: ``method`` (``"greedy"``,
+        ``"beam"`` or ``"nucleus"``), ``beam_size``, ``length_penalty``, ``top_p``, ``temperature``, ``max_length``,
+        ``min_length``, ``no_repeat_ngram_size``, ``repetition_penalty``, ``seed``; one left out (or ``None``)
+        takes the server's default.
+
+        Raises:
+            GeovlAPIError: the server refused the request (a bad decoding field is a 422 naming it; captioning
+                disabled or its model missing is a 404).
+            ValueError: ``images`` is a single path or bytes object instead of a list.
+        """
+        if isinstance(images, (str, bytes, os.PathLike)):
+            raise ValueError("pass a list of images, not a single path or bytes object")
+        payload: dict[str, Any] = {"images": [base64.b64encode(_read(img)).decode("ascii") for img in images]}
+        payload.update({name: value for name, value in decoding.items() if value is not None})
+        data = self._check(self._http.post("/v1/caption", json=payload))
+        return CaptionReply(
+            model=data["model"],
+            model_record=dict(data["model_record"]),
+            decoding=dict(data["decoding"]),
+            captions=[CaptionItemReply(**c) for c in data["captions"]],
+            timing=dict(data["timing"]),
         )
 
     def search(

@@ -17,11 +17,12 @@ from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from geovl.api.errors import UnsupportedMediaTypeError, validation_message
-from geovl.api.schemas import ClassifyRequest, EmbedRequest
+from geovl.api.schemas import DECODING_OPTIONS, CaptionRequest, ClassifyRequest, EmbedRequest
+from geovl.models.decoding import DecodingConfig
 from geovl.serving.errors import InvalidImageError, InvalidRequestError, PayloadTooLargeError, ServiceError
 from geovl.serving.resources import ImageInput, Resources
 
-__all__ = ["ParsedClassify", "decode_base64_images", "parse_classify", "parse_embed"]
+__all__ = ["ParsedCaption", "ParsedClassify", "decode_base64_images", "parse_caption", "parse_classify", "parse_embed"]
 
 
 async def parse_embed(request: Request, resources: Resources) -> tuple[list[ImageInput], list[str]]:
@@ -51,6 +52,64 @@ async def parse_embed(request: Request, resources: Resources) -> tuple[list[Imag
             return await _read_image_parts(parts, resources), str_texts
     except StarletteHTTPException as exc:
         raise _form_error(exc, cfg.max_images_per_request) from exc
+
+
+@dataclass
+class ParsedCaption:
+    images: list[ImageInput]
+    decoding: DecodingConfig
+
+
+async def parse_caption(request: Request, resources: Resources) -> ParsedCaption:
+    """``POST /v1/caption``: JSON with base64 images, or multipart/form-data with image files; decoding fields are
+    checked (:meth:`Resources.decoding`) before any image is decoded."""
+    cfg = resources.config
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == "application/json":
+        try:
+            req = CaptionRequest.model_validate_json(await request.body())
+        except ValidationError as exc:
+            raise InvalidRequestError(validation_message(exc.errors())) from exc
+        resources.check_images(len(req.images))
+        decoding = resources.decoding(req.decoding_options())
+        return ParsedCaption(decode_base64_images(req.images, resources), decoding)
+    if content_type != "multipart/form-data":
+        raise UnsupportedMediaTypeError(f"content type {content_type or '(none)'!r} is not supported: send "
+                                        "application/json with base64 images, or multipart/form-data")
+    try:
+        async with request.form(max_files=cfg.max_images_per_request,
+                                max_fields=len(DECODING_OPTIONS) + 8) as form:
+            unknown = sorted(set(form.keys()) - {"images", *DECODING_OPTIONS})
+            if unknown:
+                raise InvalidRequestError(f"unknown form fields {unknown}; expected images, "
+                                          f"{', '.join(DECODING_OPTIONS)}")
+            parts = form.getlist("images")
+            resources.check_images(len(parts))
+            decoding = resources.decoding({name: _form_value(form.get(name), name) for name in DECODING_OPTIONS})
+            return ParsedCaption(await _read_image_parts(parts, resources), decoding)
+    except StarletteHTTPException as exc:
+        raise _form_error(exc, cfg.max_images_per_request) from exc
+
+
+def _form_value(value: object, name: str) -> str | int | float | None:
+    """A multipart decoding field: absent or empty is None (the default), ``method`` stays text, numbers are parsed
+    (their ranges are checked by :class:`DecodingConfig`)."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise InvalidRequestError(f"{name} must be a text field, not a file")
+    text = value.strip()
+    if name == "method":
+        return text
+    if text.lstrip("-").isdigit():
+        return int(text)
+    try:
+        number = float(text)
+    except ValueError:
+        number = math.nan
+    if not math.isfinite(number):
+        raise InvalidRequestError(f"{name} must be a number, got {value!r}")
+    return number
 
 
 @dataclass

@@ -6,6 +6,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from geovl.models.decoding import DecodingConfig
+from geovl.serving.captioning import MAX_SEED
+
 
 class ErrorResponse(BaseModel):
     """Every error the API returns (4xx and 5xx) has this body."""
@@ -195,3 +198,104 @@ class SearchResponse(BaseModel):
     model: str
     count: int = Field(description="searchable vectors in the index")
     hits: list[SearchHit] = Field(description="best first")
+
+
+# ---------------------------------------------------------------- captioning
+
+_DECODING = DecodingConfig()
+_DECODING_FIELDS: dict[str, tuple[str, dict[str, Any]]] = {
+    "method": ("greedy (the most likely word each step), beam (beam search) or nucleus (top-p sampling)",
+               {"type": "string", "enum": ["greedy", "beam", "nucleus"]}),
+    "beam_size": ("beams per image (beam), 1..32", {"type": "integer", "minimum": 1, "maximum": 32}),
+    "length_penalty": ("exponent of the length normalisation of finished beams (beam; 0: none, > 0 favours "
+                       "longer captions)", {"type": "number"}),
+    "top_p": ("nucleus mass in (0, 1] (nucleus)", {"type": "number", "exclusiveMinimum": 0, "maximum": 1}),
+    "temperature": ("softmax temperature, > 0 (nucleus)", {"type": "number", "exclusiveMinimum": 0}),
+    "max_length": ("most words per caption, 1..512 (the captioner may allow fewer)",
+                   {"type": "integer", "minimum": 1, "maximum": 512}),
+    "min_length": ("fewest words before the caption may end, 0..max_length", {"type": "integer", "minimum": 0}),
+    "no_repeat_ngram_size": ("never repeat an n-gram of this many words (0: off)", {"type": "integer", "minimum": 0}),
+    "repetition_penalty": ("penalty on words already used, >= 1 (1: off)", {"type": "number", "minimum": 1}),
+    "seed": ("sampling seed (nucleus): the same seed gives the same captions",
+             {"type": "integer", "minimum": 0, "maximum": MAX_SEED}),
+}
+
+
+def _decoding_doc(name: str) -> str:
+    return f"{_DECODING_FIELDS[name][0]} (default: {getattr(_DECODING, name)})"
+
+
+class CaptionRequest(BaseModel):
+    """JSON form of ``POST /v1/caption``: images, and decoding settings (each optional: left out, the server's
+    default); the multipart form has the same fields with file uploads as images."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    images: list[str] = Field(description="base64-encoded image files (JPEG, PNG, TIFF, ...); data: URLs accepted",
+                              examples=[["iVBORw0KGgo..."]])
+    method: Literal["greedy", "beam", "nucleus"] | None = Field(default=None, description=_decoding_doc("method"))
+    beam_size: int | None = Field(default=None, description=_decoding_doc("beam_size"))
+    length_penalty: float | None = Field(default=None, description=_decoding_doc("length_penalty"))
+    top_p: float | None = Field(default=None, description=_decoding_doc("top_p"))
+    temperature: float | None = Field(default=None, description=_decoding_doc("temperature"))
+    max_length: int | None = Field(default=None, description=_decoding_doc("max_length"))
+    min_length: int | None = Field(default=None, description=_decoding_doc("min_length"))
+    no_repeat_ngram_size: int | None = Field(default=None, description=_decoding_doc("no_repeat_ngram_size"))
+    repetition_penalty: float | None = Field(default=None, description=_decoding_doc("repetition_penalty"))
+    seed: int | None = Field(default=None, ge=0, le=MAX_SEED, description=_decoding_doc("seed"))
+
+    @field_validator("beam_size", "max_length", "min_length", "no_repeat_ngram_size", "seed", "length_penalty",
+                     "top_p", "temperature", "repetition_penalty", mode="before")
+    @classmethod
+    def _number_not_bool(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            raise ValueError(f"must be a number, not a boolean ({value!r})")
+        return value
+
+    def decoding_options(self) -> dict[str, Any]:
+        """The decoding fields the request set."""
+        return {name: getattr(self, name) for name in DECODING_OPTIONS if getattr(self, name) is not None}
+
+
+#: The decoding fields of a caption request (JSON and multipart), in the order of :class:`DecodingConfig`.
+DECODING_OPTIONS: tuple[str, ...] = tuple(_DECODING_FIELDS)
+
+#: Schema of the multipart form of ``POST /v1/caption``.
+CAPTION_FORM_SCHEMA: dict[str, Any] = {
+    "title": "CaptionForm",
+    "type": "object",
+    "required": ["images"],
+    "properties": {
+        "images": {"type": "array", "items": {"type": "string", "format": "binary"},
+                   "description": "image files, one part per image"},
+        **{name: {**schema, "description": _decoding_doc(name), "default": getattr(_DECODING, name)}
+           for name, (_, schema) in _DECODING_FIELDS.items()},
+    },
+}
+
+
+class ImageCaptionModel(BaseModel):
+    index: int = Field(description="position of the image in the request")
+    filename: str | None = Field(default=None, description="upload file name (multipart only)")
+    caption: str | None = Field(description="the caption; null when the image could not be read (see error)",
+                                examples=["Many buildings and some green trees are in a dense residential area."])
+    error: str | None = Field(default=None, description="why the image could not be read (null when captioned)")
+
+
+class CaptionTiming(BaseModel):
+    decode_ms: float = Field(description="decoding and preprocessing the images")
+    queue_ms: float = Field(description="longest wait of an image for its captioner call")
+    inference_ms: float = Field(description="longest captioner call the request's images were in")
+    total_ms: float = Field(description="the whole request, loading the captioner on the first one included")
+    batch_sizes: list[int] = Field(description="size of the captioner call each captioned image was in")
+
+
+class CaptionResponse(BaseModel):
+    model: str = Field(description="the captioner's name")
+    model_record: dict[str, Any] = Field(description="the captioner's identity: name, family, checkpoint sha256 and, "
+                                                     "for geovl captioners, the backbone it runs on")
+    decoding: dict[str, Any] = Field(description="the decoding settings used (those that matter for the method)")
+    captions: list[ImageCaptionModel] = Field(description="one per image, in request order: a caption, or the error "
+                                                          "that kept the image from being read (the request still "
+                                                          "succeeds, even when no image could be read)")
+    timing: CaptionTiming

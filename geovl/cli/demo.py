@@ -23,6 +23,8 @@ def add_parser(sub: Any) -> None:
                         "$GEOVL_HOME/demo, rebuilt when the images or the model change")
     p.add_argument("--index", default=defaults.index, metavar="DIR", help="search this `geovl index` folder instead")
     p.add_argument("--model", "-m", default=defaults.model, help=f"model, as for embed {d}")
+    p.add_argument("--captioner", default=defaults.captioner, metavar="NAME",
+                   help=f"captioner of the Caption tab, loaded on first use; 'none' hides the tab {d}")
     p.add_argument("--device", default=defaults.device, help=f"auto (CUDA when present), cpu, cuda, cuda:N {d}")
     p.add_argument("--precision", default=defaults.precision, choices=PRECISIONS, help=f"weight precision {d}")
     p.add_argument("--host", default=defaults.host, help=f"interface to bind; 0.0.0.0 exposes it {d}")
@@ -37,8 +39,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from geovl.demo.app import launch
     from geovl.demo.config import DemoConfig
 
-    config = DemoConfig(images=list(args.images), index=args.index, model=args.model, device=args.device,
-                        precision=args.precision, host=args.host, port=args.port, share=args.share,
+    config = DemoConfig(images=list(args.images), index=args.index, model=args.model, captioner=args.captioner,
+                        device=args.device, precision=args.precision, host=args.host, port=args.port, share=args.share,
                         max_upload_mb=args.max_upload_mb, cache_dir=args.cache_dir, progress=not args.quiet)
     warn(f"geovl demo: loading {config.model} and the gallery (embedded on first start, then cached)")
     launch(config)

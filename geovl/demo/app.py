@@ -19,8 +19,9 @@ from PIL import Image
 
 from geovl.demo.config import DemoConfig
 from geovl.demo.gallery import Gallery, default_collections, open_gallery, synthetic_collection
-from geovl.demo.search import DemoSearch, SearchView, hit_image
-from geovl.demo.views import class_scores, footprint_map, scene_label_map
+from geovl.demo.search import COLUMN_LABELS, SHOWN_COLUMNS, DemoSearch, SearchView, hit_image
+from geovl.demo.views import caption_image, class_scores, footprint_map, scene_label_map
+from geovl.models.decoding import DECODING_METHODS, DecodingConfig
 from geovl.serving.config import ServeConfig
 from geovl.serving.errors import ServiceError
 from geovl.serving.resources import Resources
@@ -48,7 +49,7 @@ BROWSER_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif")
 def prepare(config: DemoConfig) -> DemoSearch:
     """Load the model once and open (embed and index on first use) the gallery."""
     serve_config = ServeConfig(model=config.model, device=config.device, precision=config.precision,
-                               max_image_bytes=config.max_upload_mb * 1024 * 1024)
+                               max_image_bytes=config.max_upload_mb * 1024 * 1024, captioner=config.captioner)
     resources = Resources(serve_config)
     resources.start()
     gallery: Gallery
@@ -86,14 +87,16 @@ def _gallery_items(view: SearchView) -> list[tuple[Any, str]]:
 
 
 def _details(view: SearchView | None, rank: int | None) -> str:
+    """The selected hit's score, file and metadata (:data:`~geovl.demo.search.SHOWN_COLUMNS`; a caption written by
+    ``geovl caption --attach-to`` next to an existing one is labelled as generated)."""
     if view is None or rank is None or rank >= len(view.hits):
         return "Select a hit to see why it matched and to find more like it."
     hit = view.hits[rank]
     rows = [f"**#{rank + 1}** · score {hit.score:.3f} · `{Path(hit.path).name if hit.path else hit.id}`"]
-    for key in ("label", "caption", "split", "acquired", "sensor", "gsd"):
+    for key in SHOWN_COLUMNS:
         value = hit.metadata.get(key)
         if value not in (None, ""):
-            rows.append(f"- {key}: {value}")
+            rows.append(f"- {COLUMN_LABELS.get(key, key)}: {value}")
     return "\n".join(rows)
 
 
@@ -147,6 +150,12 @@ class Callbacks:
             raise ServiceError(f"no class reaches the threshold {threshold:.2f}; lower it")
         return scores
 
+    def caption(self, image: Any, method: str, beam_size: float, top_p: float, seed: float) -> tuple[str, str]:
+        """The uploaded image's caption, and the model and settings that wrote it (Markdown)."""
+        view = caption_image(self.search.resources, image, method=method, beam_size=beam_size, top_p=top_p,
+                             seed=seed)
+        return view.caption, view.summary
+
     def scene(self, scene: Any, label_set: str, labels: str, chip_size: float) -> tuple[Any, ...]:
         view = scene_label_map(self.search.resources, scene, label_set, labels, chip_size=int(chip_size))
         legend = "\n".join(f"- <span style='color:{c}'>■</span> {name}: {n} chips" for name, n, c in view.legend)
@@ -167,6 +176,9 @@ def build_app(search: DemoSearch) -> Any:
                 _classify_tab(gr, calls)
             with gr.Tab("Map a scene", id="scene"):
                 _scene_tab(gr, calls)
+            if search.resources.config.captioner:
+                with gr.Tab("Caption", id="caption"):
+                    _caption_tab(gr, calls)
     return app
 
 
@@ -250,6 +262,26 @@ def _scene_tab(gr: Any, calls: Callbacks) -> None:
             legend = gr.Markdown()
             files = gr.File(label="label map GeoTIFF, chip footprints GeoJSON, class table", file_count="multiple")
     go.click(_friendly(calls.scene), [scene, label_set, labels, chip], [overlay, legend, files], api_name="map_scene")
+
+
+def _caption_tab(gr: Any, calls: Callbacks) -> None:
+    defaults = DecodingConfig()
+    gr.Markdown("Upload an image: the captioner describes it in a sentence (what `geovl caption` writes). The "
+                "captioner loads on the first caption.")
+    with gr.Row():
+        with gr.Column():
+            image = gr.Image(type="filepath", label="image", height=300, elem_id="caption-image")
+            method = gr.Radio(list(DECODING_METHODS), value=defaults.method, label="decoding", elem_id="caption-method",
+                              info="greedy: the likeliest word each step; beam: beam search; nucleus: sampling")
+            with gr.Row():
+                beams = gr.Slider(1, 16, value=defaults.beam_size, step=1, label="beam size (beam)")
+                top_p = gr.Slider(0.05, 1.0, value=defaults.top_p, step=0.05, label="top-p (nucleus)")
+                seed = gr.Number(value=defaults.seed, precision=0, minimum=0, label="seed (nucleus)")
+            go = gr.Button("Caption", variant="primary", elem_id="caption-button")
+        with gr.Column():
+            caption = gr.Textbox(label="caption", interactive=False, lines=3, elem_id="caption-output")
+            info = gr.Markdown(elem_id="caption-model")
+    go.click(_friendly(calls.caption), [image, method, beams, top_p, seed], [caption, info], api_name="caption")
 
 
 def _theme() -> Any:

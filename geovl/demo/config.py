@@ -18,6 +18,8 @@ class DemoConfig:
             gallery (the shared data when present, else synthetic scenes).
         index: an existing ``geovl index`` folder to search instead of building a gallery.
         model, device, precision: the model (as for ``geovl serve``).
+        captioner: the Caption tab's captioner (as for ``geovl serve``: loaded on first use, sharing the model when
+            it was trained on it); None or ``"none"`` hides the tab.
         host: interface to bind; loopback by default.
         port: TCP port (None: the first free one from 7860).
         share: ask Gradio for a public share link (never on by default).
@@ -29,6 +31,7 @@ class DemoConfig:
     images: list[str] = field(default_factory=list)
     index: str | None = None
     model: str = ServeConfig.model
+    captioner: str | None = ServeConfig.captioner
     device: str = ServeConfig.device
     precision: str = ServeConfig.precision
     host: str = "127.0.0.1"
@@ -39,6 +42,8 @@ class DemoConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
+        if self.captioner is not None and self.captioner.strip().lower() in ("", "none"):
+            self.captioner = None
         if self.images and self.index:
             raise ValueError("give image collections or an index, not both")
         if self.max_upload_mb < 1:

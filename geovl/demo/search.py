@@ -21,10 +21,13 @@ from geovl.demo.gallery import Gallery, load_vectors
 from geovl.serving.errors import InvalidRequestError, NotFoundError
 from geovl.serving.resources import ImageInput, Resources
 
-__all__ = ["DemoSearch", "HitView", "SearchView", "encode_upload", "hit_image"]
+__all__ = ["COLUMN_LABELS", "SHOWN_COLUMNS", "DemoSearch", "HitView", "SearchView", "encode_upload", "hit_image"]
 
-#: Metadata columns shown under a hit, in this order, when present.
-SHOWN_COLUMNS = ("label", "caption", "split", "acquired", "sensor", "gsd")
+#: Metadata columns shown under a hit, in this order, when present. ``generated_caption`` is where
+#: ``geovl caption --attach-to`` puts a caption when the row already had one in ``caption``.
+SHOWN_COLUMNS = ("label", "caption", "generated_caption", "split", "acquired", "sensor", "gsd")
+#: How a column is named in the page, where not by its own name.
+COLUMN_LABELS = {"generated_caption": "generated caption"}
 
 
 @dataclass

@@ -1,5 +1,5 @@
-"""Renderings the demo shows: the hits' footprints on a lon/lat map, class scores, and GeoTIFF label maps drawn over
-their scene. Pure functions of data, so they are tested without a browser."""
+"""Renderings the demo shows: the hits' footprints on a lon/lat map, class scores, an upload's caption, and GeoTIFF
+label maps drawn over their scene. Pure functions of data, so they are tested without a browser."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from geovl.demo.search import HitView, encode_upload
 from geovl.serving.errors import InvalidImageError, InvalidRequestError
 from geovl.serving.resources import ImageInput, Resources
 
-__all__ = ["SceneView", "class_scores", "footprint_map", "scene_label_map"]
+__all__ = ["CaptionView", "SceneView", "caption_image", "class_scores", "footprint_map", "scene_label_map"]
 
 #: A categorical palette (tab20) for label maps, as RGB bytes.
 _PALETTE = np.array([
@@ -77,6 +77,44 @@ def class_scores(resources: Resources, image: Any, label_set: str | None, labels
                                 top_k=max(1, int(top_k)), threshold=threshold if multi_label else None)
     (prediction,) = result.predictions
     return dict(zip(prediction.labels, prediction.scores, strict=True))
+
+
+@dataclass
+class CaptionView:
+    """An upload's caption, the captioner's name and the decoding settings used."""
+
+    caption: str
+    model: str
+    decoding: dict[str, Any]
+
+    @property
+    def summary(self) -> str:
+        """One Markdown line: the model and how it decoded."""
+        d = self.decoding
+        how = f"{d.get('method')} decoding"
+        if d.get("method") == "beam":
+            how = f"beam search, {d.get('beam_size')} beams"
+        elif d.get("method") == "nucleus":
+            how = f"nucleus sampling, top-p {d.get('top_p')}, seed {d.get('seed')}"
+        return f"model `{self.model}` · {how}"
+
+
+def caption_image(resources: Resources, image: Any, *, method: str | None = None, beam_size: float | None = None,
+                  top_p: float | None = None, seed: float | None = None) -> CaptionView:
+    """The caption of one uploaded image (:meth:`Resources.caption`); ``None`` settings keep the default.
+
+    Raises:
+        InvalidRequestError: no image, or a bad decoding setting.
+        InvalidImageError: the upload is not a readable image.
+        NotFoundError / ModelUnavailableError: no captioner on this server, or it cannot be loaded.
+    """
+    if image is None:
+        raise InvalidRequestError("upload an image to caption")
+    decoding = resources.decoding({"method": method, "beam_size": beam_size, "top_p": top_p, "seed": seed})
+    (item,) = resources.caption([ImageInput(encode_upload(image), "upload")], decoding)
+    if item.error is not None or item.caption is None:
+        raise InvalidImageError(f"the upload cannot be read: {item.error}")
+    return CaptionView(caption=item.caption, model=resources.captioner().name, decoding=decoding.to_dict())
 
 
 @dataclass

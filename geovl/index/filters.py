@@ -18,6 +18,9 @@ Conventions:
   (inclusive, ``None`` for an open end) or a :class:`Range` (which can also exclude its ends). Null values never
   match. Strings given for numeric, boolean or time columns are converted (so CLI strings work); anything that
   does not convert is a ``ValueError`` naming the column.
+* **text match** on a string column: :class:`Like`, a case-insensitive SQL ``LIKE`` pattern (``%`` any run of
+  characters, ``_`` one character, ``\\`` escapes them); ``"caption contains storage tank"`` (any text containing
+  it) and ``"caption like %harbo_r%"`` in :meth:`Filters.parse`. Null values never match.
 """
 
 from __future__ import annotations
@@ -59,9 +62,28 @@ class Range:
             raise ValueError("a range needs at least one end (lo or hi)")
 
 
+@dataclass(frozen=True)
+class Like:
+    """A case-insensitive SQL ``LIKE`` pattern on a string column: ``%`` matches any run of characters, ``_`` one
+    character, and a backslash makes the next character literal. :meth:`contains` matches a substring."""
+
+    pattern: str
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.pattern, str) or not self.pattern:
+            raise ValueError(f"a like pattern must be a non-empty string, got {self.pattern!r}")
+
+    @classmethod
+    def contains(cls, text: str) -> Like:
+        """Rows whose value contains ``text`` (case-insensitive; ``%``, ``_`` and ``\\`` in it are literal)."""
+        if not isinstance(text, str) or not text:
+            raise ValueError(f"contains needs a non-empty text, got {text!r}")
+        return cls("%" + re.sub(r"([\\%_])", r"\\\1", text) + "%")
+
+
 WhereCondition = Any
-"""A value (equality), a list / set / frozenset / numpy array (membership), a ``(lo, hi)`` tuple or a
-:class:`Range`."""
+"""A value (equality), a list / set / frozenset / numpy array (membership), a ``(lo, hi)`` tuple, a :class:`Range`
+or a :class:`Like`."""
 
 
 @dataclass
@@ -117,7 +139,8 @@ class Filters:
         Args:
             bbox: ``"west,south,east,north"`` in degrees (or a 4-sequence).
             start, end: ISO dates or datetimes (``2020-01-01``, ``2020-01-01T12:00:00Z``).
-            where: conditions such as ``"sensor=S2"``, ``"gsd<=10"``, ``"gsd>0.5"``, ``"label in forest,river"``.
+            where: conditions such as ``"sensor=S2"``, ``"gsd<=10"``, ``"gsd>0.5"``, ``"label in forest,river"``,
+                ``"caption contains harbor"``, ``"caption like %boat%harbor%"``.
                 Two range conditions on one column combine (``"gsd>=1" "gsd<=10"``). Values may be quoted.
 
         Raises:
@@ -173,6 +196,7 @@ def _parse_bbox(text: str | Sequence[float]) -> tuple[float, float, float, float
 
 _CONDITION = re.compile(r"^\s*(?P<col>[^\s<>=!]+?)\s*(?P<op><=|>=|==|=|<|>)\s*(?P<val>.*?)\s*$", re.S)
 _MEMBERSHIP = re.compile(r"^\s*(?P<col>[^\s<>=!]+)\s+in\s+(?P<val>.*?)\s*$", re.S | re.I)
+_TEXT_MATCH = re.compile(r"^\s*(?P<col>[^\s<>=!]+)\s+(?P<op>contains|like)\s+(?P<val>.*?)\s*$", re.S | re.I)
 
 
 def _unquote(value: str) -> str:
@@ -183,6 +207,12 @@ def _unquote(value: str) -> str:
 
 def _parse_condition(text: str) -> tuple[str, WhereCondition]:
     """``"gsd<=10"`` -> ``("gsd", Range(hi="10"))``; values stay strings until the column type is known."""
+    m = _TEXT_MATCH.match(text)
+    if m:
+        value = _unquote(m["val"])
+        if not value:
+            raise ValueError(f"where condition '{text}': missing text after '{m['op']}'")
+        return m["col"], Like.contains(value) if m["op"].lower() == "contains" else Like(value)
     m = _MEMBERSHIP.match(text)
     if m:
         values = [_unquote(v.strip()) for v in m["val"].split(",") if v.strip()]
@@ -192,8 +222,8 @@ def _parse_condition(text: str) -> tuple[str, WhereCondition]:
     m = _CONDITION.match(text)
     if not m:
         raise ValueError(
-            f"where condition '{text}' does not parse; use column=value, column<=value (also <, >, >=) or "
-            "'column in a,b,c'"
+            f"where condition '{text}' does not parse; use column=value, column<=value (also <, >, >=), "
+            "'column in a,b,c', 'column contains text' or 'column like pattern'"
         )
     value = _unquote(m["val"])
     if value == "":
@@ -396,6 +426,8 @@ class MetadataTable:
         col = self._column(name, purpose=f"where[{name!r}]")
         if isinstance(cond, tuple):
             cond = Range(lo=cond[0], hi=cond[1])
+        if isinstance(cond, Like):
+            return _like_mask(name, col, self.table.column(name), cond)
         if isinstance(cond, Range):
             return col.valid & _range_mask(name, col, self.table.column(name), cond)
         values = list(cond) if isinstance(cond, (list, set, frozenset, np.ndarray)) else [cond]
@@ -486,6 +518,17 @@ def _string_membership(name: str, col: _Column, values: list[Any]) -> np.ndarray
     if len(codes) == 0:
         return np.zeros(col.values.shape, dtype=bool)
     return np.isin(col.values, np.asarray(codes.to_numpy(), np.int64))
+
+
+def _like_mask(name: str, col: _Column, data: Any, cond: Like) -> np.ndarray:
+    if col.kind != "string":
+        raise ValueError(f"where[{name!r}]: column '{name}' holds {col.kind} values; like / contains apply to text")
+    pa = require("pyarrow", extra=None)
+    pc = require("pyarrow.compute", extra=None)
+    if pa.types.is_dictionary(data.type):
+        data = data.cast(data.type.value_type)
+    hit = pc.match_like(data, cond.pattern, ignore_case=True)
+    return np.asarray(pc.fill_null(hit, False).to_numpy(zero_copy_only=False), bool)
 
 
 def _range_mask(name: str, col: _Column, data: Any, cond: Range) -> np.ndarray:

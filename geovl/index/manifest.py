@@ -219,6 +219,8 @@ class IndexManifest:
         added_since_training: vectors added afterwards with ``add_to_index``/``merge_shards``.
         reason: why this index type was chosen.
         notes: advice gathered along the way (e.g. "consider rebuild").
+        captions: metadata columns that hold generated captions (:func:`geovl.index.captions.attach_captions`), each
+            with where its captions came from: ``{column: {"run", "model", "decoding", "attached", "matched"}}``.
     """
 
     model: dict[str, Any]
@@ -243,6 +245,7 @@ class IndexManifest:
     added_since_training: int = 0
     reason: str = ""
     notes: list[str] = field(default_factory=list)
+    captions: dict[str, dict[str, Any]] = field(default_factory=dict)
     files: dict[str, str | None] = field(default_factory=dict)
     geovl_version: str = ""
     created: str = ""

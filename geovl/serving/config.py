@@ -42,6 +42,9 @@ class ServeConfig:
         cors_origins: origins allowed by CORS (e.g. ``https://app.example.org``, or ``*``); empty (the default)
             adds no CORS middleware, so browsers on other origins cannot call the API.
         index: a geovl index folder served by ``POST /v1/search``; None: no search endpoint (HTTP 404).
+        captioner: the captioner of ``POST /v1/caption`` (registry name, captioner folder or BLIP hub id), loaded
+            on first use and sharing the loaded backbone when it was trained on it; None (or ``"none"``) disables
+            captioning (HTTP 404).
         host: interface to bind. Loopback by default; pass ``0.0.0.0`` deliberately to expose the server.
         port: TCP port.
         retry_after_s: the ``Retry-After`` value sent with HTTP 503 (seconds).
@@ -64,12 +67,15 @@ class ServeConfig:
     api_tokens: tuple[str, ...] = field(default_factory=tuple)
     cors_origins: list[str] = field(default_factory=list)
     index: str | None = None
+    captioner: str | None = "geovl-caption-small"  # the bundled captioner; loaded (and checked) on first use
     host: str = "127.0.0.1"
     port: int = 8000
     retry_after_s: int = 1
 
     def __post_init__(self) -> None:
         self.api_tokens = tuple(self.api_tokens)
+        if self.captioner is not None and self.captioner.strip().lower() in ("", "none"):
+            self.captioner = None
         self.cors_origins = [str(o).rstrip("/") for o in self.cors_origins]
         if any(not o for o in self.cors_origins):
             raise ValueError("CORS origins must be non-empty (e.g. https://app.example.org, or *)")

@@ -9,6 +9,7 @@ from __future__ import annotations
 __all__ = [
     "InvalidImageError",
     "InvalidRequestError",
+    "ModelUnavailableError",
     "NotFoundError",
     "OverloadedError",
     "PayloadTooLargeError",
@@ -31,6 +32,13 @@ class NotFoundError(ServiceError):
     """Something the request needs is not loaded (e.g. no index to search)."""
 
     code = "not_found"
+
+
+class ModelUnavailableError(NotFoundError):
+    """A model the request needs (e.g. the captioner) cannot be loaded on this server: its weights are missing or
+    unreadable. The message says which model and why."""
+
+    code = "model_unavailable"
 
 
 class PayloadTooLargeError(ServiceError):

@@ -1,10 +1,11 @@
-"""The serving resources: one backbone, one micro-batcher, a cache of class embeddings and an optional searcher,
-loaded once and shared by the HTTP API and the demo.
+"""The serving resources: one backbone, one micro-batcher, a cache of class embeddings, an optional searcher and a
+captioner loaded on first use (:mod:`geovl.serving.captioning`), shared by the HTTP API and the demo.
 
 Callers stay a few lines each: they parse their input, then call :class:`Resources`. Checks raise the domain errors
 of :mod:`geovl.serving.errors`, which each front end maps to its own form (an HTTP status, a message in the page).
 Images are decoded by the one decode mapper of :mod:`geovl.tasks.embedding`; in a batch, an image that cannot be
-decoded is reported in ``failures`` and the others are still served.
+decoded is reported in ``failures`` and the others are still served (for captions: an error in its place, even
+when no image of the request can be decoded).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from geovl.data.labelsets import LABEL_SETS
 from geovl.data.sources import Record
 from geovl.models.backbone import Backbone
 from geovl.serving.batching import MicroBatcher, QueueFullError
+from geovl.serving.captioning import CaptionService, ImageCaption, decoding_config
 from geovl.serving.config import ServeConfig
 from geovl.serving.errors import (
     InvalidImageError,
@@ -40,9 +42,11 @@ from geovl.tasks.zeroshot.prompts import RS_TEMPLATES
 if TYPE_CHECKING:
     from geovl.index.filters import Filters
     from geovl.index.search import Hit, Searcher
+    from geovl.models.captioner import CaptionModel
+    from geovl.models.decoding import DecodingConfig
 
-__all__ = ["BatchedEmbedding", "ClassifyResult", "DecodedImages", "EmbedOutput", "ImageFailure", "ImageInput",
-           "Resources", "ServiceTiming"]
+__all__ = ["BatchedEmbedding", "ClassifyResult", "DecodedImages", "EmbedOutput", "ImageCaption", "ImageFailure",
+           "ImageInput", "Resources", "ServiceTiming"]
 
 logger = logging.getLogger(__name__)
 
@@ -164,6 +168,8 @@ class Resources:
         #: Hooks for metrics: called with each forward pass's batch size, and on each rejection (queue full).
         self.on_batch: Callable[[int], None] | None = None
         self.on_reject: Callable[[], None] | None = None
+        #: The captioner (loaded on first use) and its batcher; see :mod:`geovl.serving.captioning`.
+        self.captions = CaptionService(config, backbone, on_batch=self._batch_done, on_reject=self._rejected)
 
     def __repr__(self) -> str:
         return f"Resources(model={self.model_name!r}, index={self.searcher is not None})"
@@ -181,8 +187,17 @@ class Resources:
         return self.backbone is not None and self.batcher.running
 
     def close(self) -> None:
-        """Finish the queued images and stop the batch worker."""
+        """Finish the queued images and stop the batch workers."""
         self.batcher.close()
+        self.captions.close()
+
+    def _batch_done(self, size: int) -> None:
+        if self.on_batch is not None:
+            self.on_batch(size)
+
+    def _rejected(self) -> None:
+        if self.on_reject is not None:
+            self.on_reject()
 
     def __enter__(self) -> Resources:
         self.start()
@@ -301,19 +316,23 @@ class Resources:
         return {name: list(table) for name, table in LABEL_SETS.items()}
 
     # ---- images
-    def decode(self, images: Sequence[ImageInput]) -> DecodedImages:
+    def decode(self, images: Sequence[ImageInput], *, transform: Callable[[Any], torch.Tensor] | None = None,
+               allow_none: bool = False) -> DecodedImages:
         """(3, S, S) uint8 model inputs of the readable images, through the decode mapper of
-        :mod:`geovl.tasks.embedding`; the others are listed in ``failures`` with the reason.
+        :mod:`geovl.tasks.embedding` with ``transform`` (default: the backbone's ``uint8_transform``); the others
+        are listed in ``failures`` with the reason.
 
         Raises:
             PayloadTooLargeError: an image over ``max_image_bytes``.
-            InvalidImageError: no image could be decoded; the message names each and says why.
+            InvalidImageError: no image could be decoded (unless ``allow_none``); the message names each and says
+                why.
         """
         for i, image in enumerate(images):
             self.check_image_size(len(image.data), i, image.name)
         # Always bytes: a string from a request must never be read as a server-side path.
         records = [Record(bytes(image.data)) for image in images]
-        mapper = DecodeMapper(records, self.backbone.uint8_transform, [], max_pixels=self.config.max_image_pixels)
+        mapper = DecodeMapper(records, transform or self.backbone.uint8_transform, [],
+                              max_pixels=self.config.max_image_pixels)
         decoded = DecodedImages(pixels=[], kept=[])
         for i, image in enumerate(images):
             _, pixels, _, error = mapper[i]
@@ -323,7 +342,7 @@ class Resources:
             else:
                 decoded.pixels.append(pixels)
                 decoded.kept.append(i)
-        if not decoded.kept:
+        if not decoded.kept and not allow_none:
             raise InvalidImageError("; ".join(f"{_image_name(f.index, f.name)}: {f.error}" for f in decoded.failures))
         return decoded
 
@@ -418,6 +437,51 @@ class Resources:
         out: list[np.ndarray | None] = [None] * n
         for i, row in zip(decoded.kept, rows, strict=True):
             out[i] = row
+        return out
+
+    # ---- captions
+    def captioner(self) -> CaptionModel:
+        """The captioner, loaded on first use, sharing the backbone when it can (:mod:`geovl.serving.captioning`).
+
+        Raises:
+            NotFoundError: captioning is disabled (``ServeConfig.captioner`` is None).
+            ModelUnavailableError: the captioner cannot be loaded; the message says why.
+        """
+        return self.captions.model()
+
+    @staticmethod
+    def decoding(options: dict[str, Any] | None = None) -> DecodingConfig:
+        """Decoding settings from request fields (``None``: the default), or :class:`InvalidRequestError`."""
+        return decoding_config(options)
+
+    def caption(self, images: Sequence[ImageInput], decoding: DecodingConfig | None = None) -> list[ImageCaption]:
+        """Check, decode and caption ``images`` (through the caption batcher), blocking until done: one
+        :class:`ImageCaption` per input, in order, with a caption or the reason the image could not be read.
+
+        Raises:
+            InvalidRequestError / PayloadTooLargeError: no images, too many, or one too large.
+            NotFoundError / ModelUnavailableError: see :meth:`captioner`.
+            OverloadedError: the caption queue is full.
+        """
+        self.check_images(len(images))
+        for i, image in enumerate(images):  # before the captioner loads
+            self.check_image_size(len(image.data), i, image.name)
+        settings = decoding if decoding is not None else decoding_config()
+        model = self.captioner()
+        decoded = self.decode(images, transform=model.uint8_transform, allow_none=True)
+        results = [f.result() for f in self.captions.submit(decoded.pixels, settings)] if decoded.kept else []
+        return self.caption_items(images, decoded, [r.caption for r in results])
+
+    @staticmethod
+    def caption_items(images: Sequence[ImageInput], decoded: DecodedImages,
+                      captions: Sequence[str]) -> list[ImageCaption]:
+        """Per-input :class:`ImageCaption`: ``captions[i]`` belongs to input ``decoded.kept[i]``; a failure carries
+        its reason."""
+        out = [ImageCaption(i, image.name) for i, image in enumerate(images)]
+        for i, caption in zip(decoded.kept, captions, strict=True):
+            out[i].caption = caption
+        for failure in decoded.failures:
+            out[failure.index].error = failure.error
         return out
 
     # ---- search

@@ -71,11 +71,11 @@ def test_a_resumed_run_equals_an_uninterrupted_one(scenes: Path, tmp_path: Path)
 
 
 def test_config_errors_name_the_setting(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="model.width"):
+    with pytest.raises(ValueError, match=r"model\.width"):
         captioner_config_from_dict(config(tmp_path, tmp_path, 5) | {"model": {"width": 30, "heads": 4}})
     with pytest.raises(ValueError, match="unknown key"):
         captioner_config_from_dict(config(tmp_path, tmp_path, 5) | {"optimiser": {}})
     path = tmp_path / "c.yaml"
     path.write_text("data: {sources: []}\n")
-    with pytest.raises(ValueError, match="data.sources is empty"):
+    with pytest.raises(ValueError, match=r"data\.sources is empty"):
         load_captioner_config(path)
