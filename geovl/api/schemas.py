@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from geovl.models.decoding import DecodingConfig
-from geovl.serving.captioning import MAX_SEED
+from geovl.serving.captioning import MAX_SEED, MAX_SERVED_BEAMS, MAX_SERVED_LENGTH
 
 
 class ErrorResponse(BaseModel):
@@ -206,13 +206,14 @@ _DECODING = DecodingConfig()
 _DECODING_FIELDS: dict[str, tuple[str, dict[str, Any]]] = {
     "method": ("greedy (the most likely word each step), beam (beam search) or nucleus (top-p sampling)",
                {"type": "string", "enum": ["greedy", "beam", "nucleus"]}),
-    "beam_size": ("beams per image (beam), 1..32", {"type": "integer", "minimum": 1, "maximum": 32}),
+    "beam_size": (f"beams per image (beam), 1..{MAX_SERVED_BEAMS}",
+                  {"type": "integer", "minimum": 1, "maximum": MAX_SERVED_BEAMS}),
     "length_penalty": ("exponent of the length normalisation of finished beams (beam; 0: none, > 0 favours "
                        "longer captions)", {"type": "number"}),
     "top_p": ("nucleus mass in (0, 1] (nucleus)", {"type": "number", "exclusiveMinimum": 0, "maximum": 1}),
     "temperature": ("softmax temperature, > 0 (nucleus)", {"type": "number", "exclusiveMinimum": 0}),
-    "max_length": ("most words per caption, 1..512 (the captioner may allow fewer)",
-                   {"type": "integer", "minimum": 1, "maximum": 512}),
+    "max_length": (f"most words per caption, 1..{MAX_SERVED_LENGTH} (the captioner may allow fewer)",
+                   {"type": "integer", "minimum": 1, "maximum": MAX_SERVED_LENGTH}),
     "min_length": ("fewest words before the caption may end, 0..max_length", {"type": "integer", "minimum": 0}),
     "no_repeat_ngram_size": ("never repeat an n-gram of this many words (0: off)", {"type": "integer", "minimum": 0}),
     "repetition_penalty": ("penalty on words already used, >= 1 (1: off)", {"type": "number", "minimum": 1}),

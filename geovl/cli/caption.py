@@ -45,7 +45,8 @@ def add_parser(sub: Any) -> None:
     p = add_command(sub, "caption", "caption images, GeoTIFF scenes (as chips), caption datasets, a list file or an "
                                     "index's collection into Parquet / JSONL shards (re-running resumes)", cmd_caption)
     p.add_argument("paths", nargs="+", help="image folders/files, a .txt list of image paths, GeoTIFF scenes, "
-                                           "dataset files (caption JSON, CSV/JSONL/parquet, .tar) or an index folder")
+                                           "dataset files (caption JSON, CSV/JSONL/parquet, .tar), or an index or "
+                                           "embeddings folder (its collection)")
     option(p, "--model", "-m", source=f"{_LOAD}.model",
            help="captioner: registry name (geovl-caption-small, blip-base), captioner folder or BLIP hub id")
     option(p, "--device", source=f"{_LOAD}.device", help="auto (CUDA when present), cpu, cuda, cuda:N")

@@ -56,7 +56,8 @@ def add_parser(sub: Any) -> None:
     t.add_argument("--start", default=None, help="acquired on or after (ISO date or time)")
     t.add_argument("--end", default=None, help="acquired on or before (ISO date or time)")
     t.add_argument("--where", action="append", default=None,
-                   help="metadata condition, repeatable: 'sensor=sentinel-2', 'gsd<=10', 'label in forest,river'")
+                   help="metadata condition, repeatable: 'sensor=sentinel-2', 'gsd<=10', 'label in forest,river', "
+                        "'caption contains storage tank'")
     t.add_argument("--model", default=None, help="query encoder (default: the model the index was built with)")
     option(t, "--device", source=f"{_SEARCHER}.device", help="auto (CUDA when present), cpu, cuda, cuda:N")
     option(t, "--precision", choices=PRECISIONS, source=f"{_SEARCHER}.precision")

@@ -22,6 +22,7 @@ from geovl.demo.gallery import Gallery, default_collections, open_gallery, synth
 from geovl.demo.search import COLUMN_LABELS, SHOWN_COLUMNS, DemoSearch, SearchView, hit_image
 from geovl.demo.views import caption_image, class_scores, footprint_map, scene_label_map
 from geovl.models.decoding import DECODING_METHODS, DecodingConfig
+from geovl.serving.captioning import MAX_SERVED_BEAMS
 from geovl.serving.config import ServeConfig
 from geovl.serving.errors import ServiceError
 from geovl.serving.resources import Resources
@@ -274,7 +275,7 @@ def _caption_tab(gr: Any, calls: Callbacks) -> None:
             method = gr.Radio(list(DECODING_METHODS), value=defaults.method, label="decoding", elem_id="caption-method",
                               info="greedy: the likeliest word each step; beam: beam search; nucleus: sampling")
             with gr.Row():
-                beams = gr.Slider(1, 16, value=defaults.beam_size, step=1, label="beam size (beam)")
+                beams = gr.Slider(1, MAX_SERVED_BEAMS, value=defaults.beam_size, step=1, label="beam size (beam)")
                 top_p = gr.Slider(0.05, 1.0, value=defaults.top_p, step=0.05, label="top-p (nucleus)")
                 seed = gr.Number(value=defaults.seed, precision=0, minimum=0, label="seed (nucleus)")
             go = gr.Button("Caption", variant="primary", elem_id="caption-button")

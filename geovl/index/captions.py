@@ -50,7 +50,9 @@ from geovl.index.manifest import (
     IndexManifest,
     utc_now,
 )
-from geovl.tasks.captioning.batch import is_caption_run, read_captions
+from geovl.io.fs import iter_jsonl
+from geovl.tasks.captioning.batch import MANIFEST as RUN_MANIFEST
+from geovl.tasks.captioning.batch import is_caption_run
 
 __all__ = ["CAPTION_COLUMN", "GENERATED_COLUMN", "KEY_COLUMNS", "CaptionLookup", "IndexSource", "UnreadableChips",
            "attach_captions", "caption_column", "index_sources", "is_collection_folder", "is_embeddings_folder",
@@ -416,19 +418,33 @@ def _write_metadata(src: Path, dst: Path, column: str, lookup: CaptionLookup,
     return np.sort(np.concatenate(ids_seen)) if ids_seen else np.zeros(0, np.int64), matched
 
 
-def _check_inputs(index: Path, run: Path) -> dict[str, Any]:
-    from geovl.tasks.captioning.batch import MANIFEST
+def _run_rows(run: Path, manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rows of the run's listed partitions, in id order, with only the columns matching needs (the layout of
+    :func:`geovl.tasks.captioning.batch.read_captions`; a run's other columns can be large)."""
+    pq = require("pyarrow.parquet", extra=None, feature="reading caption shards")
+    wanted = ("id", "index_id", CAPTION_COLUMN, *KEY_COLUMNS)
+    rows: list[dict[str, Any]] = []
+    for part in manifest.get("partitions", []):
+        if manifest.get("shard_format") == "jsonl":
+            rows.extend({k: r.get(k) for k in wanted} for r in iter_jsonl(run / f"{part['name']}.jsonl"))
+        else:
+            path = run / f"{part['name']}.parquet"
+            names = set(pq.read_schema(path).names)
+            rows.extend(pq.read_table(path, columns=[c for c in wanted if c in names]).to_pylist())
+    return sorted(rows, key=lambda r: int(r["id"]))
 
+
+def _check_inputs(index: Path, run: Path) -> dict[str, Any]:
     if not is_caption_run(run):
-        raise ValueError(f"{run} is not a geovl caption run (no {MANIFEST} of format 'geovl-captions'); make one "
-                         f"with `geovl caption INPUTS --out {run}`")
+        raise ValueError(f"{run} is not a geovl caption run (no {RUN_MANIFEST} of format 'geovl-captions'); make "
+                         f"one with `geovl caption INPUTS --out {run}`")
     if not is_index_folder(index):
         if is_embeddings_folder(index):
             raise ValueError(f"{index} is an embeddings folder, not an index: attach the captions to the index built "
                              f"from it ({BUILD_HINT})")
         raise ValueError(f"{index} is not a geovl index folder (no {MANIFEST_FILE} of format {INDEX_FORMAT!r}); "
                          f"{BUILD_HINT}")
-    return dict(json.loads((run / MANIFEST).read_text(encoding="utf-8")))
+    return dict(json.loads((run / RUN_MANIFEST).read_text(encoding="utf-8")))
 
 
 def attach_captions(index_dir: PathLike, run_dir: PathLike) -> dict[str, Any]:
@@ -446,7 +462,7 @@ def attach_captions(index_dir: PathLike, run_dir: PathLike) -> dict[str, Any]:
     """
     index, run = Path(index_dir), Path(run_dir)
     run_manifest = _check_inputs(index, run)
-    lookup = CaptionLookup(read_captions(run))
+    lookup = CaptionLookup(_run_rows(run, run_manifest))
     pq = require("pyarrow.parquet", extra=None, feature="writing index metadata")
     with rewrite_index_folder(index) as tmp:
         manifest = IndexManifest.load(index)

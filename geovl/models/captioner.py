@@ -164,17 +164,18 @@ def _with_max_length(decoding: DecodingConfig, max_length: int) -> DecodingConfi
 
 
 def save_captioner(captioner: BackboneCaptioner, folder: str | os.PathLike[str],
-                   metadata: dict[str, Any] | None = None) -> Path:
+                   metadata: dict[str, Any] | None = None, dtype: torch.dtype = torch.float32) -> Path:
     """Write the decoder as a geovl captioner folder (atomically: a crash never leaves half a folder).
 
-    The backbone is recorded by its name and sha256, not copied (see the module docstring).
+    The backbone is recorded by its name and sha256, not copied (see the module docstring). ``dtype`` is the storage
+    type of the weights (``torch.float16`` halves a shipped folder); they are loaded as float32.
     """
     from safetensors.torch import save_file
 
     backbone = model_record(captioner.backbone)
     dest = Path(folder)
     with atomic_folder(dest) as tmp:
-        state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in captioner.decoder.state_dict().items()}
+        state = {k: v.detach().to("cpu", dtype).contiguous() for k, v in captioner.decoder.state_dict().items()}
         save_file(state, str(tmp / CAPTIONER_WEIGHTS), metadata={"format": CAPTIONER_FORMAT})
         config = {
             "format": CAPTIONER_FORMAT,
@@ -236,7 +237,7 @@ def load_captioner_folder(path: str | os.PathLike[str], *, backbone: Backbone | 
         backbone = load_backbone(local or source, device=device, precision=precision)
     _check_backbone(backbone, wanted, folder)
     decoder = CaptionDecoder(DecoderConfig.from_dict(config["decoder"]))
-    state = load_file(str(weights))
+    state = {k: v.float() for k, v in load_file(str(weights)).items()}
     missing, unexpected = decoder.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise ValueError(f"{weights}: does not fit the decoder in {CAPTIONER_CONFIG} (missing {missing[:3]}, "

@@ -79,13 +79,19 @@ class BatchedCaption:
     finished: float  # time.monotonic() when the captioner call ended
 
 
+#: Upper bounds a server puts on one request's decoding work (batch runs have no such bound).
+MAX_SERVED_BEAMS = 8
+MAX_SERVED_LENGTH = 64
+
+
 def decoding_config(options: Mapping[str, Any] | None = None) -> DecodingConfig:
     """:class:`DecodingConfig` from request fields; ``None`` values keep the default. A whole float (``3.0``, as
     sliders send) is taken for an integer field.
 
     Raises:
         InvalidRequestError: an unknown field, a boolean where a number belongs, a fraction where an integer
-            belongs, a seed outside 0..2**63-1, or a value ``DecodingConfig`` refuses (its message).
+            belongs, a seed outside 0..2**63-1, more than :data:`MAX_SERVED_BEAMS` beams or
+            :data:`MAX_SERVED_LENGTH` words, or a value ``DecodingConfig`` refuses (its message).
     """
     given = {k: v for k, v in (options or {}).items() if v is not None}
     flags = sorted(k for k, v in given.items() if isinstance(v, bool))
@@ -104,9 +110,14 @@ def decoding_config(options: Mapping[str, Any] | None = None) -> DecodingConfig:
     if seed is not None and not 0 <= seed <= MAX_SEED:
         raise InvalidRequestError(f"seed must be an integer from 0 to {MAX_SEED}, got {seed!r}")
     try:
-        return DecodingConfig.from_dict(given)
+        config = DecodingConfig.from_dict(given)
     except (ValueError, TypeError) as exc:
         raise InvalidRequestError(str(exc)) from exc
+    if config.beam_size > MAX_SERVED_BEAMS or config.max_length > MAX_SERVED_LENGTH:
+        raise InvalidRequestError(f"a server decodes with at most {MAX_SERVED_BEAMS} beams and {MAX_SERVED_LENGTH} "
+                                  f"words (the cost of a request grows with both); got beam_size "
+                                  f"{config.beam_size}, max_length {config.max_length}")
+    return config
 
 
 def _group_key(job: CaptionJob, position: int) -> tuple[Any, ...]:

@@ -207,7 +207,8 @@ class _CaptionerJob:
             rt.record_eval(rt.step, figures)
         meta = {"trained_by": TRAINED_BY, "steps": rt.state.step, "config_hash": rt.spec.config_hash,
                 "training": captioner_config_to_dict(self.config), "eval": figures}
-        return save_captioner(self.captioner(), rt.spec.output / "final", metadata=meta)
+        dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[self.config.run.save_dtype]
+        return save_captioner(self.captioner(), rt.spec.output / "final", metadata=meta, dtype=dtype)
 
 
 def evaluate_captioner_figures(captioner: BackboneCaptioner, config: CaptionerTrainConfig) -> dict[str, float]:

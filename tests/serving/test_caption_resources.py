@@ -174,6 +174,8 @@ def test_default_decoding_is_the_configs(resources: Resources, tiny: TinyCaption
     ({"seed": MAX_SEED + 1}, "seed must be an integer from 0"),
     ({"beam_size": True}, "must be numbers, not booleans"),
     ({"beams": 3}, "unknown decoding option(s) beams"),
+    ({"beam_size": 9}, "at most 8 beams and 64 words"),
+    ({"max_length": 65, "min_length": 1}, "at most 8 beams and 64 words"),
 ])
 def test_bad_decoding_settings_are_invalid_requests(options: dict[str, Any], message: str) -> None:
     with pytest.raises(InvalidRequestError, match=re.escape(message)):
