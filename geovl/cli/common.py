@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 __all__ = [
+    "MODEL_KINDS",
     "PRECISIONS",
     "Handler",
     "HelpFormatter",
@@ -47,6 +48,9 @@ Handler = Callable[[argparse.Namespace], int]
 #: The values ``--precision`` accepts: :data:`geovl.models.device.PRECISIONS` (not imported here, as that module
 #: loads torch; ``tests/cli`` checks the two agree).
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
+
+#: The model kinds ``geovl models --kind`` accepts: :data:`geovl.models.registry.MODEL_KINDS` (``tests/cli`` checks).
+MODEL_KINDS: tuple[str, ...] = ("dual-encoder", "captioner", "change-captioner", "diffusion")
 
 _SOURCE_ATTR = "geovl_default_source"  # set on an argparse.Action by option()
 

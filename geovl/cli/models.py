@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from geovl.cli.common import add_command, print_json
+from geovl.cli.common import MODEL_KINDS, add_command, print_json
 
 
 def add_parser(sub: Any) -> None:
     p = add_command(sub, "models", "list the model registry and what is available locally", cmd_models)
     p.add_argument("--all", action="store_true", help="include every open_clip pretrained tag")
+    p.add_argument("--kind", choices=MODEL_KINDS, default=None,
+                   help="only models of this kind")
     p.add_argument("--json", action="store_true", help="print JSON")
 
 
@@ -18,12 +20,15 @@ def cmd_models(args: argparse.Namespace) -> int:
     from geovl.models.registry import list_architectures, list_checkpoints
     from geovl.models.weights import checkpoint_dir, local_checkpoint
 
-    specs = list_checkpoints(include_openclip=args.all)
+    specs = list_checkpoints(include_openclip=args.all, kind=args.kind)
+    if not specs:
+        print(f"no {args.kind} models in this version of geovl")
+        return 0
     rows = []
     for spec in specs:
         path = local_checkpoint(spec)
         rows.append({
-            "name": spec.name, "family": spec.family, "architecture": spec.architecture, "format": spec.format,
+            "name": spec.name, "kind": spec.kind, "family": spec.family, "architecture": spec.architecture, "format": spec.format,
             "source": spec.source.url, "local": str(path) if path else None, "description": spec.description,
         })
     if args.json:
@@ -31,10 +36,11 @@ def cmd_models(args: argparse.Namespace) -> int:
         return 0
     width = max(len(spec.name) for spec in specs)
     arch_w = max([4, *(len(spec.architecture or "") for spec in specs)])
-    print(f"{'NAME':<{width}}  {'ARCH':<{arch_w}} {'FORMAT':<14} LOCAL  SOURCE")
+    print(f"{'NAME':<{width}}  {'KIND':<12} {'ARCH':<{arch_w}} {'FORMAT':<15} LOCAL  SOURCE")
     for r in rows:
         local = "yes" if r["local"] else "no"
-        print(f"{r['name']:<{width}}  {r['architecture']:<{arch_w}} {r['format']:<14} {local:<5}  {r['source']}")
+        print(f"{r['name']:<{width}}  {r['kind']:<12} {r['architecture']:<{arch_w}} {r['format']:<15} {local:<5}  "
+              f"{r['source']}")
     n_local = sum(1 for r in rows if r["local"])
     print(f"\n{len(rows)} checkpoints, {n_local} available locally. Weights you download by hand go in "
           f"{checkpoint_dir()} (or pass a file path as --model).")

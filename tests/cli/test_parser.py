@@ -96,6 +96,10 @@ def test_precisions_match_the_library() -> None:
     from geovl.models.device import PRECISIONS as LIBRARY_PRECISIONS
 
     assert PRECISIONS == LIBRARY_PRECISIONS
+    from geovl.cli.common import MODEL_KINDS
+    from geovl.models.registry import MODEL_KINDS as LIBRARY_KINDS
+
+    assert MODEL_KINDS == LIBRARY_KINDS
 
 
 def test_flag_value_parsers() -> None:

@@ -68,7 +68,7 @@ def test_registry_rows_are_complete_and_unique() -> None:
     assert {"RemoteCLIP", "GeoRSCLIP", "SkyCLIP", "Git-RSCLIP"} <= families
     for spec in CHECKPOINTS:
         assert spec.name == spec.name.lower()
-        if spec.format != "hf_siglip":
+        if spec.kind == "dual-encoder" and spec.format != "hf_siglip":
             cfg = registry.architecture_config(spec.architecture)
             assert {"embed_dim", "vision_cfg", "text_cfg"} <= set(cfg)
     assert get_checkpoint("RemoteCLIP-ViT-B-32").source == HubFile("chendelong/RemoteCLIP", "RemoteCLIP-ViT-B-32.pt")
@@ -464,7 +464,8 @@ def test_registry_kinds_and_load_model() -> None:
     from geovl.models.registry import list_checkpoints
 
     assert all(spec.kind in MODEL_KINDS for spec in registry.CHECKPOINTS)
-    assert list_checkpoints(kind="dual-encoder") == list(registry.CHECKPOINTS)
+    assert list_checkpoints(kind="dual-encoder") == [s for s in registry.CHECKPOINTS if s.kind == "dual-encoder"]
+    assert {s.name for s in list_checkpoints(kind="captioner")} == {"geovl-caption-small", "blip-base", "blip-large"}
     with pytest.raises(ValueError, match="unknown model kind"):
         list_checkpoints(kind="segmenter")
     bb = load_model("random:geovl-micro", device="cpu", precision="fp32")
