@@ -28,7 +28,8 @@ def cmd_models(args: argparse.Namespace) -> int:
     for spec in specs:
         path = local_checkpoint(spec)
         rows.append({
-            "name": spec.name, "kind": spec.kind, "family": spec.family, "architecture": spec.architecture, "format": spec.format,
+            "name": spec.name, "kind": spec.kind, "family": spec.family, "architecture": spec.architecture,
+            "format": spec.format,
             "source": spec.source.url, "local": str(path) if path else None, "description": spec.description,
         })
     if args.json:

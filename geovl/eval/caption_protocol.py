@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from geovl.data import open_dataset
+from geovl.data.common import holdout_member
 from geovl.eval.caption_scores import CaptionScores
 from geovl.eval.captioning import caption_metrics
 from geovl.models.captioner import CaptionModel
@@ -30,9 +31,11 @@ class ReferenceSet:
     references: dict[str, list[str]]
 
 
-def reference_set(dataset: str | os.PathLike[str], split: str | None = "test", limit: int | None = None,
-                  format: str = "auto") -> ReferenceSet:
-    """The captioned images of ``split`` (all splits for ``None``), at most ``limit``.
+def reference_set(dataset: str | os.PathLike[str], split: str | list[str] | None = "test", limit: int | None = None,
+                  format: str = "auto", holdout_fraction: float = 0.0) -> ReferenceSet:
+    """The captioned images of ``split`` (a list of splits, or all for ``None``), at most ``limit``; with
+    ``holdout_fraction`` only the images a training source with the same ``holdout_fraction`` keeps out
+    (:func:`geovl.data.common.holdout_member`), a selection set drawn from training splits.
 
     Raises:
         ValueError: the split holds no captioned image.
@@ -44,6 +47,8 @@ def reference_set(dataset: str | os.PathLike[str], split: str | None = "test", l
     for item in reader:
         sample = cast(dict[str, Any], item)
         if not sample.get("captions") or "image" not in sample or sample["image_id"] in refs:
+            continue
+        if holdout_fraction > 0 and not holdout_member(sample["image_id"], holdout_fraction):
             continue
         ids.append(sample["image_id"])
         images.append(sample["image"])
@@ -65,10 +70,12 @@ class CaptionEvaluation:
 
 
 def evaluate_captioner(model: CaptionModel, dataset: str | os.PathLike[str] | ReferenceSet, *,
-                       split: str | None = "test", limit: int | None = None, decoding: DecodingConfig | None = None,
+                       split: str | list[str] | None = "test", holdout_fraction: float = 0.0,
+                       limit: int | None = None, decoding: DecodingConfig | None = None,
                        batch_size: int = 32, meteor: bool = False) -> CaptionEvaluation:
     """Caption the split with ``model`` and score it (BLEU-1..4, ROUGE-L, CIDEr-D; METEOR and S*m when ``meteor``)."""
-    refs = dataset if isinstance(dataset, ReferenceSet) else reference_set(dataset, split, limit)
+    refs = dataset if isinstance(dataset, ReferenceSet) else reference_set(dataset, split, limit,
+                                                                           holdout_fraction=holdout_fraction)
     result = CaptioningPipeline(model, decoding=decoding, batch_size=batch_size)(refs.images)  # type: ignore[arg-type]
     if result.failures:
         pos, why = result.failures[0]

@@ -12,11 +12,14 @@ Rules:
   (:class:`geovl.training.data.BatchPlan` and a generator seeded by ``(seed, epoch, position)``), so a resumed run
   repeats exactly what an uninterrupted one does;
 * ``eval.datasets`` are captioned (``eval.method``) and scored with BLEU-1..4, ROUGE-L and CIDEr-D every
-  ``eval.every_steps`` and at the end; the finished captioner is written to ``<output>/final`` with its figures.
+  ``eval.every_steps`` and at the end; the finished captioner is written to ``<output>/final`` with its figures, and
+  with ``eval.select_by`` the best one by that figure to ``<output>/best`` (select on a hold-out of the training
+  splits, never on the sets you report).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any, cast
@@ -28,7 +31,7 @@ from torch import nn
 from geovl.models.backbone import Backbone
 from geovl.models.caption_decoder import CaptionDecoder, DecoderConfig
 from geovl.models.caption_vocab import PAD, WordVocab
-from geovl.models.captioner import BackboneCaptioner, PackedImageFeatures, save_captioner
+from geovl.models.captioner import CAPTIONER_CONFIG, BackboneCaptioner, PackedImageFeatures, save_captioner
 from geovl.models.decoding import DecodingConfig
 from geovl.models.device import resolve_precision
 from geovl.models.factory import load_backbone
@@ -48,6 +51,7 @@ __all__ = ["evaluate_captioner_figures", "train_captioner"]
 logger = logging.getLogger(__name__)
 
 TRAINED_BY = "geovl train captioner"
+BEST = "best"
 
 
 def captioner_run_spec(cfg: CaptionerTrainConfig) -> RunSpec:
@@ -195,9 +199,33 @@ class _CaptionerJob:
 
     def evaluate(self) -> dict[str, float]:
         try:
-            return evaluate_captioner_figures(self.captioner(), self.config)
+            figures = evaluate_captioner_figures(self.captioner(), self.config)
         finally:
             self.decoder.train()
+        self._keep_best(figures)
+        return figures
+
+    def _keep_best(self, figures: dict[str, float]) -> None:
+        """Write ``<output>/best`` when the ``eval.select_by`` figure beats the best one written so far."""
+        key = self.config.eval.select_by
+        if key is None or not self.rt.main:
+            return
+        if key not in figures:
+            raise ValueError(f"eval.select_by {key!r} is not one of the evaluation figures: {', '.join(figures)}")
+        folder = self.rt.spec.output / BEST
+        best = -float("inf")
+        if (folder / CAPTIONER_CONFIG).is_file():
+            best = json.loads((folder / CAPTIONER_CONFIG).read_text())["metadata"]["selection"]["value"]
+        if figures[key] > best:
+            meta = {"trained_by": TRAINED_BY, "steps": self.rt.step, "config_hash": self.rt.spec.config_hash,
+                    "training": captioner_config_to_dict(self.config), "eval": figures,
+                    "selection": {"figure": key, "value": figures[key], "step": self.rt.step}}
+            save_captioner(self.captioner(), folder, metadata=meta, dtype=self._save_dtype())
+            logger.info("step %d: %s = %.2f, the best so far: captioner written to %s", self.rt.step, key,
+                        figures[key], folder)
+
+    def _save_dtype(self) -> torch.dtype:
+        return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[self.config.run.save_dtype]
 
     def finish(self) -> Path:
         """The final evaluation (when configured) and the export to ``<output>/final`` (rank 0)."""
@@ -207,8 +235,7 @@ class _CaptionerJob:
             rt.record_eval(rt.step, figures)
         meta = {"trained_by": TRAINED_BY, "steps": rt.state.step, "config_hash": rt.spec.config_hash,
                 "training": captioner_config_to_dict(self.config), "eval": figures}
-        dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[self.config.run.save_dtype]
-        return save_captioner(self.captioner(), rt.spec.output / "final", metadata=meta, dtype=dtype)
+        return save_captioner(self.captioner(), rt.spec.output / "final", metadata=meta, dtype=self._save_dtype())
 
 
 def evaluate_captioner_figures(captioner: BackboneCaptioner, config: CaptionerTrainConfig) -> dict[str, float]:
@@ -221,9 +248,10 @@ def evaluate_captioner_figures(captioner: BackboneCaptioner, config: CaptionerTr
     captioner.decoder.eval()
     for item in ev.datasets:
         result = evaluate_captioner(captioner, item.path, split=item.split, limit=item.limit, decoding=decoding,
-                                    batch_size=ev.batch_size)
+                                    batch_size=ev.batch_size, holdout_fraction=item.holdout_fraction)
         path = Path(item.path)
-        name = f"{path.parent.name if path.suffix else path.name}-{item.split}"
+        split = item.split if isinstance(item.split, str) else "+".join(item.split)
+        name = item.name or f"{path.parent.name if path.suffix else path.name}-{split}"
         for metric, value in result.scores.as_percent().items():
             if value is not None and metric in ("BLEU-1", "BLEU-4", "ROUGE-L", "CIDEr-D"):
                 figures[f"{name}/{metric}"] = float(value)

@@ -63,11 +63,15 @@ class CaptionerLossConfig:
 
 @dataclass
 class CaptionEvalSet:
-    """A caption dataset's split to evaluate on (never trained on: keep it out of ``data.sources``)."""
+    """A caption dataset's split(s) to evaluate on, never trained on: a split kept out of ``data.sources``, or the
+    ``holdout_fraction`` a training source with the same value keeps out (a selection set; ``name`` tells them
+    apart in the figures)."""
 
     path: str
-    split: str = "test"
+    split: str | list[str] = "test"
     limit: int | None = None
+    holdout_fraction: float = 0.0
+    name: str | None = None
 
 
 @dataclass
@@ -80,6 +84,8 @@ class CaptionerEvalConfig:
             evaluated and at most ``limit`` images (the first ones, so every evaluation sees the same images).
         method, beam_size: decoding used for the evaluation.
         batch_size: images per forward pass.
+        select_by: a figure (``<name>/<metric>``, e.g. ``rsicd-holdout/CIDEr-D``); the captioner is also written to
+            ``<output>/best`` whenever it reaches the best value of that figure so far (higher is better).
     """
 
     every_steps: int = 0
@@ -87,6 +93,7 @@ class CaptionerEvalConfig:
     method: Literal["greedy", "beam"] = "beam"
     beam_size: int = 3
     batch_size: int = 64
+    select_by: str | None = None
 
 
 @dataclass

@@ -31,7 +31,7 @@ def config(dataset: Path, output: Path, steps: int, **extra: object) -> dict:
     return {
         "model": {"backbone": "random:geovl-micro", "width": 64, "layers": 2, "heads": 2, "dropout": 0.0,
                   "vocab_min_count": 1},
-        "data": {"sources": [{"path": str(dataset), "split": "train"}], "batch_size": 32, "workers": 0,
+        "data": {"sources": [{"path": str(dataset), "split": "train", "holdout_fraction": 0.2}], "batch_size": 32, "workers": 0,
                  "cached_views": 2},
         "optim": {"lr": 2e-3, "steps": steps, "warmup_steps": 10, "precision": "fp32"},
         "run": {"output": str(output), "log_every": 5, "save_every": 10, "device": "cpu"},
@@ -41,7 +41,9 @@ def config(dataset: Path, output: Path, steps: int, **extra: object) -> dict:
 
 def test_trained_captioner_beats_the_most_frequent_caption(scenes: Path, tmp_path: Path) -> None:
     cfg = captioner_config_from_dict(config(scenes, tmp_path / "run", 400, eval={
-        "datasets": [{"path": str(scenes), "split": "test"}], "method": "greedy"}))
+        "every_steps": 200, "method": "greedy", "select_by": "heldout/CIDEr-D",
+        "datasets": [{"path": str(scenes), "split": "test"},
+                     {"path": str(scenes), "split": "train", "holdout_fraction": 0.2, "name": "heldout"}]}))
     result = train_captioner(cfg, progress=False)
     assert result.final is not None and result.losses[-1] < result.losses[0] - 1.0
     captioner = load_captioner(result.final, device="cpu", precision="fp32")
@@ -53,6 +55,9 @@ def test_trained_captioner_beats_the_most_frequent_caption(scenes: Path, tmp_pat
     assert trained.bleu4 > base.bleu4 and trained.cider_d > base.cider_d + 0.2
     final_eval = result.evals[-1]
     assert final_eval[f"{scenes.parent.name}-test/CIDEr-D"] > 0
+    best = json.loads((result.output / "best" / "captioner_config.json").read_text())["metadata"]["selection"]
+    assert best["value"] == max(e["heldout/CIDEr-D"] for e in result.evals)
+    assert best["step"] == next(e["step"] for e in result.evals if e["heldout/CIDEr-D"] == best["value"])
     meta = json.loads((result.final / "captioner_config.json").read_text())["metadata"]
     assert meta["trained_by"] == "geovl train captioner" and meta["steps"] == 400
 
