@@ -76,6 +76,11 @@ class PackedImageFeatures(nn.Module):
         super().__init__()
         self.backbone = backbone
         self.model = backbone.model  # registered, so parameters() and state_dict() see the weights
+        self.eval()  # frozen: batch-norm statistics and dropout as in inference, whoever calls train()
+
+    def train(self, mode: bool = True) -> PackedImageFeatures:
+        """The backbone is frozen: it stays in eval mode (``train(True)`` is accepted and changes nothing)."""
+        return super().train(False)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         feats = self.backbone.towers.image_features(pixels)

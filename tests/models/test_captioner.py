@@ -99,3 +99,12 @@ def test_registry_captioners_offline(monkeypatch: pytest.MonkeyPatch, tmp_path: 
     monkeypatch.setenv("GEOVL_OFFLINE", "1")
     with pytest.raises(CheckpointNotFoundError, match="blip-image-captioning-large"):
         load_model("blip-large")
+
+
+def test_the_frozen_backbone_stays_in_eval_mode(tmp_path: Path) -> None:
+    from geovl.models.captioner import PackedImageFeatures
+
+    tiny = make_tiny_captioner(tmp_path)
+    features = PackedImageFeatures(tiny.backbone)
+    features.train()
+    assert not features.training and not tiny.backbone.model.training

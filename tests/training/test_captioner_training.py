@@ -31,8 +31,8 @@ def config(dataset: Path, output: Path, steps: int, **extra: object) -> dict:
     return {
         "model": {"backbone": "random:geovl-micro", "width": 64, "layers": 2, "heads": 2, "dropout": 0.0,
                   "vocab_min_count": 1},
-        "data": {"sources": [{"path": str(dataset), "split": "train", "holdout_fraction": 0.2}], "batch_size": 32, "workers": 0,
-                 "cached_views": 2},
+        "data": {"sources": [{"path": str(dataset), "split": "train", "holdout_fraction": 0.2}], "batch_size": 32,
+                 "workers": 0, "cached_views": 2},
         "optim": {"lr": 2e-3, "steps": steps, "warmup_steps": 10, "precision": "fp32"},
         "run": {"output": str(output), "log_every": 5, "save_every": 10, "device": "cpu"},
         **extra,
@@ -55,6 +55,9 @@ def test_trained_captioner_beats_the_most_frequent_caption(scenes: Path, tmp_pat
     assert trained.bleu4 > base.bleu4 and trained.cider_d > base.cider_d + 0.2
     final_eval = result.evals[-1]
     assert final_eval[f"{scenes.parent.name}-test/CIDEr-D"] > 0
+    heldout = reference_set(scenes, "train", holdout_fraction=0.2)
+    again = evaluate_captioner(captioner, heldout, decoding=DecodingConfig(method="greedy")).scores
+    assert final_eval["heldout/CIDEr-D"] == pytest.approx(100 * again.cider_d, abs=1e-6)  # training's eval == users'
     best = json.loads((result.output / "best" / "captioner_config.json").read_text())["metadata"]["selection"]
     assert best["value"] == max(e["heldout/CIDEr-D"] for e in result.evals)
     assert best["step"] == next(e["step"] for e in result.evals if e["heldout/CIDEr-D"] == best["value"])
