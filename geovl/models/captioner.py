@@ -194,6 +194,8 @@ def save_captioner(captioner: BackboneCaptioner, folder: str | os.PathLike[str],
             "metadata": {**captioner.metadata, **(metadata or {})},
         }
         (tmp / CAPTIONER_CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+        for path in (tmp, tmp / CAPTIONER_WEIGHTS, tmp / CAPTIONER_CONFIG):  # temporary folders are private
+            path.chmod(0o755 if path.is_dir() else 0o644)
     return dest
 
 

@@ -223,7 +223,7 @@ CHECKPOINTS: tuple[CheckpointSpec, ...] = (
     ),
     CheckpointSpec(
         "geovl-caption-small", "geovl", "geovl-caption-decoder", Bundled("geovl-caption-small"), "geovl_captioner",
-        kind="captioner", params="3.4M (decoder) on geovl-rs-small (frozen)",
+        kind="captioner", params="3.8M (decoder) on geovl-rs-small (frozen)",
         description="bundled offline captioner: a 3-layer transformer decoder over geovl-rs-small's frozen image "
                     "features, trained on UCM-Captions and RSICD (see docs/model_card_geovl-caption-small.md)",
         license="research use, as the UC Merced training images (see the model card)",
