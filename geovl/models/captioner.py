@@ -35,7 +35,7 @@ from geovl.models.caption_vocab import BOS, EOS, PAD, UNK, WordVocab
 from geovl.models.decoding import DecodingConfig, generate
 from geovl.models.factory import load_backbone, register_loader
 from geovl.models.record import model_record
-from geovl.models.registry import DEFAULT_CAPTIONER, get_checkpoint
+from geovl.models.registry import DEFAULT_CAPTIONER, get_checkpoint, list_checkpoints
 from geovl.models.weights import CheckpointNotFoundError, fetch_checkpoint
 
 __all__ = [
@@ -286,7 +286,9 @@ def load_captioner(model: str | os.PathLike[str] = DEFAULT_CAPTIONER, *, backbon
     except KeyError:
         if "/" in text and not text.startswith((".", "/", "~")):  # a hub id
             return blip.load_blip_hub(text, device=device, precision=precision)
-        raise
+        known = ", ".join(s.name for s in list_checkpoints(kind="captioner"))
+        raise KeyError(f"unknown captioner '{text}'. Known: {known}; or a captioner folder, or a BLIP hub id "
+                       "(Salesforce/blip-image-captioning-base)") from None
     if spec.kind != "captioner":
         raise ValueError(f"'{text}' is a {spec.kind}, not a captioner")
     folder = fetch_checkpoint(spec)

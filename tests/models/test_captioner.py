@@ -92,6 +92,8 @@ def test_folder_problems_are_named(tmp_path: Path) -> None:
         load_captioner(tmp_path / "empty")
     with pytest.raises(ValueError, match="is a dual-encoder, not a captioner"):
         load_model("geovl-rs-small", kind="captioner")
+    with pytest.raises(KeyError, match="unknown captioner 'nope'. Known: geovl-caption-small, blip-base"):
+        load_captioner("nope")
 
 
 def test_registry_captioners_offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
