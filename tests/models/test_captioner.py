@@ -92,7 +92,7 @@ def test_folder_problems_are_named(tmp_path: Path) -> None:
         load_captioner(tmp_path / "empty")
     with pytest.raises(ValueError, match="is a dual-encoder, not a captioner"):
         load_model("geovl-rs-small", kind="captioner")
-    with pytest.raises(KeyError, match="unknown captioner 'nope'. Known: geovl-caption-small, blip-base"):
+    with pytest.raises(KeyError, match=r"unknown captioner 'nope'\. Known: geovl-caption-small, blip-base"):
         load_captioner("nope")
 
 
