@@ -67,6 +67,14 @@ class DecodingConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        for name in ("beam_size", "max_length", "min_length", "no_repeat_ngram_size", "seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"{name} must be an integer, got {value!r}")
+        for name in ("length_penalty", "top_p", "temperature", "repetition_penalty"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"{name} must be a number, got {value!r}")
         checks = [
             (self.method in DECODING_METHODS, f"decoding method must be one of {', '.join(DECODING_METHODS)}, "
                                               f"got {self.method!r}"),

@@ -118,7 +118,8 @@ def test_special_tokens_are_never_generated() -> None:
 
 
 @pytest.mark.parametrize("bad", [{"method": "topk"}, {"beam_size": 0}, {"top_p": 0.0}, {"temperature": 0.0},
-                                 {"max_length": 0}, {"min_length": 50}, {"repetition_penalty": 0.5}])
+                                 {"max_length": 0}, {"min_length": 50}, {"repetition_penalty": 0.5},
+                                 {"beam_size": 2.5}, {"seed": True}, {"top_p": "0.9"}])
 def test_bad_settings_are_refused(bad: dict) -> None:
     with pytest.raises(ValueError):
         DecodingConfig(**bad)

@@ -115,7 +115,7 @@ def test_captioning_disabled_is_not_found(tiny: TinyCaptioner) -> None:
     ("geovl-caption-small", CheckpointNotFoundError("Checkpoint 'geovl-caption-small' is not on this machine"),
      "'geovl-caption-small' cannot be loaded on this server: Checkpoint 'geovl-caption-small' is not on this machine",
      1),
-    ("no-such-captioner", None, "unknown checkpoint 'no-such-captioner'", 1),
+    ("no-such-captioner", None, "unknown captioner 'no-such-captioner'", 1),
     # a ValueError with the shared backbone is retried once with the captioner's own, then given up
     ("geovl-rs-small", None, "'geovl-rs-small' is a dual-encoder, not a captioner", 2),
 ])
