@@ -85,7 +85,7 @@ def create_app(config: ServeConfig, *, backbone: Backbone | None = None,
     metrics = ApiMetrics(res.config.max_batch)
     res.on_batch = metrics.batch_size.observe
     res.on_reject = metrics.rejections.inc
-    metrics.queue_depth.set_function(lambda: res.batcher.pending)
+    metrics.queue_depth.set_function(lambda: res.pending)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -22,7 +22,8 @@ class ErrorResponse(BaseModel):
 class HealthResponse(BaseModel):
     status: Literal["ok"] = "ok"
     model: str = Field(description="name of the loaded model")
-    queued_images: int = Field(description="images waiting for a forward pass")
+    queued_images: int = Field(
+        description="images waiting for a forward pass (embedding, classification and captioning)")
     version: str = Field(description="geovl version")
 
 

@@ -454,6 +454,11 @@ class Resources:
         """Decoding settings from request fields (``None``: the default), or :class:`InvalidRequestError`."""
         return decoding_config(options)
 
+    @property
+    def pending(self) -> int:
+        """Images waiting in every queue (embedding / classification and captioning)."""
+        return self.batcher.pending + self.captions.batcher.pending
+
     def caption(self, images: Sequence[ImageInput], decoding: DecodingConfig | None = None) -> list[ImageCaption]:
         """Check, decode and caption ``images`` (through the caption batcher), blocking until done: one
         :class:`ImageCaption` per input, in order, with a caption or the reason the image could not be read.

@@ -18,7 +18,7 @@ def router(ctx: ApiContext) -> APIRouter:
     @api.get("/v1/health", response_model=HealthResponse, tags=["service"])
     async def health() -> HealthResponse:
         """Liveness and queue length (see ``/v1/ready`` for readiness). Needs no token."""
-        return HealthResponse(model=res.model_name, queued_images=res.batcher.pending, version=__version__)
+        return HealthResponse(model=res.model_name, queued_images=res.pending, version=__version__)
 
     @api.get("/v1/ready", response_model=ReadyResponse, tags=["service"],
              responses={503: error_doc("not ready yet (or shutting down)", headers=RETRY_AFTER_HEADER)})
