@@ -165,3 +165,25 @@ def classify_upload(driver: Any, image: Path) -> None:
     assert top == QUERY_LABEL, top
     shown = {e.text.strip() for e in css(driver, "#classify-output dt")}
     assert shown == {c.strip() for c in CLASSES.split(",")}, shown
+
+
+def test_caption_tab_captions_an_upload(browser: Any, demo: RunningDemo) -> None:
+    """Caption tab in the page: upload a scene, press Caption, read the same caption the server's captioner gives."""
+    from geovl.models.decoding import DecodingConfig
+    from geovl.serving.resources import ImageInput
+
+    image = sorted(demo.images.iterdir())[0]
+    open_page(browser, demo.url)
+    with screenshot(browser, "5-caption"):
+        next(t for t in css(browser, "button[role='tab']") if t.text.strip() == "Caption").click()
+        upload = wait(browser, lambda d: (css(d, "#caption-image input[type='file']") or [False])[0], "the upload")
+        upload.send_keys(str(image))
+        wait(browser, lambda d: css(d, "#caption-image img"), "the uploaded image's preview")
+        css(browser, "#caption-button")[0].click()
+        shown = wait(browser, lambda d: (css(d, "#caption-output textarea")[0].get_attribute("value") or "").strip(),
+                     "the caption", )
+        model = wait(browser, lambda d: " ".join(e.text for e in css(d, "#caption-model")).strip(), "the model name")
+        assert_no_error(browser)
+    direct = demo.search.resources.caption([ImageInput(image.read_bytes(), image.name)], DecodingConfig())
+    assert shown == direct[0].caption and shown.endswith(".")
+    assert "geovl-caption-small" in model
