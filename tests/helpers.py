@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
+import signal
+import subprocess
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,3 +21,18 @@ def shared_data(name: str) -> Path:
     if not path.exists():
         pytest.skip(f"shared data {path} is not present")
     return path
+
+
+def kill_run_after(cmd: list[str], out: Path, partitions: int, *, timeout: float = 180.0) -> dict[str, Any]:
+    """Start a partitioned-run command (``geovl embed`` / ``geovl caption``), SIGKILL its process group as soon as
+    ``out/manifest.json`` lists ``partitions`` partitions, and return that manifest."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + timeout
+    manifest = out / "manifest.json"
+    while time.time() < deadline:
+        if manifest.is_file() and len(json.loads(manifest.read_text())["partitions"]) >= partitions:
+            break
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    return dict(json.loads(manifest.read_text()))

@@ -9,10 +9,10 @@ import base64
 import binascii
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import Request
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -24,20 +24,35 @@ from geovl.serving.resources import ImageInput, Resources
 
 __all__ = ["ParsedCaption", "ParsedClassify", "decode_base64_images", "parse_caption", "parse_classify", "parse_embed"]
 
+M = TypeVar("M", bound=BaseModel)
+
+
+def _body_kind(request: Request) -> str:
+    """``"json"`` or ``"multipart"``; any other content type is a 415."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == "application/json":
+        return "json"
+    if content_type == "multipart/form-data":
+        return "multipart"
+    raise UnsupportedMediaTypeError(f"content type {content_type or '(none)'!r} is not supported: send "
+                                    "application/json with base64 images, or multipart/form-data with image files")
+
+
+def _validated(model: type[M], raw: bytes) -> M:
+    """A JSON body as ``model``, or a 422 naming the bad fields."""
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as exc:
+        raise InvalidRequestError(validation_message(exc.errors())) from exc
+
+
 
 async def parse_embed(request: Request, resources: Resources) -> tuple[list[ImageInput], list[str]]:
     cfg = resources.config
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type == "application/json":
-        try:
-            req = EmbedRequest.model_validate_json(await request.body())
-        except ValidationError as exc:
-            raise InvalidRequestError(validation_message(exc.errors())) from exc
+    if _body_kind(request) == "json":
+        req = _validated(EmbedRequest, await request.body())
         resources.check_embed(len(req.images), req.texts)
         return decode_base64_images(req.images, resources), list(req.texts)
-    if content_type != "multipart/form-data":
-        raise UnsupportedMediaTypeError(f"content type {content_type or '(none)'!r} is not supported: send "
-                                        "application/json with base64 images, or multipart/form-data")
     try:
         async with request.form(max_files=cfg.max_images_per_request, max_fields=cfg.max_texts + 8) as form:
             unknown = sorted(set(form.keys()) - {"images", "texts"})
@@ -64,18 +79,11 @@ async def parse_caption(request: Request, resources: Resources) -> ParsedCaption
     """``POST /v1/caption``: JSON with base64 images, or multipart/form-data with image files; decoding fields are
     checked (:meth:`Resources.decoding`) before any image is decoded."""
     cfg = resources.config
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type == "application/json":
-        try:
-            req = CaptionRequest.model_validate_json(await request.body())
-        except ValidationError as exc:
-            raise InvalidRequestError(validation_message(exc.errors())) from exc
+    if _body_kind(request) == "json":
+        req = _validated(CaptionRequest, await request.body())
         resources.check_images(len(req.images))
         decoding = resources.decoding(req.decoding_options())
         return ParsedCaption(decode_base64_images(req.images, resources), decoding)
-    if content_type != "multipart/form-data":
-        raise UnsupportedMediaTypeError(f"content type {content_type or '(none)'!r} is not supported: send "
-                                        "application/json with base64 images, or multipart/form-data")
     try:
         async with request.form(max_files=cfg.max_images_per_request,
                                 max_fields=len(DECODING_OPTIONS) + 8) as form:
@@ -122,20 +130,13 @@ class ParsedClassify:
 
 
 async def parse_classify(request: Request, resources: Resources) -> ParsedClassify:
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type == "application/json":
+    if _body_kind(request) == "json":
         return _parse_json(await request.body(), resources)
-    if content_type == "multipart/form-data":
-        return await _parse_multipart(request, resources)
-    raise UnsupportedMediaTypeError(f"content type {content_type or '(none)'!r} is not supported: send "
-                                    "application/json with base64 images, or multipart/form-data with image files")
+    return await _parse_multipart(request, resources)
 
 
 def _parse_json(raw: bytes, resources: Resources) -> ParsedClassify:
-    try:
-        req = ClassifyRequest.model_validate_json(raw)
-    except ValidationError as exc:
-        raise InvalidRequestError(validation_message(exc.errors())) from exc
+    req = _validated(ClassifyRequest, raw)
     resources.check_request(len(req.images), req.top_k, req.threshold)
     return ParsedClassify(decode_base64_images(req.images, resources), req.labels, req.label_set, req.top_k,
                            req.threshold)

@@ -7,9 +7,17 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from geovl.cli.common import PRECISIONS, add_command, given, option, parse_bands, print_json, warn
+from geovl.cli.common import (
+    PRECISIONS,
+    add_command,
+    add_source_args,
+    given,
+    option,
+    print_json,
+    sources_from_args,
+    warn,
+)
 
-_SOURCES = "geovl.data.sources:sources_for"
 _CONFIG = "geovl.tasks.captioning.batch:CaptionRunConfig"
 _DECODING = "geovl.models.decoding:DecodingConfig"
 _LOAD = "geovl.models.captioner:load_captioner"
@@ -52,12 +60,7 @@ def add_parser(sub: Any) -> None:
     option(p, "--device", source=f"{_LOAD}.device", help="auto (CUDA when present), cpu, cuda, cuda:N")
     option(p, "--precision", choices=PRECISIONS, source=f"{_LOAD}.precision", help="weight precision")
     p.add_argument("--out", "-o", required=True, help="output folder (re-running into it resumes)")
-    p.add_argument("--format", default=None, help="read the paths as datasets of this format (karpathy, csv, ...)")
-    option(p, "--chip-size", type=int, source=f"{_SOURCES}.chip_size", help="chip side for large GeoTIFF scenes")
-    option(p, "--chip-overlap", type=int, source=f"{_SOURCES}.chip_overlap", help="overlap between chips in pixels")
-    p.add_argument("--bands", default=None, help="band indexes (4,3,2) or a sensor preset for scenes")
-    option(p, "--min-valid", dest="min_valid_fraction", metavar="FRACTION", type=float,
-           source=f"{_SOURCES}.min_valid_fraction", help="skip chips with less valid (non-nodata) area")
+    add_source_args(p)
     add_decoding_args(p)
     option(p, "--batch-size", type=int, source=f"{_CONFIG}.batch_size", help="images per model call")
     p.add_argument("--workers", type=int, default=None,
@@ -79,15 +82,13 @@ def add_parser(sub: Any) -> None:
 
 
 def _sources(args: argparse.Namespace) -> list[Any]:
-    from geovl.data.sources import sources_for
     from geovl.index.captions import index_sources, is_collection_folder
 
     indexes = [p for p in args.paths if is_collection_folder(Path(p))]  # index or embeddings folders
     others = [p for p in args.paths if p not in indexes]
     sources = [s for p in indexes for s in index_sources(Path(p))]
     if others:
-        sources += sources_for(others, dataset_format=args.format, bands=parse_bands(args.bands),
-                               **given(args, "chip_size", "chip_overlap", "min_valid_fraction"))
+        sources += sources_from_args(args, others)
     return sources
 
 

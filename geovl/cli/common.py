@@ -30,6 +30,7 @@ __all__ = [
     "add_class_args",
     "add_command",
     "add_model_args",
+    "add_source_args",
     "check_classes",
     "default_source",
     "given",
@@ -40,6 +41,7 @@ __all__ = [
     "parse_labels",
     "parse_size",
     "print_json",
+    "sources_from_args",
     "warn",
 ]
 
@@ -226,3 +228,29 @@ def parse_size(text: str | None) -> int | None:
         return int(float(t[:-1]) * units[t[-1]]) if t and t[-1] in units else int(float(t))
     except ValueError:
         raise ValueError(f"cannot read the size '{text}' (examples: 4G, 512M, 1500000000)") from None
+
+
+# ---------------------------------------------------------------- inputs of batch runs
+
+_SOURCES = "geovl.data.sources:sources_for"
+
+
+def add_source_args(parser: argparse.ArgumentParser) -> None:
+    """``--format``, ``--chip-size``, ``--chip-overlap``, ``--bands`` and ``--min-valid``, as
+    :func:`geovl.data.sources.sources_for` takes them."""
+    parser.add_argument("--format", default=None,
+                        help="read the paths as datasets of this format (karpathy, imagefolder, csv, git10m, ...)")
+    option(parser, "--chip-size", type=int, source=f"{_SOURCES}.chip_size", help="chip side for large GeoTIFF scenes")
+    option(parser, "--chip-overlap", type=int, source=f"{_SOURCES}.chip_overlap",
+           help="overlap between chips in pixels")
+    parser.add_argument("--bands", default=None, help="band indexes (4,3,2) or a sensor preset for scenes")
+    option(parser, "--min-valid", dest="min_valid_fraction", metavar="FRACTION", type=float,
+           source=f"{_SOURCES}.min_valid_fraction", help="skip chips with less valid (non-nodata) area")
+
+
+def sources_from_args(args: argparse.Namespace, paths: list[str]) -> list[Any]:
+    """The sources of ``paths`` under the :func:`add_source_args` flags."""
+    from geovl.data.sources import sources_for
+
+    return sources_for(paths, dataset_format=args.format, bands=parse_bands(args.bands),
+                       **given(args, "chip_size", "chip_overlap", "min_valid_fraction"))

@@ -8,16 +8,16 @@ from typing import Any
 from geovl.cli.common import (
     add_command,
     add_model_args,
+    add_source_args,
     given,
     library_default,
     load_backbone_from_args,
     option,
-    parse_bands,
     print_json,
+    sources_from_args,
     warn,
 )
 
-_SOURCES = "geovl.data.sources:sources_for"
 _CONFIG = "geovl.index.pipeline:EmbedConfig"
 
 
@@ -28,14 +28,7 @@ def add_parser(sub: Any) -> None:
                                            "CSV/JSONL/parquet, webdataset .tar)")
     add_model_args(p)
     p.add_argument("--out", "-o", required=True, help="output folder (re-running into it resumes)")
-    p.add_argument("--format", default=None,
-                   help="read the paths as datasets of this format (karpathy, imagefolder, csv, git10m, ...)")
-    option(p, "--chip-size", type=int, source=f"{_SOURCES}.chip_size", help="chip side for large GeoTIFF scenes")
-    option(p, "--chip-overlap", type=int, source=f"{_SOURCES}.chip_overlap", help="overlap between chips in pixels")
-    p.add_argument("--bands", default=None, help="band indexes (4,3,2) or a sensor preset for scenes")
-    option(p, "--min-valid", dest="min_valid_fraction", metavar="FRACTION", type=float,
-           source=f"{_SOURCES}.min_valid_fraction",
-           help="skip chips with less valid (non-nodata) area")
+    add_source_args(p)
     option(p, "--batch-size", type=int, source=f"{_CONFIG}.batch_size", help="images per forward pass")
     p.add_argument("--workers", type=int, default=None,
                    help="decode processes beside the model; 0 decodes in the model's process (default: 0 for a "
@@ -56,11 +49,9 @@ def cmd_embed(args: argparse.Namespace) -> int:
         from geovl._optional import require
 
         require("ray", extra="dist", feature="--runner ray")  # before any work starts
-    from geovl.data.sources import sources_for
     from geovl.index.pipeline import EmbedConfig, run_embed
 
-    sources = sources_for(args.paths, dataset_format=args.format, bands=parse_bands(args.bands),
-                          **given(args, "chip_size", "chip_overlap", "min_valid_fraction"))
+    sources = sources_from_args(args, args.paths)
     config = EmbedConfig(workers=args.workers, progress=not args.quiet, limit=args.limit,
                          **given(args, "batch_size", "partition_size"))
     backbone = load_backbone_from_args(args)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import itertools
 import json
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -23,8 +24,8 @@ from geovl._optional import require
 from geovl.data.sources import ChipRef, Record, Source
 from geovl.io.fs import atomic_write_text
 
-__all__ = ["Item", "flat_records", "geoparquet_table", "mark_complete", "note_partition", "plan_partitions",
-           "write_manifest"]
+__all__ = ["Item", "PartitionedRunConfig", "flat_records", "geoparquet_table", "mark_complete", "note_partition",
+           "plan_partitions", "write_manifest"]
 
 GEO_METADATA = {
     "version": "1.0.0",
@@ -34,6 +35,36 @@ GEO_METADATA = {
 
 Item = tuple[int, Record, int]
 """A record of a run: its global id, the record, the index of its source."""
+
+
+@dataclass
+class PartitionedRunConfig:
+    """What every partitioned run takes (each run's config adds its own settings and defaults).
+
+    Attributes:
+        batch_size: images per model call.
+        workers: decode worker processes; 0 decodes in the model's process between forward passes; ``None``: the
+            default for the model's device (:func:`geovl.tasks.embedding.default_decode_workers`).
+        partition_size: records per output partition (the unit of resume).
+        progress: show a progress bar with images/s.
+        limit: process only the first ``limit`` records.
+    """
+
+    batch_size: int = 64
+    workers: int | None = None
+    partition_size: int = 10_000
+    progress: bool = True
+    limit: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.partition_size < 1:
+            raise ValueError(f"partition_size must be >= 1, got {self.partition_size}")
+        if self.workers is not None and self.workers < 0:
+            raise ValueError(f"workers must be >= 0, got {self.workers}")
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"limit must be >= 1, got {self.limit}")
 
 
 def geoparquet_table(rows: list[dict[str, Any]]) -> Any:

@@ -50,9 +50,8 @@ from geovl.index.manifest import (
     IndexManifest,
     utc_now,
 )
-from geovl.io.fs import iter_jsonl
 from geovl.tasks.captioning.batch import MANIFEST as RUN_MANIFEST
-from geovl.tasks.captioning.batch import is_caption_run
+from geovl.tasks.captioning.batch import is_caption_run, read_captions
 
 __all__ = ["CAPTION_COLUMN", "GENERATED_COLUMN", "KEY_COLUMNS", "CaptionLookup", "IndexSource", "UnreadableChips",
            "attach_captions", "caption_column", "index_sources", "is_collection_folder", "is_embeddings_folder",
@@ -418,22 +417,6 @@ def _write_metadata(src: Path, dst: Path, column: str, lookup: CaptionLookup,
     return np.sort(np.concatenate(ids_seen)) if ids_seen else np.zeros(0, np.int64), matched
 
 
-def _run_rows(run: Path, manifest: dict[str, Any]) -> list[dict[str, Any]]:
-    """The rows of the run's listed partitions, in id order, with only the columns matching needs (the layout of
-    :func:`geovl.tasks.captioning.batch.read_captions`; a run's other columns can be large)."""
-    pq = require("pyarrow.parquet", extra=None, feature="reading caption shards")
-    wanted = ("id", "index_id", CAPTION_COLUMN, *KEY_COLUMNS)
-    rows: list[dict[str, Any]] = []
-    for part in manifest.get("partitions", []):
-        if manifest.get("shard_format") == "jsonl":
-            rows.extend({k: r.get(k) for k in wanted} for r in iter_jsonl(run / f"{part['name']}.jsonl"))
-        else:
-            path = run / f"{part['name']}.parquet"
-            names = set(pq.read_schema(path).names)
-            rows.extend(pq.read_table(path, columns=[c for c in wanted if c in names]).to_pylist())
-    return sorted(rows, key=lambda r: int(r["id"]))
-
-
 def _check_inputs(index: Path, run: Path) -> dict[str, Any]:
     if not is_caption_run(run):
         raise ValueError(f"{run} is not a geovl caption run (no {RUN_MANIFEST} of format 'geovl-captions'); make "
@@ -462,7 +445,7 @@ def attach_captions(index_dir: PathLike, run_dir: PathLike) -> dict[str, Any]:
     """
     index, run = Path(index_dir), Path(run_dir)
     run_manifest = _check_inputs(index, run)
-    lookup = CaptionLookup(_run_rows(run, run_manifest))
+    lookup = CaptionLookup(read_captions(run, ("index_id", CAPTION_COLUMN, *KEY_COLUMNS)))
     pq = require("pyarrow.parquet", extra=None, feature="writing index metadata")
     with rewrite_index_folder(index) as tmp:
         manifest = IndexManifest.load(index)

@@ -31,7 +31,7 @@ import torch
 
 from geovl import __version__
 from geovl._optional import require
-from geovl.data.partitioned import Item, flat_records, geoparquet_table, mark_complete
+from geovl.data.partitioned import Item, PartitionedRunConfig, flat_records, geoparquet_table, mark_complete
 from geovl.data.partitioned import note_partition as note_run_partition
 from geovl.data.partitioned import plan_partitions as partition_plan
 from geovl.data.sources import Source
@@ -49,33 +49,11 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class EmbedConfig:
-    """Settings of an embedding run.
-
-    Attributes:
-        batch_size: images per model call.
-        workers: decode worker processes; 0 decodes in the model's process between forward passes. Default
-            :func:`default_decode_workers` (0 for a model on a CPU with at most 4 cores, else cores - 1).
-        partition_size: records per output partition (the unit of resume).
-        progress: show a progress bar with images/s.
-        limit: embed only the first ``limit`` records.
-    """
-
-    batch_size: int = 64
-    workers: int | None = None
-    partition_size: int = 10_000
-    progress: bool = True
-    limit: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.partition_size < 1:
-            raise ValueError(f"partition_size must be >= 1, got {self.partition_size}")
-        if self.workers is not None and self.workers < 0:
-            raise ValueError(f"workers must be >= 0, got {self.workers}")
-        if self.limit is not None and self.limit < 1:
-            raise ValueError(f"limit must be >= 1, got {self.limit}")
+class EmbedConfig(PartitionedRunConfig):
+    """Settings of an embedding run (:class:`~geovl.data.partitioned.PartitionedRunConfig`): ``batch_size`` images
+    per model call, ``workers`` decode processes (default :func:`default_decode_workers`: 0 for a model on a CPU
+    with at most 4 cores, else cores - 1), ``partition_size`` records per partition (the unit of resume),
+    ``progress`` bar with images/s, ``limit`` to the first records."""
 
     def resolved_workers(self, device: torch.device | str = "cpu") -> int:
         return self.workers if self.workers is not None else default_decode_workers(device)

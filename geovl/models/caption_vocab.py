@@ -16,6 +16,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 
@@ -67,8 +68,9 @@ class WordVocab:
     def __len__(self) -> int:
         return len(self.words)
 
-    @property
+    @cached_property
     def index(self) -> dict[str, int]:
+        """Word -> id (built once)."""
         return {w: i for i, w in enumerate(self.words)}
 
     def encode(self, text: str, max_length: int) -> list[int]:

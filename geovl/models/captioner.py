@@ -99,7 +99,8 @@ class BackboneCaptioner:
     """
 
     def __init__(self, backbone: Backbone, decoder: CaptionDecoder, vocab: WordVocab, *, name: str = "captioner",
-                 checkpoint: str | None = None, metadata: dict[str, Any] | None = None) -> None:
+                 checkpoint: str | None = None, sha256: str | None = None,
+                 metadata: dict[str, Any] | None = None) -> None:
         if len(vocab) != decoder.config.vocab_size:
             raise ValueError(f"vocabulary of {len(vocab)} words for a decoder of {decoder.config.vocab_size}")
         self.backbone = backbone
@@ -107,6 +108,7 @@ class BackboneCaptioner:
         self.vocab = vocab
         self.name = name
         self.checkpoint = checkpoint
+        self.sha256 = sha256
         self.metadata = dict(metadata or {})
         self.features = PackedImageFeatures(backbone)
 
@@ -153,10 +155,8 @@ class BackboneCaptioner:
         return self.caption_features(self.image_features(pixels), decoding)
 
     def record(self) -> dict[str, Any]:
-        weights = Path(self.checkpoint) / CAPTIONER_WEIGHTS if self.checkpoint else None
         return {"name": self.name, "kind": "captioner", "family": "geovl", "checkpoint": self.checkpoint,
-                "checkpoint_sha256": sha256_file(weights) if weights and weights.is_file() else None,
-                "backbone": model_record(self.backbone), "words": len(self.vocab)}
+                "checkpoint_sha256": self.sha256, "backbone": model_record(self.backbone), "words": len(self.vocab)}
 
 
 def _with_max_length(decoding: DecodingConfig, max_length: int) -> DecodingConfig:
@@ -250,7 +250,7 @@ def load_captioner_folder(path: str | os.PathLike[str], *, backbone: Backbone | 
         raise ValueError(f"{weights}: does not fit the decoder in {CAPTIONER_CONFIG} (missing {missing[:3]}, "
                          f"unexpected {unexpected[:3]})")
     return BackboneCaptioner(backbone, decoder, WordVocab(tuple(config["vocab"])), name=name or str(folder),
-                             checkpoint=str(folder), metadata=config.get("metadata", {}))
+                             checkpoint=str(folder), sha256=digest, metadata=config.get("metadata", {}))
 
 
 def load_captioner(model: str | os.PathLike[str] = DEFAULT_CAPTIONER, *, backbone: Backbone | None = None,

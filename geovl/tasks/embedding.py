@@ -34,6 +34,8 @@ __all__ = [
     "EmbeddingPipeline",
     "Embeddings",
     "PixelModel",
+    "as_records",
+    "batch_workers",
     "chip_metadata",
     "decode_loader",
     "default_decode_workers",
@@ -165,6 +167,29 @@ def _yield_to_the_model(_: int) -> None:
 # ---------------------------------------------------------------- the pipeline
 
 
+def batch_workers(device: torch.device | str, batch_size: int, workers: int | None) -> int:
+    """Check a pipeline's ``batch_size`` and ``workers``; the decode workers to use (``None``: the device's
+    default, :func:`default_decode_workers`)."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if workers is not None and workers < 0:
+        raise ValueError(f"workers must be >= 0, got {workers}")
+    return default_decode_workers(device) if workers is None else workers
+
+
+def as_records(images: Sequence[ImageSource | Record], verb: str) -> list[Record]:
+    """A pipeline's input as records.
+
+    Raises:
+        ValueError: a single path or bytes object instead of a list; an empty list.
+    """
+    if isinstance(images, (str, bytes, os.PathLike)):
+        raise ValueError("pass a list of images, not a single path or bytes object")
+    if len(images) == 0:
+        raise ValueError(f"no images to {verb}")
+    return [im if isinstance(im, Record) else Record(im) for im in images]
+
+
 @dataclass
 class Embeddings:
     """What :class:`EmbeddingPipeline` made of a list of images.
@@ -201,13 +226,9 @@ class EmbeddingPipeline:
     """
 
     def __init__(self, backbone: Backbone, *, batch_size: int = 64, workers: int | None = None) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if workers is not None and workers < 0:
-            raise ValueError(f"workers must be >= 0, got {workers}")
         self.backbone = backbone
         self.batch_size = batch_size
-        self.workers = default_decode_workers(backbone.device) if workers is None else workers
+        self.workers = batch_workers(backbone.device, batch_size, workers)
 
     def __repr__(self) -> str:
         return f"EmbeddingPipeline({self.backbone!r}, batch_size={self.batch_size}, workers={self.workers})"
@@ -219,11 +240,7 @@ class EmbeddingPipeline:
         Raises:
             ValueError: a single path or bytes object instead of a list; an empty list.
         """
-        if isinstance(images, (str, bytes, os.PathLike)):
-            raise ValueError("pass a list of images, not a single path or bytes object")
-        if len(images) == 0:
-            raise ValueError("no images to embed")
-        records = [im if isinstance(im, Record) else Record(im) for im in images]
+        records = as_records(images, "embed")
         loader = decode_loader(self.backbone, records, [], self.batch_size, self.workers)
         from tqdm.auto import tqdm
 

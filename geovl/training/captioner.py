@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -35,13 +35,9 @@ from geovl.models.captioner import CAPTIONER_CONFIG, BackboneCaptioner, PackedIm
 from geovl.models.decoding import DecodingConfig
 from geovl.models.device import resolve_precision
 from geovl.models.factory import load_backbone
-from geovl.training.captioner_config import (
-    CaptionerTrainConfig,
-    captioner_config_hash,
-    captioner_config_to_dict,
-)
+from geovl.training.captioner_config import CaptionerTrainConfig
 from geovl.training.clip_model import lr_lambda
-from geovl.training.config import TrainConfig
+from geovl.training.config import config_to_dict
 from geovl.training.data import BatchPlan, TrainingSet, mix_seed
 from geovl.training.feature_cache import CACHE_FOLDER, FeatureCache, load_or_build_feature_cache
 from geovl.training.runtime import RunSpec, Runtime, Stateful, TrainResult
@@ -52,14 +48,6 @@ logger = logging.getLogger(__name__)
 
 TRAINED_BY = "geovl train captioner"
 BEST = "best"
-
-
-def captioner_run_spec(cfg: CaptionerTrainConfig) -> RunSpec:
-    run = cfg.run
-    return RunSpec(output=Path(run.output), total_steps=cfg.optim.steps, config=captioner_config_to_dict(cfg),
-                   config_hash=captioner_config_hash(cfg), seed=run.seed, device=run.device, log_every=run.log_every,
-                   save_every=run.save_every, eval_every=cfg.eval.every_steps, keep_checkpoints=run.keep_checkpoints,
-                   tensorboard=run.tensorboard)
 
 
 def train_captioner(config: CaptionerTrainConfig, *, resume: str = "auto", progress: bool = True,
@@ -77,7 +65,7 @@ def train_captioner(config: CaptionerTrainConfig, *, resume: str = "auto", progr
         The run folder, the exported captioner (``<output>/final``), the losses of this call and the evaluations.
     """
     config.validate()
-    spec = captioner_run_spec(config)
+    spec = RunSpec.for_config(config)
     losses: list[float] = []
     with Runtime(spec, resume=resume, progress=progress, stop_after=stop_after) as rt:
         job = _CaptionerJob(config, rt)
@@ -125,7 +113,7 @@ class _CaptionerJob:
         rest = [p for n, p in self.decoder.named_parameters() if not (p.ndim >= 2 and "pos" not in n)]
         self.optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": o.weight_decay},
                                             {"params": rest, "weight_decay": 0.0}], lr=o.lr, betas=o.betas, eps=o.eps)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(cast(TrainConfig, config)))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(config.optim))
         self.stateful: dict[str, Stateful] = {"optimizer": self.optimizer, "scheduler": self.scheduler}
         self.features: FeatureCache | None = None
         self._orders: dict[int, Any] = {}
@@ -218,7 +206,7 @@ class _CaptionerJob:
             best = json.loads((folder / CAPTIONER_CONFIG).read_text())["metadata"]["selection"]["value"]
         if figures[key] > best:
             meta = {"trained_by": TRAINED_BY, "steps": self.rt.step, "config_hash": self.rt.spec.config_hash,
-                    "training": captioner_config_to_dict(self.config), "eval": figures,
+                    "training": config_to_dict(self.config), "eval": figures,
                     "selection": {"figure": key, "value": figures[key], "step": self.rt.step}}
             save_captioner(self.captioner(), folder, metadata=meta, dtype=self._save_dtype())
             logger.info("step %d: %s = %.2f, the best so far: captioner written to %s", self.rt.step, key,
@@ -234,7 +222,7 @@ class _CaptionerJob:
         if figures:
             rt.record_eval(rt.step, figures)
         meta = {"trained_by": TRAINED_BY, "steps": rt.state.step, "config_hash": rt.spec.config_hash,
-                "training": captioner_config_to_dict(self.config), "eval": figures}
+                "training": config_to_dict(self.config), "eval": figures}
         return save_captioner(self.captioner(), rt.spec.output / "final", metadata=meta, dtype=self._save_dtype())
 
 

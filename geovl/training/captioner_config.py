@@ -8,9 +8,6 @@ mixture as contrastive training, :class:`geovl.training.config.DataConfig`), ``o
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
 import os
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -24,7 +21,6 @@ __all__ = [
     "CaptionerLossConfig",
     "CaptionerModelConfig",
     "CaptionerTrainConfig",
-    "captioner_config_hash",
     "load_captioner_config",
 ]
 
@@ -147,22 +143,9 @@ def captioner_config_from_dict(data: dict[str, Any]) -> CaptionerTrainConfig:
     return config
 
 
-def captioner_config_to_dict(config: CaptionerTrainConfig) -> dict[str, Any]:
-    return json.loads(json.dumps(dataclasses.asdict(config)))
-
-
 def load_captioner_config(path: str | os.PathLike[str], overrides: list[str] | None = None) -> CaptionerTrainConfig:
     """Read a YAML / JSON captioner config, apply ``section.key=value`` overrides, validate."""
     try:
         return captioner_config_from_dict(read_config_data(path, overrides))
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from None
-
-
-def captioner_config_hash(config: CaptionerTrainConfig) -> str:
-    """Hash of what a resumed run must share with the run it continues (not ``run``, ``eval``, ``optim.steps``)."""
-    data = captioner_config_to_dict(config)
-    for key in ("run", "eval"):
-        data.pop(key, None)
-    data["optim"].pop("steps", None)
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]

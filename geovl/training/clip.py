@@ -9,7 +9,6 @@ checkpoints, logging and evaluation schedule are :class:`geovl.training.runtime.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import math
@@ -49,29 +48,10 @@ from geovl.training.runtime import RunSpec, Runtime, Stateful, TrainResult
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TrainResult", "clip_run_spec", "config_hash", "train_clip"]
+__all__ = ["TrainResult", "train_clip"]
 
 EXTERNAL_TEXT_PREFIX = "text.transformer."
 TRAINED_BY = "geovl train clip"
-
-
-def config_hash(cfg: TrainConfig) -> str:
-    """Hash of the settings a resumed run must share with the run it continues (model, data, optimizer, loss;
-    not ``run``, ``eval`` or ``optim.steps``, so a run may be extended)."""
-    data = config_to_dict(cfg)
-    for key in ("run", "eval"):
-        data.pop(key, None)
-    data["optim"].pop("steps", None)
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def clip_run_spec(cfg: TrainConfig) -> RunSpec:
-    """The :class:`RunSpec` of a contrastive run."""
-    run = cfg.run
-    return RunSpec(output=Path(run.output), total_steps=cfg.optim.steps, config=config_to_dict(cfg),
-                   config_hash=config_hash(cfg), seed=run.seed, device=run.device, log_every=run.log_every,
-                   save_every=run.save_every, eval_every=cfg.eval.every_steps, keep_checkpoints=run.keep_checkpoints,
-                   tensorboard=run.tensorboard)
 
 
 def train_clip(config: TrainConfig, *, resume: str = "auto", progress: bool = True,
@@ -90,7 +70,7 @@ def train_clip(config: TrainConfig, *, resume: str = "auto", progress: bool = Tr
         evaluations.
     """
     config.validate()
-    spec = clip_run_spec(config)
+    spec = RunSpec.for_config(config)
     losses: list[float] = []
     with Runtime(spec, resume=resume, progress=progress, stop_after=stop_after) as rt:
         job = _ClipJob(config, rt)
@@ -128,7 +108,7 @@ class _ClipJob:
         groups = param_groups(self.model, optim.weight_decay, optim.lr, optim.pretrained_lr_scale)
         self.optimizer = torch.optim.AdamW(groups, lr=optim.lr,
                                            betas=optim.betas, eps=optim.eps)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(config))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(config.optim))
         self.dtype = resolve_precision(optim.precision, rt.device)
         self.scaler = torch.amp.GradScaler(rt.device.type, enabled=self.dtype == torch.float16)
         self.stateful: dict[str, Stateful] = {"optimizer": self.optimizer, "scheduler": self.scheduler,

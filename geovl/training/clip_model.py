@@ -29,7 +29,7 @@ from torch import nn
 
 from geovl.models.backbone import Backbone
 from geovl.models.towers import OpenClipTowers
-from geovl.training.config import TrainConfig
+from geovl.training.config import OptimConfig, TrainConfig
 
 __all__ = [
     "BuiltinText",
@@ -255,8 +255,9 @@ def param_groups(model: nn.Module, weight_decay: float, lr: float | None = None,
     return out
 
 
-def lr_lambda(cfg: TrainConfig) -> Callable[[int], float]:
-    warm, total, floor = cfg.optim.warmup_steps, cfg.optim.steps, cfg.optim.min_lr_ratio
+def lr_lambda(optim: OptimConfig) -> Callable[[int], float]:
+    """Linear warm-up, then cosine decay to ``min_lr_ratio`` at ``steps`` (a ``LambdaLR`` factor)."""
+    warm, total, floor = optim.warmup_steps, optim.steps, optim.min_lr_ratio
 
     def fn(step: int) -> float:
         if warm and step < warm:

@@ -8,6 +8,7 @@ A config file mirrors :class:`TrainConfig`: top-level sections ``model``, ``data
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import types
@@ -33,6 +34,7 @@ __all__ = [
     "config_to_dict",
     "load_config",
     "read_config_data",
+    "settings_hash",
 ]
 
 
@@ -365,9 +367,20 @@ def config_from_dict(data: dict[str, Any]) -> TrainConfig:
     return config
 
 
-def config_to_dict(config: TrainConfig) -> dict[str, Any]:
-    """Plain data (tuples become lists) that :func:`config_from_dict` reads back to an equal config."""
-    return json.loads(json.dumps(dataclasses.asdict(config)))
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """Plain data (tuples become lists) of a config dataclass, which :func:`build_config` (for a
+    :class:`TrainConfig`, :func:`config_from_dict`) reads back to an equal config."""
+    return dict(json.loads(json.dumps(dataclasses.asdict(config))))
+
+
+def settings_hash(config: Any) -> str:
+    """Hash of the settings a resumed run must share with the run it continues: everything but the ``run`` and
+    ``eval`` sections and ``optim.steps`` (so a run may be extended)."""
+    data = config_to_dict(config)
+    for key in ("run", "eval"):
+        data.pop(key, None)
+    data["optim"].pop("steps", None)
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _parse_value(text: str) -> Any:

@@ -42,6 +42,7 @@ from torch import nn
 
 from geovl.io.fs import atomic_write_json, remove_stale_temps
 from geovl.training.checkpoint import TrainingState, latest_checkpoint, load_checkpoint, save_checkpoint
+from geovl.training.config import config_to_dict, settings_hash
 from geovl.training.distributed import (
     DistInfo,
     all_gather_objects,
@@ -118,6 +119,16 @@ class RunSpec:
     eval_every: int = 0
     keep_checkpoints: int = 2
     tensorboard: bool = False
+
+    @classmethod
+    def for_config(cls, config: Any) -> RunSpec:
+        """The spec of a trainer's config (``TrainConfig``, ``CaptionerTrainConfig``: sections ``run``, ``optim``,
+        ``eval``), hashed with :func:`geovl.training.config.settings_hash`."""
+        run = config.run
+        return cls(output=Path(run.output), total_steps=config.optim.steps, config=config_to_dict(config),
+                   config_hash=settings_hash(config), seed=run.seed, device=run.device, log_every=run.log_every,
+                   save_every=run.save_every, eval_every=config.eval.every_steps,
+                   keep_checkpoints=run.keep_checkpoints, tensorboard=run.tensorboard)
 
     def __post_init__(self) -> None:
         for name in ("total_steps", "log_every", "save_every", "keep_checkpoints"):

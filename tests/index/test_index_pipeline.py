@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +14,7 @@ from PIL import Image
 from geovl.data.sources import DatasetSource, FolderSource, SceneSource, sources_for
 from geovl.index.pipeline import EmbedConfig, read_embeddings, run_embed
 from geovl.models import create_backbone
+from tests.helpers import kill_run_after
 
 pq = pytest.importorskip("pyarrow.parquet")
 
@@ -111,17 +109,7 @@ def test_killed_embed_run_resumes_without_loss_or_duplicates(tmp_path: Path) -> 
     out, ref = tmp_path / "emb", tmp_path / "ref"
     cmd = [sys.executable, "-m", "geovl", "embed", str(root), "--model", "random:geovl-micro", "--precision",
            "fp32", "--partition-size", "20", "--batch-size", "4", "--workers", "0", "-q", "--out"]
-    proc = subprocess.Popen([*cmd, str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        manifest = out / "manifest.json"
-        if manifest.is_file() and len(json.loads(manifest.read_text())["partitions"]) >= 2:
-            break
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    killed = json.loads((out / "manifest.json").read_text())
+    killed = kill_run_after([*cmd, str(out)], out, 2, timeout=120)
     assert not killed["complete"] and 2 <= len(killed["partitions"]) < 12
     resumed = subprocess.run([*cmd, str(out)], capture_output=True, text=True, check=True)
     summary = json.loads(resumed.stdout)

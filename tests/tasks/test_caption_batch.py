@@ -4,11 +4,8 @@ files, and ``geovl eval caption`` on a run folder."""
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +19,7 @@ from geovl.models.decoding import DecodingConfig
 from geovl.tasks.captioning import CaptioningPipeline
 from geovl.tasks.captioning.batch import CaptionRunConfig, read_captions, run_captions
 from tests.caption_fixtures import TinyCaptioner, make_tiny_captioner
+from tests.helpers import kill_run_after
 
 
 def images(root: Path, n: int, *, empty: int | None = None) -> Path:
@@ -99,16 +97,7 @@ def test_a_killed_caption_run_resumes_with_every_input_exactly_once(tiny: TinyCa
     cmd = [sys.executable, "-m", "geovl", "caption", str(root), "--model", str(tiny.folder), "--device", "cpu",
            "--precision", "fp32", "--partition-size", "6", "--batch-size", "2", "--workers", "0",
            "--decoding", "beam", "--beam-size", "5", "-q", "--out", str(out)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.time() + 180
-    while time.time() < deadline:
-        manifest = out / "manifest.json"
-        if manifest.is_file() and len(json.loads(manifest.read_text())["partitions"]) >= 2:
-            break
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    killed = json.loads((out / "manifest.json").read_text())
+    killed = kill_run_after(cmd, out, 2)
     assert not killed["complete"] and 2 <= len(killed["partitions"]) < 20
     resumed = subprocess.run(cmd, capture_output=True, text=True, check=True)
     summary = json.loads(resumed.stdout)

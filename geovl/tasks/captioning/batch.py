@@ -31,6 +31,7 @@ from geovl import __version__
 from geovl._optional import require
 from geovl.data.partitioned import (
     Item,
+    PartitionedRunConfig,
     flat_records,
     geoparquet_table,
     mark_complete,
@@ -38,7 +39,7 @@ from geovl.data.partitioned import (
     plan_partitions,
 )
 from geovl.data.sources import Source
-from geovl.io.fs import atomic_path, atomic_write_text, remove_stale_temps
+from geovl.io.fs import atomic_path, atomic_write_text, iter_jsonl, remove_stale_temps
 from geovl.io.jsonable import to_jsonable
 from geovl.models.captioner import CaptionModel
 from geovl.models.decoding import DecodingConfig
@@ -54,36 +55,20 @@ MANIFEST = "manifest.json"
 
 
 @dataclass
-class CaptionRunConfig:
-    """Settings of a batch captioning run.
-
-    Attributes:
-        batch_size: images per model call.
-        workers: decode processes (default: 0 beside a CPU model on <= 4 cores, else cores - 1).
-        partition_size: inputs per output shard (the unit of resume).
-        format: ``parquet`` (GeoParquet when there are footprints) or ``jsonl``.
-        progress: show a progress bar with images/s and ETA.
-        limit: caption only the first ``limit`` inputs.
-    """
+class CaptionRunConfig(PartitionedRunConfig):
+    """Settings of a batch captioning run: those of every partitioned run
+    (:class:`~geovl.data.partitioned.PartitionedRunConfig`: batch size, decode workers, partition size, progress
+    bar with images/s and ETA, limit), with smaller batches and partitions (a caption costs more than an
+    embedding), and ``format``: ``parquet`` shards (GeoParquet when there are footprints) or ``jsonl``."""
 
     batch_size: int = 32
-    workers: int | None = None
     partition_size: int = 1000
     format: Literal["parquet", "jsonl"] = "parquet"
-    progress: bool = True
-    limit: int | None = None
 
     def __post_init__(self) -> None:
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.partition_size < 1:
-            raise ValueError(f"partition_size must be >= 1, got {self.partition_size}")
-        if self.workers is not None and self.workers < 0:
-            raise ValueError(f"workers must be >= 0, got {self.workers}")
+        super().__post_init__()
         if self.format not in ("parquet", "jsonl"):
             raise ValueError(f"format must be 'parquet' or 'jsonl', got {self.format!r}")
-        if self.limit is not None and self.limit < 1:
-            raise ValueError(f"limit must be >= 1, got {self.limit}")
 
 
 @dataclass
@@ -245,18 +230,23 @@ def run_captions(model: CaptionModel, sources: Sequence[Source], out_dir: str | 
     return summary
 
 
-def read_captions(out_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """The rows of a caption run's listed partitions, in id order (unlisted, half-done shards are ignored)."""
+def read_captions(out_dir: str | os.PathLike[str], columns: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """The rows of a caption run's listed partitions, in id order (unlisted, half-done shards are ignored); only
+    ``columns`` (those the run has, ``id`` always) when given."""
     out = Path(out_dir)
     if not is_caption_run(out):
         raise ValueError(f"{out} is not a geovl caption run folder (no {MANIFEST} of format {CAPTIONS_FORMAT!r})")
     manifest = json.loads((out / MANIFEST).read_text())
+    wanted = None if columns is None else ["id", *(c for c in columns if c != "id")]
     rows: list[dict[str, Any]] = []
     for part in manifest["partitions"]:
         if manifest.get("shard_format") == "jsonl":
-            path = out / f"{part['name']}.jsonl"
-            rows.extend(json.loads(line) for line in path.read_text().splitlines() if line.strip())
+            shard = iter_jsonl(out / f"{part['name']}.jsonl")
+            rows.extend(r if wanted is None else {k: r[k] for k in wanted if k in r} for r in shard)
         else:
             pq = require("pyarrow.parquet", extra=None, feature="reading caption shards")
-            rows.extend(pq.read_table(out / f"{part['name']}.parquet").to_pylist())
+            path = out / f"{part['name']}.parquet"
+            names = set(pq.read_schema(path).names)
+            rows.extend(pq.read_table(path, columns=None if wanted is None else [c for c in wanted if c in names])
+                        .to_pylist())
     return sorted(rows, key=lambda r: int(r["id"]))

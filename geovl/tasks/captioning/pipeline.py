@@ -7,7 +7,6 @@ caption through :class:`CaptioningPipeline`. Unreadable inputs are recorded with
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -17,7 +16,7 @@ from geovl.data.sources import Record
 from geovl.io.images import ImageSource
 from geovl.models.captioner import CaptionModel
 from geovl.models.decoding import DecodingConfig
-from geovl.tasks.embedding import decode_loader, default_decode_workers
+from geovl.tasks.embedding import as_records, batch_workers, decode_loader
 
 __all__ = ["CaptionBatch", "CaptioningPipeline", "Captions"]
 
@@ -72,14 +71,10 @@ class CaptioningPipeline:
 
     def __init__(self, model: CaptionModel, *, decoding: DecodingConfig | None = None, batch_size: int = 32,
                  workers: int | None = None) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if workers is not None and workers < 0:
-            raise ValueError(f"workers must be >= 0, got {workers}")
         self.model = model
         self.decoding = decoding or DecodingConfig()
         self.batch_size = batch_size
-        self.workers = default_decode_workers(model.device) if workers is None else workers
+        self.workers = batch_workers(model.device, batch_size, workers)
 
     def __repr__(self) -> str:
         return (f"CaptioningPipeline({self.model!r}, decoding={self.decoding}, batch_size={self.batch_size}, "
@@ -101,13 +96,9 @@ class CaptioningPipeline:
         Raises:
             ValueError: a single path or bytes object instead of a list; an empty list.
         """
-        if isinstance(images, (str, bytes, os.PathLike)):
-            raise ValueError("pass a list of images, not a single path or bytes object")
-        if len(images) == 0:
-            raise ValueError("no images to caption")
+        records = as_records(images, "caption")
         from tqdm.auto import tqdm
 
-        records = [im if isinstance(im, Record) else Record(im) for im in images]
         out = Captions([], [])
         bar = tqdm(total=len(records), unit="img", desc=desc, disable=not progress, dynamic_ncols=True)
         start = time.perf_counter()
