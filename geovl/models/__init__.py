@@ -14,6 +14,7 @@ from geovl.models.features import ImageFeatures, TextFeatures
 from geovl.models.registry import (
     CHECKPOINTS,
     DEFAULT_CAPTIONER,
+    DEFAULT_CHANGE_CAPTIONER,
     DEFAULT_MODEL,
     MODEL_KINDS,
     CheckpointSpec,
@@ -28,6 +29,7 @@ from geovl.models.weights import CheckpointNotFoundError, ChecksumError, local_c
 __all__ = [
     "CHECKPOINTS",
     "DEFAULT_CAPTIONER",
+    "DEFAULT_CHANGE_CAPTIONER",
     "DEFAULT_MODEL",
     "MODEL_KINDS",
     "Backbone",

@@ -199,27 +199,35 @@ def save_captioner(captioner: BackboneCaptioner, folder: str | os.PathLike[str],
     return dest
 
 
-def _read_config(path: Path) -> dict[str, Any]:
+def read_head_config(path: Path, filename: str, fmt: str, keys: tuple[str, ...]) -> dict[str, Any]:
+    """The JSON config ``path / filename`` of a head folder, checked for its ``format`` and required ``keys``."""
     try:
-        config = json.loads((path / CAPTIONER_CONFIG).read_text())
+        config = json.loads((path / filename).read_text())
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{path / CAPTIONER_CONFIG}: invalid JSON ({exc})") from exc
-    if config.get("format") != CAPTIONER_FORMAT:
-        raise ValueError(f"{path / CAPTIONER_CONFIG}: format is {config.get('format')!r}, expected "
-                         f"{CAPTIONER_FORMAT!r}")
-    for key in ("backbone", "decoder", "vocab"):
+        raise ValueError(f"{path / filename}: invalid JSON ({exc})") from exc
+    if config.get("format") != fmt:
+        raise ValueError(f"{path / filename}: format is {config.get('format')!r}, expected {fmt!r}")
+    for key in keys:
         if key not in config:
-            raise ValueError(f"{path / CAPTIONER_CONFIG}: missing '{key}'")
+            raise ValueError(f"{path / filename}: missing '{key}'")
     return dict(config)
 
 
-def _check_backbone(backbone: Backbone, wanted: dict[str, Any], where: Path) -> None:
+def head_backbone(folder: Path, wanted: dict[str, Any], backbone: Backbone | None, device: str | torch.device,
+                  precision: str) -> Backbone:
+    """The backbone a head folder was trained on: ``backbone`` when given (checked by sha256), else loaded by the
+    name the folder records (a path relative to the folder when one exists there)."""
+    if backbone is None:
+        source = str(wanted["name"])
+        local = folder / source if not Path(source).is_absolute() and (folder / source).exists() else None
+        backbone = load_backbone(local or source, device=device, precision=precision)
     expected = wanted.get("sha256")
     got = model_record(backbone).get("checkpoint_sha256")
     if expected and got != expected:
-        raise ValueError(f"{where}: this captioner was trained on backbone {wanted.get('name')!r} with weights sha256 "
-                         f"{expected[:12]}..., but the backbone given has {str(got)[:12]}...; load the captioner "
-                         "with its own backbone")
+        raise ValueError(f"{folder}: this model was trained on backbone {wanted.get('name')!r} with weights sha256 "
+                         f"{expected[:12]}..., but the backbone given has {str(got)[:12]}...; load it with its own "
+                         "backbone")
+    return backbone
 
 
 def load_captioner_folder(path: str | os.PathLike[str], *, backbone: Backbone | None = None,
@@ -229,7 +237,7 @@ def load_captioner_folder(path: str | os.PathLike[str], *, backbone: Backbone | 
     from safetensors.torch import load_file
 
     folder = Path(path)
-    config = _read_config(folder)
+    config = read_head_config(folder, CAPTIONER_CONFIG, CAPTIONER_FORMAT, ("backbone", "decoder", "vocab"))
     weights = folder / CAPTIONER_WEIGHTS
     if not weights.is_file():
         raise ValueError(f"{folder}: {CAPTIONER_WEIGHTS} is missing")
@@ -237,12 +245,7 @@ def load_captioner_folder(path: str | os.PathLike[str], *, backbone: Backbone | 
     if config.get("sha256") and digest != config["sha256"]:
         raise ValueError(f"{weights}: sha256 {digest} does not match {CAPTIONER_CONFIG}'s {config['sha256']}; "
                          "the checkpoint is corrupt")
-    wanted = config["backbone"]
-    if backbone is None:
-        source = str(wanted["name"])
-        local = folder / source if not Path(source).is_absolute() and (folder / source).exists() else None
-        backbone = load_backbone(local or source, device=device, precision=precision)
-    _check_backbone(backbone, wanted, folder)
+    backbone = head_backbone(folder, config["backbone"], backbone, device, precision)
     decoder = CaptionDecoder(DecoderConfig.from_dict(config["decoder"]))
     state = {k: v.float() for k, v in load_file(str(weights)).items()}
     missing, unexpected = decoder.load_state_dict(state, strict=False)

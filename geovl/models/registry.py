@@ -28,7 +28,7 @@ OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 
 CheckpointFormat = Literal["state_dict", "openclip_train", "openclip_tag", "hf_siglip", "geovl", "geovl_captioner",
-                           "hf_blip"]
+                           "geovl_change_captioner", "hf_blip"]
 
 #: What a registry entry is. Every kind loads by name through :func:`geovl.models.factory.load_model`.
 ModelKind = Literal["dual-encoder", "captioner", "change-captioner", "diffusion"]
@@ -43,6 +43,8 @@ MODEL_KINDS: tuple[str, ...] = ("dual-encoder", "captioner", "change-captioner",
 * ``geovl``: a geovl checkpoint folder: ``model.safetensors`` + ``geovl_config.json``.
 * ``geovl_captioner``: a geovl captioner folder: ``model.safetensors`` (the decoder) + ``captioner_config.json``
   (names the backbone it runs on).
+* ``geovl_change_captioner``: a geovl change-captioner folder: ``model.safetensors`` (fusion, change heads, decoder)
+  + ``change_captioner_config.json`` (names the backbone it runs on).
 * ``hf_blip``: a transformers ``save_pretrained`` folder of ``BlipForConditionalGeneration`` and its processor.
 """
 
@@ -200,6 +202,8 @@ _SIGLIP_PRE = Preprocess(image_size=256, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.
 DEFAULT_MODEL = "geovl-rs-small"
 #: The captioner ``geovl caption``, the HTTP API and the demo use when none is named.
 DEFAULT_CAPTIONER = "geovl-caption-small"
+#: The change captioner ``geovl change-caption``, the HTTP API and the demo use when none is named.
+DEFAULT_CHANGE_CAPTIONER = "geovl-change-small"
 
 #: Named remote-sensing checkpoints. Sources and formats follow each project's own release notes.
 CHECKPOINTS: tuple[CheckpointSpec, ...] = (
@@ -227,6 +231,14 @@ CHECKPOINTS: tuple[CheckpointSpec, ...] = (
         description="bundled offline captioner: a 3-layer transformer decoder over geovl-rs-small's frozen image "
                     "features, trained on UCM-Captions and RSICD (see docs/model_card_geovl-caption-small.md)",
         license="research use, as the UC Merced training images (see the model card)",
+    ),
+    CheckpointSpec(
+        "geovl-change-small", "geovl", "geovl-change-net", Bundled("geovl-change-small"), "geovl_change_captioner",
+        kind="change-captioner", params="5M (fusion, change heads, decoder) on geovl-rs-small (frozen)",
+        description="bundled offline change captioner: difference cross-attention, change / no-change and mask "
+                    "heads and a gated decoder over geovl-rs-small's frozen features of both dates, trained on "
+                    "synthetic change pairs (see docs/model_card_geovl-change-small.md)",
+        license="research use, as the UC Merced images its real-texture pairs are cut from (see the model card)",
     ),
     CheckpointSpec(
         "blip-base", "BLIP", "blip", HubRepo("Salesforce/blip-image-captioning-base"), "hf_blip", kind="captioner",
