@@ -45,7 +45,7 @@ def make_tiny_change_captioner(tmp_path: Path, *, seed: int = 0, threshold: floa
     with torch.no_grad():
         packed = PackedImageFeatures(backbone)(torch.zeros(1, 3, image_size, image_size))
     cells = packed.shape[1] - 1
-    side = int(round(cells ** 0.5))
+    side = round(cells ** 0.5)
     vocab = WordVocab.build(TINY_CHANGE_CAPTIONS, min_count=1)
     decoder = DecoderConfig(vocab_size=len(vocab), feature_dim=packed.shape[2], embed_dim=backbone.embed_dim,
                             patches=cells, width=32, layers=1, heads=2, dropout=0.0, gated=True)
