@@ -1,5 +1,6 @@
 """``geovl train KIND``: training runs (``clip``: contrastive fine-tuning; ``captioner``: a caption decoder on a frozen
-backbone; both run under torchrun for DDP).
+backbone; both run under torchrun for DDP; ``change-captioner``: a change captioner on a frozen backbone, one
+process).
 
 The CLI dispatches to :mod:`geovl.training`; the library itself never imports it.
 """
@@ -22,6 +23,10 @@ def add_parser(sub: Any) -> None:
     t = add_command(kinds, "captioner", "train a captioner's decoder on a frozen backbone's cached image features, "
                                         "with periodic BLEU / CIDEr-D", cmd_train_captioner)
     _run_options(t, "geovl.training.captioner:train_captioner.resume")
+    t = add_command(kinds, "change-captioner", "train a change captioner (fusion, change / no-change and mask heads, "
+                                               "decoder) on a frozen backbone's cached features of synthetic and "
+                                               "real-texture change pairs", cmd_train_change_captioner)
+    _run_options(t, "geovl.training.change_captioner:train_change_captioner.resume")
 
 
 def _run_options(t: Any, resume_source: str) -> None:
@@ -53,17 +58,32 @@ def cmd_train_clip(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_train_captioner(args: argparse.Namespace) -> int:
-    from geovl.training.captioner import train_captioner
-    from geovl.training.captioner_config import load_captioner_config
-
-    overrides = list(args.overrides) + ([f"run.output={args.output}"] if args.output else [])
-    config = load_captioner_config(args.config, overrides)
-    result = train_captioner(config, progress=not args.quiet, **given(args, "resume"))
+def _report(result: Any, what: str) -> int:
     if result.final is not None:
-        print(f"trained {result.steps} steps; captioner written to {result.final}")
+        print(f"trained {result.steps} steps; {what} written to {result.final}")
         for row in result.evals[-1:]:
             for key, value in row.items():
                 if key != "step":
                     print(f"  {key}: {value:.4g}")
     return 0
+
+
+def _overrides(args: argparse.Namespace) -> list[str]:
+    return list(args.overrides) + ([f"run.output={args.output}"] if args.output else [])
+
+
+def cmd_train_captioner(args: argparse.Namespace) -> int:
+    from geovl.training.captioner import train_captioner
+    from geovl.training.captioner_config import load_captioner_config
+
+    config = load_captioner_config(args.config, _overrides(args))
+    return _report(train_captioner(config, progress=not args.quiet, **given(args, "resume")), "captioner")
+
+
+def cmd_train_change_captioner(args: argparse.Namespace) -> int:
+    from geovl.training.change_captioner import train_change_captioner
+    from geovl.training.change_captioner_config import load_change_config
+
+    config = load_change_config(args.config, _overrides(args))
+    return _report(train_change_captioner(config, progress=not args.quiet, **given(args, "resume")),
+                   "change captioner")
