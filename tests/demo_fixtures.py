@@ -57,15 +57,16 @@ def synthetic_gallery(home: Path, n: int) -> tuple[str, Path]:
 
 
 @contextmanager
-def running_demo(home: Path, *, n: int = 300, model: str | None = None) -> Iterator[RunningDemo]:
+def running_demo(home: Path, *, n: int = 300, model: str | None = None, **settings: Any) -> Iterator[RunningDemo]:
     """Serve the demo over ``n`` synthetic scenes (gallery cache and Gradio's temporary files under ``home``) on a
-    free local port; stops the server and the model's batch worker on exit."""
+    free local port, with other :class:`~geovl.demo.config.DemoConfig` ``settings``; stops the server and the
+    model's batch worker on exit."""
     from geovl.demo.app import prepare, serve
     from geovl.demo.config import DemoConfig
 
     collection, images = synthetic_gallery(home, n)
     config = DemoConfig(images=[collection], cache_dir=str(home / "demo" / "cache"), progress=False, device="cpu",
-                        **({"model": model} if model else {}))
+                        **({"model": model} if model else {}), **settings)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("GEOVL_HOME", str(home))
         mp.setenv("GRADIO_TEMP_DIR", str(home / "gradio"))

@@ -22,15 +22,18 @@ from geovl.api.errors import AUTH_HEADER, UnauthorizedError, error_doc, install_
 from geovl.api.metrics import ApiMetrics, MetricsMiddleware
 from geovl.api.routes import ApiContext
 from geovl.api.routes import caption as caption_routes
+from geovl.api.routes import change_caption as change_caption_routes
 from geovl.api.routes import classify as classify_routes
 from geovl.api.routes import embed as embed_routes
 from geovl.api.routes import search as search_routes
 from geovl.api.routes import service as service_routes
 from geovl.api.schemas import (
     CAPTION_FORM_SCHEMA,
+    CHANGE_CAPTION_FORM_SCHEMA,
     CLASSIFY_FORM_SCHEMA,
     EMBED_FORM_SCHEMA,
     CaptionRequest,
+    ChangeCaptionRequest,
     ClassifyRequest,
     EmbedRequest,
     ErrorResponse,
@@ -117,7 +120,8 @@ def create_app(config: ServeConfig, *, backbone: Backbone | None = None,
     app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: sees every status, 413s included
     install_error_handlers(app)
     ctx = ApiContext(resources=res, metrics=metrics, **_auth(config.api_tokens))
-    for routes in (service_routes, classify_routes, embed_routes, search_routes, caption_routes):
+    for routes in (service_routes, classify_routes, embed_routes, search_routes, caption_routes,
+                   change_caption_routes):
         app.include_router(routes.router(ctx))
     complete_openapi(app)
     return app
@@ -144,8 +148,8 @@ def _auth(api_tokens: tuple[str, ...]) -> dict[str, Any]:
 
 
 def complete_openapi(app: FastAPI) -> None:
-    """Add the request-body schemas of ``POST /v1/classify``, ``/v1/embed`` and ``/v1/caption`` (declared by
-    reference) to the components."""
+    """Add the request-body schemas of ``POST /v1/classify``, ``/v1/embed``, ``/v1/caption`` and
+    ``/v1/change-caption`` (declared by reference) to the components."""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -160,6 +164,9 @@ def complete_openapi(app: FastAPI) -> None:
             components["CaptionRequest"] = CaptionRequest.model_json_schema(
                 ref_template="#/components/schemas/{model}")
             components["CaptionForm"] = json.loads(json.dumps(CAPTION_FORM_SCHEMA))
+            components["ChangeCaptionRequest"] = ChangeCaptionRequest.model_json_schema(
+                ref_template="#/components/schemas/{model}")
+            components["ChangeCaptionForm"] = json.loads(json.dumps(CHANGE_CAPTION_FORM_SCHEMA))
             components.setdefault("ErrorResponse", ErrorResponse.model_json_schema())
             app.openapi_schema = schema
         return app.openapi_schema

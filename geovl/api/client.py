@@ -121,6 +121,25 @@ class CaptionReply:
         return [c.caption for c in self.captions]
 
 
+@dataclass
+class ChangeCaptionReply:
+    """One pair's description: the ``caption`` (the no-change sentence when unchanged), the verdict ``changed``
+    (``probability >= threshold``), P(changed), the ``threshold`` used, and ``heatmap``, a float32 (h, w) array of
+    per-cell change probabilities over the after image (``grid`` = (h, w)); ``model_record`` is the change
+    captioner's identity and ``decoding`` the settings its caption was decoded with."""
+
+    model: str
+    model_record: dict[str, Any]
+    caption: str
+    changed: bool
+    probability: float
+    threshold: float
+    heatmap: np.ndarray
+    grid: tuple[int, int]
+    decoding: dict[str, Any]
+    timing: dict[str, Any]
+
+
 class GeovlClient:
     """Client for a ``geovl serve`` server.
 
@@ -260,6 +279,39 @@ class GeovlClient:
             model_record=dict(data["model_record"]),
             decoding=dict(data["decoding"]),
             captions=[CaptionItemReply(**c) for c in data["captions"]],
+            timing=dict(data["timing"]),
+        )
+
+    def change_caption(self, before: ClientImage, after: ClientImage, *, threshold: float | None = None,
+                       **decoding: Any) -> ChangeCaptionReply:
+        """``POST /v1/change-caption``: what changed between two images of the same place (file paths or encoded
+        bytes), the changed / unchanged verdict and the change heat map.
+
+        ``threshold`` (in [0, 1]) overrides the model's calibrated one; ``decoding`` takes the fields of
+        :class:`geovl.models.decoding.DecodingConfig`, as for :meth:`caption`; one left out (or ``None``) takes the
+        server's default.
+
+        Raises:
+            GeovlAPIError: the server refused the request (an unreadable date, a bad threshold or decoding field is a
+                422 naming it; change captioning disabled or its model missing is a 404).
+        """
+        payload: dict[str, Any] = {"before": base64.b64encode(_read(before)).decode("ascii"),
+                                   "after": base64.b64encode(_read(after)).decode("ascii")}
+        if threshold is not None:
+            payload["threshold"] = threshold
+        payload.update({name: value for name, value in decoding.items() if value is not None})
+        data = self._check(self._http.post("/v1/change-caption", json=payload))
+        h, w = (int(n) for n in data["grid"])
+        return ChangeCaptionReply(
+            model=data["model"],
+            model_record=dict(data["model_record"]),
+            caption=data["caption"],
+            changed=bool(data["changed"]),
+            probability=float(data["probability"]),
+            threshold=float(data["threshold"]),
+            heatmap=np.asarray(data["heatmap"], np.float32).reshape(h, w),
+            grid=(h, w),
+            decoding=dict(data["decoding"]),
             timing=dict(data["timing"]),
         )
 

@@ -35,6 +35,8 @@ class ApiMetrics:
         self.images_embedded = Counter("geovl_images_embedded", "images embedded by POST /v1/embed", registry=r)
         self.texts_embedded = Counter("geovl_texts_embedded", "texts embedded by POST /v1/embed", registry=r)
         self.images_captioned = Counter("geovl_images_captioned", "images captioned by POST /v1/caption", registry=r)
+        self.pairs_change_captioned = Counter("geovl_pairs_change_captioned",
+                                              "image pairs described by POST /v1/change-caption", registry=r)
         self.searches = Counter("geovl_searches", "searches answered by POST /v1/search", registry=r)
         edges = sorted({1, 2, 4, 8, 16, 32, 64, 128, 256, 512, max_batch})
         self.batch_size = Histogram("geovl_forward_batch_size", "images per forward pass of the micro-batcher",

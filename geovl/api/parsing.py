@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -17,12 +19,14 @@ from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from geovl.api.errors import UnsupportedMediaTypeError, validation_message
-from geovl.api.schemas import DECODING_OPTIONS, CaptionRequest, ClassifyRequest, EmbedRequest
+from geovl.api.schemas import DECODING_OPTIONS, CaptionRequest, ChangeCaptionRequest, ClassifyRequest, EmbedRequest
 from geovl.models.decoding import DecodingConfig
+from geovl.serving.change_captioning import DATES
 from geovl.serving.errors import InvalidImageError, InvalidRequestError, PayloadTooLargeError, ServiceError
 from geovl.serving.resources import ImageInput, Resources
 
-__all__ = ["ParsedCaption", "ParsedClassify", "decode_base64_images", "parse_caption", "parse_classify", "parse_embed"]
+__all__ = ["ParsedCaption", "ParsedChangeCaption", "ParsedClassify", "decode_base64", "decode_base64_images",
+           "parse_caption", "parse_change_caption", "parse_classify", "parse_embed"]
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -99,6 +103,58 @@ async def parse_caption(request: Request, resources: Resources) -> ParsedCaption
         raise _form_error(exc, cfg.max_images_per_request) from exc
 
 
+@dataclass
+class ParsedChangeCaption:
+    before: ImageInput
+    after: ImageInput
+    threshold: float | None
+    decoding: DecodingConfig
+
+
+async def parse_change_caption(request: Request, resources: Resources) -> ParsedChangeCaption:
+    """``POST /v1/change-caption``: JSON with the two dates base64-encoded, or multipart/form-data with the two dates
+    as files; a missing date, the threshold and the decoding fields are checked before any image is decoded."""
+    changes = resources.changes
+    if _body_kind(request) == "json":
+        try:
+            req = ChangeCaptionRequest.model_validate_json(await request.body())
+        except ValidationError as exc:
+            errors = exc.errors()
+            changes.check_dates([d for d in DATES if not any(e["type"] == "missing" and tuple(e["loc"]) == (d,)
+                                                             for e in errors)])
+            raise InvalidRequestError(validation_message(errors)) from exc
+        threshold = changes.check_threshold(req.threshold)
+        decoding = resources.decoding(req.decoding_options())
+        before, after = (ImageInput(decode_base64(text, date, functools.partial(changes.check_image_size, date=date)))
+                         for date, text in zip(DATES, (req.before, req.after), strict=True))
+        return ParsedChangeCaption(before, after, threshold, decoding)
+    fields = {*DATES, "threshold", *DECODING_OPTIONS}
+    try:
+        async with request.form(max_files=len(DATES), max_fields=len(fields) + 8) as form:
+            unknown = sorted(set(form.keys()) - fields)
+            if unknown:
+                raise InvalidRequestError(f"unknown form fields {unknown}; expected {', '.join(sorted(fields))}")
+            changes.check_dates([d for d in DATES if form.getlist(d)])
+            threshold = changes.check_threshold(_form_value(form.get("threshold"), "threshold"))
+            decoding = resources.decoding({name: _form_value(form.get(name), name) for name in DECODING_OPTIONS})
+            images = [await _read_date(form.getlist(date), date, resources) for date in DATES]
+            return ParsedChangeCaption(images[0], images[1], threshold, decoding)
+    except StarletteHTTPException as exc:
+        if "files" in str(exc.detail).lower():
+            raise InvalidRequestError("send two image files, 'before' and 'after' (one pair per request)") from exc
+        raise InvalidRequestError(f"bad multipart body: {exc.detail}") from exc
+
+
+async def _read_date(parts: list[Any], date: str, resources: Resources) -> ImageInput:
+    """The one file part of a date (``-F before=@2019.png``), its size checked."""
+    if len(parts) != 1 or not isinstance(parts[0], UploadFile):
+        raise InvalidRequestError(f"{date} must be one image file part (curl: -F {date}=@tile.png)")
+    part = parts[0]
+    data = await part.read(resources.config.max_image_bytes + 1)  # one byte more than allowed tells "too large"
+    resources.changes.check_image_size(max(len(data), part.size or 0), date)
+    return ImageInput(data, part.filename or date)
+
+
 def _form_value(value: object, name: str) -> str | int | float | None:
     """A multipart decoding field: absent or empty is None (the default), ``method`` stays text, numbers are parsed
     (their ranges are checked by :class:`DecodingConfig`)."""
@@ -144,18 +200,20 @@ def _parse_json(raw: bytes, resources: Resources) -> ParsedClassify:
 
 def decode_base64_images(texts: list[str], resources: Resources,
                           where: str = "images") -> list[ImageInput]:
-    images = []
-    for i, text in enumerate(texts):
-        if text.startswith("data:") and "," in text:
-            text = text.split(",", 1)[1]  # data:image/png;base64,....
-        # Check the size before decoding: base64 carries 3 bytes per 4 characters.
-        resources.check_image_size(len(text) * 3 // 4 - text[-2:].count("="), i)
-        try:
-            data = base64.b64decode(text, validate=True)
-        except (binascii.Error, ValueError) as exc:
-            raise InvalidImageError(f"{where}[{i}] is not valid base64 ({exc})") from exc
-        images.append(ImageInput(data))
-    return images
+    return [ImageInput(decode_base64(text, f"{where}[{i}]", functools.partial(resources.check_image_size, index=i)))
+            for i, text in enumerate(texts)]
+
+
+def decode_base64(text: str, name: str, check_size: Callable[[int], None]) -> bytes:
+    """One base64 image (a data: URL too); ``check_size`` sees its decoded size before it is decoded."""
+    if text.startswith("data:") and "," in text:
+        text = text.split(",", 1)[1]  # data:image/png;base64,....
+    # Check the size before decoding: base64 carries 3 bytes per 4 characters.
+    check_size(len(text) * 3 // 4 - text[-2:].count("="))
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidImageError(f"{name} is not valid base64 ({exc})") from exc
 
 
 async def _parse_multipart(request: Request, resources: Resources) -> ParsedClassify:

@@ -23,7 +23,8 @@ class HealthResponse(BaseModel):
     status: Literal["ok"] = "ok"
     model: str = Field(description="name of the loaded model")
     queued_images: int = Field(
-        description="images waiting for a forward pass (embedding, classification and captioning)")
+        description="images waiting for a forward pass (embedding, classification, captioning and change "
+                    "captioning, where a pair counts once)")
     version: str = Field(description="geovl version")
 
 
@@ -227,14 +228,12 @@ def _decoding_doc(name: str) -> str:
     return f"{_DECODING_FIELDS[name][0]} (default: {getattr(_DECODING, name)})"
 
 
-class CaptionRequest(BaseModel):
-    """JSON form of ``POST /v1/caption``: images, and decoding settings (each optional: left out, the server's
-    default); the multipart form has the same fields with file uploads as images."""
+class DecodingFields(BaseModel):
+    """The decoding settings of a caption or change-caption request (each optional: left out, the server's
+    default)."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    images: list[str] = Field(description="base64-encoded image files (JPEG, PNG, TIFF, ...); data: URLs accepted",
-                              examples=[["iVBORw0KGgo..."]])
     method: Literal["greedy", "beam", "nucleus"] | None = Field(default=None, description=_decoding_doc("method"))
     beam_size: int | None = Field(default=None, description=_decoding_doc("beam_size"))
     length_penalty: float | None = Field(default=None, description=_decoding_doc("length_penalty"))
@@ -257,6 +256,14 @@ class CaptionRequest(BaseModel):
     def decoding_options(self) -> dict[str, Any]:
         """The decoding fields the request set."""
         return {name: getattr(self, name) for name in DECODING_OPTIONS if getattr(self, name) is not None}
+
+
+class CaptionRequest(DecodingFields):
+    """JSON form of ``POST /v1/caption``: images, and decoding settings (each optional: left out, the server's
+    default); the multipart form has the same fields with file uploads as images."""
+
+    images: list[str] = Field(description="base64-encoded image files (JPEG, PNG, TIFF, ...); data: URLs accepted",
+                              examples=[["iVBORw0KGgo..."]])
 
 
 #: The decoding fields of a caption request (JSON and multipart), in the order of :class:`DecodingConfig`.
@@ -301,3 +308,65 @@ class CaptionResponse(BaseModel):
                                                           "that kept the image from being read (the request still "
                                                           "succeeds, even when no image could be read)")
     timing: CaptionTiming
+
+
+# ---------------------------------------------------------------- change captioning
+
+CHANGE_THRESHOLD_DESCRIPTION = ("P(changed) at or above which the pair is called changed, a number in [0, 1] "
+                                "(default: the change captioner's calibrated threshold)")
+
+
+class ChangeCaptionRequest(DecodingFields):
+    """JSON form of ``POST /v1/change-caption``: one pair (``before`` and ``after``, base64), an optional threshold and
+    decoding settings; the multipart form has the same fields with the two dates as file uploads."""
+
+    before: str = Field(description="the earlier image, a base64-encoded image file; data: URLs accepted",
+                        examples=["iVBORw0KGgo..."])
+    after: str = Field(description="the later image of the same place, base64-encoded", examples=["iVBORw0KGgo..."])
+    threshold: float | None = Field(default=None, description=CHANGE_THRESHOLD_DESCRIPTION, examples=[0.5])
+
+    @field_validator("threshold", mode="before")
+    @classmethod
+    def _threshold_not_bool(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            raise ValueError(f"must be a number, not a boolean ({value!r})")
+        return value
+
+
+#: Schema of the multipart form of ``POST /v1/change-caption``.
+CHANGE_CAPTION_FORM_SCHEMA: dict[str, Any] = {
+    "title": "ChangeCaptionForm",
+    "type": "object",
+    "required": ["before", "after"],
+    "properties": {
+        "before": {"type": "string", "format": "binary", "description": "the earlier image file"},
+        "after": {"type": "string", "format": "binary", "description": "the later image file of the same place"},
+        "threshold": {"type": "number", "minimum": 0, "maximum": 1, "description": CHANGE_THRESHOLD_DESCRIPTION},
+        **{name: {**schema, "description": _decoding_doc(name), "default": getattr(_DECODING, name)}
+           for name, (_, schema) in _DECODING_FIELDS.items()},
+    },
+}
+
+
+class ChangeCaptionTiming(BaseModel):
+    decode_ms: float = Field(description="decoding and preprocessing both images")
+    queue_ms: float = Field(description="wait of the pair for its model call")
+    inference_ms: float = Field(description="the model call the pair was in")
+    total_ms: float = Field(description="the whole request, loading the change captioner on the first one included")
+    batch_size: int = Field(description="pairs in that model call")
+
+
+class ChangeCaptionResponse(BaseModel):
+    model: str = Field(description="the change captioner's name")
+    model_record: dict[str, Any] = Field(description="the change captioner's identity: name, checkpoint sha256, "
+                                                     "threshold and the backbone it runs on")
+    caption: str = Field(description="what changed; the no-change sentence when the pair is judged unchanged",
+                         examples=["some houses are built at the top left ."])
+    changed: bool = Field(description="the verdict: probability >= threshold")
+    probability: float = Field(description="P(changed) from the change head")
+    threshold: float = Field(description="the threshold the pair was judged against")
+    heatmap: list[list[float]] = Field(description="per-cell change probabilities over the after image: grid[0] "
+                                                   "rows of grid[1] values, top row first")
+    grid: list[int] = Field(description="[h, w] of the heat map")
+    decoding: dict[str, Any] = Field(description="the decoding settings used (those that matter for the method)")
+    timing: ChangeCaptionTiming

@@ -42,6 +42,9 @@ def add_parser(sub: Any) -> None:
                    help="serve POST /v1/search over this geovl index folder (built with the same model)")
     p.add_argument("--captioner", default=defaults.captioner, metavar="NAME",
                    help=f"captioner of POST /v1/caption, loaded on first use; 'none' disables captioning {d}")
+    p.add_argument("--change-captioner", default=defaults.change_captioner, metavar="NAME",
+                   help=f"change captioner of POST /v1/change-caption (registry name or folder), loaded on first "
+                        f"use; 'none' disables change captioning {d}")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -53,7 +56,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                          port=args.port, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
                          queue_size=args.queue_size, max_images_per_request=args.max_images,
                          max_image_bytes=args.max_image_mb * MIB, api_tokens=tokens,
-                         cors_origins=list(args.cors_origins), index=args.index, captioner=args.captioner)
+                         cors_origins=list(args.cors_origins), index=args.index, captioner=args.captioner,
+                         change_captioner=args.change_captioner)
     warn(f"geovl serve: loading {config.model}; API on http://{config.host}:{config.port}/v1 "
          f"(docs at /docs){'' if config.api_tokens else ', no token needed'}")
     serve(config)

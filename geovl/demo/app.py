@@ -1,5 +1,6 @@
-"""The Gradio app of ``geovl demo``: natural-language search (the main tab), zero-shot classification and GeoTIFF
-label maps, over one :class:`~geovl.serving.resources.Resources` shared with the HTTP API.
+"""The Gradio app of ``geovl demo``: natural-language search (the main tab), zero-shot classification, GeoTIFF
+label maps, captions and change captions of image pairs, over one :class:`~geovl.serving.resources.Resources`
+shared with the HTTP API.
 
 Callbacks are a few lines over :class:`~geovl.demo.search.DemoSearch` and :mod:`geovl.demo.views`; a bad input is
 shown in the page as a readable message (``gr.Error``), never a stack trace. The page loads no external fonts or
@@ -17,6 +18,7 @@ from typing import Any, TypeVar
 
 from PIL import Image
 
+from geovl.demo.change import DEFAULT_THRESHOLD, change_status, describe_change
 from geovl.demo.config import DemoConfig
 from geovl.demo.gallery import Gallery, default_collections, open_gallery, synthetic_collection
 from geovl.demo.search import COLUMN_LABELS, SHOWN_COLUMNS, DemoSearch, SearchView, hit_image
@@ -50,7 +52,8 @@ BROWSER_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif")
 def prepare(config: DemoConfig) -> DemoSearch:
     """Load the model once and open (embed and index on first use) the gallery."""
     serve_config = ServeConfig(model=config.model, device=config.device, precision=config.precision,
-                               max_image_bytes=config.max_upload_mb * 1024 * 1024, captioner=config.captioner)
+                               max_image_bytes=config.max_upload_mb * 1024 * 1024, captioner=config.captioner,
+                               change_captioner=config.change_captioner)
     resources = Resources(serve_config)
     resources.start()
     gallery: Gallery
@@ -157,6 +160,19 @@ class Callbacks:
                              seed=seed)
         return view.caption, view.summary
 
+    def change(self, before: Any, after: Any, threshold: float | None) -> tuple[str, str, Image.Image]:
+        """The uploaded pair's change caption, its verdict (Markdown) and the heat map drawn over the after image."""
+        view = describe_change(self.search.resources, before, after, threshold=threshold)
+        return view.caption, view.verdict, view.overlay
+
+    def change_ready(self) -> tuple[Any, str]:
+        """The Change tab was opened: load the change captioner, set the slider to its threshold and name it, or
+        say in the tab why it cannot be used."""
+        import gradio as gr
+
+        threshold, status = change_status(self.search.resources)
+        return (gr.update() if threshold is None else gr.update(value=threshold)), status
+
     def scene(self, scene: Any, label_set: str, labels: str, chip_size: float) -> tuple[Any, ...]:
         view = scene_label_map(self.search.resources, scene, label_set, labels, chip_size=int(chip_size))
         legend = "\n".join(f"- <span style='color:{c}'>■</span> {name}: {n} chips" for name, n, c in view.legend)
@@ -180,6 +196,9 @@ def build_app(search: DemoSearch) -> Any:
             if search.resources.config.captioner:
                 with gr.Tab("Caption", id="caption"):
                     _caption_tab(gr, calls)
+            if search.resources.config.change_captioner:
+                with gr.Tab("Change", id="change") as tab:
+                    _change_tab(gr, calls, tab)
     return app
 
 
@@ -283,6 +302,29 @@ def _caption_tab(gr: Any, calls: Callbacks) -> None:
             caption = gr.Textbox(label="caption", interactive=False, lines=3, elem_id="caption-output")
             info = gr.Markdown(elem_id="caption-model")
     go.click(_friendly(calls.caption), [image, method, beams, top_p, seed], [caption, info], api_name="caption")
+
+
+def _change_tab(gr: Any, calls: Callbacks, tab: Any) -> None:
+    changes = calls.search.resources.changes
+    gr.Markdown("Upload two images of the same place, an earlier and a later one: the change captioner says whether "
+                "it changed, what changed, and where (the heat map over the after image). It loads when this tab is "
+                "first opened.")
+    status = gr.Markdown(elem_id="change-model")
+    with gr.Row():
+        before = gr.Image(type="filepath", label="before", height=260, elem_id="change-before")
+        after = gr.Image(type="filepath", label="after", height=260, elem_id="change-after")
+    threshold = gr.Slider(0.0, 1.0, value=changes.model().threshold if changes.loaded else DEFAULT_THRESHOLD,
+                          step=0.01, label="threshold: P(changed) at or above which the pair is changed",
+                          info="set to the model's calibrated threshold when it loads", elem_id="change-threshold")
+    go = gr.Button("Describe the change", variant="primary", elem_id="change-button")
+    with gr.Row():
+        with gr.Column():
+            caption = gr.Textbox(label="change caption", interactive=False, lines=2, elem_id="change-caption")
+            verdict = gr.Markdown(elem_id="change-verdict")
+        heat = gr.Image(label="where: change heat map over the after image", interactive=False, height=320,
+                        elem_id="change-heatmap")
+    tab.select(calls.change_ready, None, [threshold, status], api_name=False)
+    go.click(_friendly(calls.change), [before, after, threshold], [caption, verdict, heat], api_name="change_caption")
 
 
 def _theme() -> Any:

@@ -20,6 +20,8 @@ class DemoConfig:
         model, device, precision: the model (as for ``geovl serve``).
         captioner: the Caption tab's captioner (as for ``geovl serve``: loaded on first use, sharing the model when
             it was trained on it); None or ``"none"`` hides the tab.
+        change_captioner: the Change tab's change captioner (as for ``geovl serve``: loaded when first needed,
+            sharing the model when it was trained on it); None or ``"none"`` hides the tab.
         host: interface to bind; loopback by default.
         port: TCP port (None: the first free one from 7860).
         share: ask Gradio for a public share link (never on by default).
@@ -32,6 +34,7 @@ class DemoConfig:
     index: str | None = None
     model: str = ServeConfig.model
     captioner: str | None = ServeConfig.captioner
+    change_captioner: str | None = ServeConfig.change_captioner
     device: str = ServeConfig.device
     precision: str = ServeConfig.precision
     host: str = "127.0.0.1"
@@ -44,6 +47,8 @@ class DemoConfig:
     def __post_init__(self) -> None:
         if self.captioner is not None and self.captioner.strip().lower() in ("", "none"):
             self.captioner = None
+        if self.change_captioner is not None and self.change_captioner.strip().lower() in ("", "none"):
+            self.change_captioner = None
         if self.images and self.index:
             raise ValueError("give image collections or an index, not both")
         if self.max_upload_mb < 1:

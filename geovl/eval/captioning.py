@@ -429,7 +429,9 @@ def load_predictions(path: str | os.PathLike[str]) -> dict[str, str]:
     * COCO results JSON: ``[{"image_id": 42, "caption": "..."}, ...]`` (other keys are ignored);
     * a JSON object ``{"42": "...", ...}``;
     * JSON Lines, one ``{"image_id": ..., "caption": ...}`` object per line (any file name);
-    * a ``geovl caption`` run folder (ids are the inputs' paths, or chip ids).
+    * a ``geovl caption`` run folder (ids are the inputs' paths, or chip ids);
+    * a ``geovl change-caption --pairs`` run folder (ids are the pair ids, ``<split>/<file name>`` for LEVIR-CC's
+      ``images/<split>/A|B`` layout, as :class:`geovl.data.LevirCCReader` names them).
 
     Raises:
         FileNotFoundError: no such file.
@@ -471,9 +473,13 @@ def load_predictions(path: str | os.PathLike[str]) -> dict[str, str]:
 
 def _run_predictions(folder: Path) -> dict[str, str]:
     from geovl.tasks.captioning.batch import read_captions
+    from geovl.tasks.change_captioning.batch import is_change_caption_run, read_change_captions
 
-    rows = read_captions(folder)
-    out = {str(r.get("path") or r.get("chip_id") or r["id"]): str(r["caption"]) for r in rows}
+    if is_change_caption_run(folder):
+        out = {str(r["pair_id"]): str(r["caption"]) for r in read_change_captions(folder, ["pair_id", "caption"])}
+    else:
+        rows = read_captions(folder)
+        out = {str(r.get("path") or r.get("chip_id") or r["id"]): str(r["caption"]) for r in rows}
     if not out:
         raise ValueError(f"{folder} holds no captions")
     return out

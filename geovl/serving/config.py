@@ -45,6 +45,9 @@ class ServeConfig:
         captioner: the captioner of ``POST /v1/caption`` (registry name, captioner folder or BLIP hub id), loaded
             on first use and sharing the loaded backbone when it was trained on it; None (or ``"none"``) disables
             captioning (HTTP 404).
+        change_captioner: the change captioner of ``POST /v1/change-caption`` (registry name or change-captioner
+            folder), loaded on first use and sharing the loaded backbone when it was trained on it; None (or
+            ``"none"``) disables change captioning (HTTP 404).
         host: interface to bind. Loopback by default; pass ``0.0.0.0`` deliberately to expose the server.
         port: TCP port.
         retry_after_s: the ``Retry-After`` value sent with HTTP 503 (seconds).
@@ -68,6 +71,7 @@ class ServeConfig:
     cors_origins: list[str] = field(default_factory=list)
     index: str | None = None
     captioner: str | None = "geovl-caption-small"  # the bundled captioner; loaded (and checked) on first use
+    change_captioner: str | None = "geovl-change-small"  # geovl.models.DEFAULT_CHANGE_CAPTIONER; loaded on first use
     host: str = "127.0.0.1"
     port: int = 8000
     retry_after_s: int = 1
@@ -76,6 +80,8 @@ class ServeConfig:
         self.api_tokens = tuple(self.api_tokens)
         if self.captioner is not None and self.captioner.strip().lower() in ("", "none"):
             self.captioner = None
+        if self.change_captioner is not None and self.change_captioner.strip().lower() in ("", "none"):
+            self.change_captioner = None
         self.cors_origins = [str(o).rstrip("/") for o in self.cors_origins]
         if any(not o for o in self.cors_origins):
             raise ValueError("CORS origins must be non-empty (e.g. https://app.example.org, or *)")

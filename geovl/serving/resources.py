@@ -1,5 +1,6 @@
-"""The serving resources: one backbone, one micro-batcher, a cache of class embeddings, an optional searcher and a
-captioner loaded on first use (:mod:`geovl.serving.captioning`), shared by the HTTP API and the demo.
+"""The serving resources: one backbone, one micro-batcher, a cache of class embeddings, an optional searcher, and a
+captioner and a change captioner loaded on first use (:mod:`geovl.serving.captioning`,
+:mod:`geovl.serving.change_captioning`), shared by the HTTP API and the demo.
 
 Callers stay a few lines each: they parse their input, then call :class:`Resources`. Checks raise the domain errors
 of :mod:`geovl.serving.errors`, which each front end maps to its own form (an HTTP status, a message in the page).
@@ -27,6 +28,7 @@ from geovl.data.sources import Record
 from geovl.models.backbone import Backbone
 from geovl.serving.batching import MicroBatcher, QueueFullError
 from geovl.serving.captioning import CaptionService, ImageCaption, decoding_config
+from geovl.serving.change_captioning import ChangeCaption, ChangeCaptionService
 from geovl.serving.config import ServeConfig
 from geovl.serving.errors import (
     InvalidImageError,
@@ -43,6 +45,7 @@ if TYPE_CHECKING:
     from geovl.index.filters import Filters
     from geovl.index.search import Hit, Searcher
     from geovl.models.captioner import CaptionModel
+    from geovl.models.change_captioner import ChangeCaptionModel
     from geovl.models.decoding import DecodingConfig
 
 __all__ = ["BatchedEmbedding", "ClassifyResult", "DecodedImages", "EmbedOutput", "ImageCaption", "ImageFailure",
@@ -170,6 +173,9 @@ class Resources:
         self.on_reject: Callable[[], None] | None = None
         #: The captioner (loaded on first use) and its batcher; see :mod:`geovl.serving.captioning`.
         self.captions = CaptionService(config, backbone, on_batch=self._batch_done, on_reject=self._rejected)
+        #: The change captioner (loaded on first use) and its batcher; see :mod:`geovl.serving.change_captioning`.
+        self.changes = ChangeCaptionService(config, backbone, self.decode, on_batch=self._batch_done,
+                                            on_reject=self._rejected)
 
     def __repr__(self) -> str:
         return f"Resources(model={self.model_name!r}, index={self.searcher is not None})"
@@ -190,6 +196,7 @@ class Resources:
         """Finish the queued images and stop the batch workers."""
         self.batcher.close()
         self.captions.close()
+        self.changes.close()
 
     def _batch_done(self, size: int) -> None:
         if self.on_batch is not None:
@@ -456,8 +463,9 @@ class Resources:
 
     @property
     def pending(self) -> int:
-        """Images waiting in every queue (embedding / classification and captioning)."""
-        return self.batcher.pending + self.captions.batcher.pending
+        """Images waiting in every queue (embedding / classification, captioning and change captioning: a pair
+        counts once)."""
+        return self.batcher.pending + self.captions.batcher.pending + self.changes.batcher.pending
 
     def caption(self, images: Sequence[ImageInput], decoding: DecodingConfig | None = None) -> list[ImageCaption]:
         """Check, decode and caption ``images`` (through the caption batcher), blocking until done: one
@@ -488,6 +496,23 @@ class Resources:
         for failure in decoded.failures:
             out[failure.index].error = failure.error
         return out
+
+    # ---- change captions
+    def change_captioner(self) -> ChangeCaptionModel:
+        """The change captioner, loaded on first use, sharing the backbone when it can
+        (:mod:`geovl.serving.change_captioning`).
+
+        Raises:
+            NotFoundError: change captioning is disabled (``ServeConfig.change_captioner`` is None).
+            ModelUnavailableError: the change captioner cannot be loaded; the message says why.
+        """
+        return self.changes.model()
+
+    def change_caption(self, before: ImageInput, after: ImageInput, *, threshold: float | None = None,
+                       decoding: DecodingConfig | None = None) -> ChangeCaption:
+        """Check, decode and describe one pair (through the change batcher), blocking until done
+        (:meth:`ChangeCaptionService.describe`; ``threshold`` None: the model's)."""
+        return self.changes.describe(before, after, decoding=decoding, threshold=threshold)
 
     # ---- search
     def require_searcher(self) -> Searcher:
