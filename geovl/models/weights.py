@@ -123,6 +123,9 @@ def _missing_message(spec: CheckpointSpec, why: str) -> str:
     elif manual is not None:
         lines.append(f"Download {where} and place it at {manual} , or pass the file path as the model name")
         lines.append("(e.g. `geovl embed --model /path/to/file.pt` with `--arch " + spec.architecture + "`).")
+    elif isinstance(source, Bundled):
+        lines.append(f"It ships {where}: this installation lacks the folder; reinstall geovl, or pass a trained "
+                     "folder path as the model name.")
     else:
         lines.append(f"It comes from {where}; run once with network access to cache it.")
     return " ".join(lines)
