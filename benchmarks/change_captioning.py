@@ -33,6 +33,7 @@ from geovl.data.synthetic.config import SceneConfig
 from geovl.eval.caption_scores import METRIC_NAMES
 from geovl.eval.change_protocol import (
     HELDOUT_SEED,
+    NUISANCES,
     TRAINING_SEED,
     ChangeCaptionReport,
     VerdictReport,
@@ -40,6 +41,7 @@ from geovl.eval.change_protocol import (
     evaluate_change_verdicts,
     mask_pairs,
     mask_windows,
+    robustness_pairs,
     synthetic_change_set,
     training_change_captions,
     training_scene,
@@ -131,8 +133,24 @@ def synthetic(model: Any, args: argparse.Namespace, decoding: DecodingConfig) ->
     print(verdict_table(report))
     print(f"\nP(changed) AUROC {_pct(report.probability_auroc)}, heat-map cell AUROC {_pct(report.heat_auroc)}; "
           f"generation {generated:.1f} pairs/s, captioning {report.pairs_per_second:.1f} pairs/s")
+    robust = robustness(model, pairs, args)
     return {"pairs": len(pairs), "changed": changed, "scene": {"origin": origin, **to_jsonable(config)},
-            "train_seed": train_seed, "generated_pairs_per_second": generated, **report.to_dict()}
+            "train_seed": train_seed, "generated_pairs_per_second": generated, **report.to_dict(),
+            "robustness": robust}
+
+
+def robustness(model: Any, pairs: list[Any], args: argparse.Namespace) -> dict[str, Any]:
+    """Verdicts on the held-out pairs with the after image put through one acquisition nuisance at a time."""
+    rows, out = [], {}
+    for name in ("none", *NUISANCES):
+        varied = pairs if name == "none" else robustness_pairs(pairs, name)
+        v = evaluate_change_verdicts(model, varied, args.threshold, batch_size=args.batch_size).model
+        out[name] = {"unchanged_kept": v.specificity, "changed_found": v.recall, "accuracy": v.accuracy}
+        rows.append([name, _pct(v.specificity), _pct(v.recall), _pct(v.accuracy)])
+    print("\nRobustness: the after image through one acquisition nuisance at full strength (percent):\n")
+    print(_table(["after image", "unchanged pairs called unchanged", "changed pairs called changed", "accuracy"],
+                 rows))
+    return out
 
 
 def real(model: Any, args: argparse.Namespace) -> dict[str, Any]:

@@ -50,30 +50,14 @@ def heat_overlay(image: Image.Image, heatmap: np.ndarray, *, box: Sequence[float
     Raises:
         ValueError: a heat map that is not a non-empty finite (h, w) array, a bad ``alpha`` or colormap.
     """
-    from matplotlib import colormaps
+    from geovl.tasks.change_captioning.geo import heatmap_overlay
 
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
-    if cmap not in colormaps:
-        raise ValueError(f"unknown matplotlib colormap {cmap!r}")
     values = np.asarray(heatmap, dtype=np.float32)
     if values.ndim != 2 or values.size == 0:
         raise ValueError(f"heatmap must be a non-empty (h, w) array, got shape {values.shape}")
     if not np.isfinite(values).all():
         raise ValueError("heatmap holds NaN or infinite values")
-    picture = image.convert("RGB")
-    width, height = picture.size
-    left, top, right, bottom = (round(float(v)) for v in (box or (0, 0, width, height)))
-    box_w, box_h = max(1, right - left), max(1, bottom - top)
-    up = np.asarray(Image.fromarray(np.clip(values, 0.0, 1.0)).resize((box_w, box_h), Image.Resampling.BILINEAR))
-    heat = np.zeros((height, width), np.float32)
-    x0, x1, y0, y1 = max(left, 0), min(left + box_w, width), max(top, 0), min(top + box_h, height)
-    if x0 < x1 and y0 < y1:
-        heat[y0:y1, x0:x1] = np.clip(up[y0 - top : y1 - top, x0 - left : x1 - left], 0.0, 1.0)
-    colours = colormaps[cmap](heat)[..., :3]
-    rgb = np.asarray(picture, dtype=np.float64) / 255.0
-    weight = alpha * heat[..., None].astype(np.float64)
-    return Image.fromarray(np.round(((1.0 - weight) * rgb + weight * colours) * 255.0).astype(np.uint8))
+    return heatmap_overlay(image.convert("RGB"), values, alpha=alpha, box=box, cmap=cmap)
 
 
 @dataclass

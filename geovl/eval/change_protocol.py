@@ -488,3 +488,30 @@ def evaluate_change_verdicts(model: ChangeCaptionModel, pairs: Sequence[ChangePa
     return VerdictReport(methods, {p.id: r.probability for p, r in zip(pairs, results, strict=True)},
                          auroc([r.probability for r in results], truth), heat, cells, changed_cells,
                          _threshold(model, threshold), speed)
+
+
+# ------------------------------------------------------------------------------------------- robustness
+
+#: The acquisition differences :func:`robustness_pairs` applies one at a time (``"all"``: a random mix of them).
+NUISANCES = ("illumination", "season", "shift", "blur", "resolution", "haze", "noise", "all")
+
+
+def robustness_pairs(pairs: Sequence[ChangePair], nuisance_name: str, seed: int = 0) -> list[ChangePair]:
+    """``pairs`` with their after image (a uint8 array) put through one acquisition nuisance at full strength
+    (:mod:`geovl.data.synthetic.nuisance`), the truth unchanged: an unchanged pair must stay unchanged."""
+    from dataclasses import replace as _replace
+
+    from geovl.data.synthetic.nuisance import NuisanceConfig, nuisance
+
+    if nuisance_name not in NUISANCES:
+        raise ValueError(f"unknown nuisance {nuisance_name!r}; choose from {NUISANCES}")
+    names = NUISANCES[:-1]
+    config = NuisanceConfig() if nuisance_name == "all" else NuisanceConfig(
+        **{n: (1.0 if n == nuisance_name else 0.0) for n in names})
+    out = []
+    for i, pair in enumerate(pairs):
+        if not isinstance(pair.after, np.ndarray):
+            raise ValueError(f"pair {pair.id}: robustness_pairs needs uint8 arrays, not paths")
+        rng = np.random.default_rng([seed, i, NUISANCES.index(nuisance_name)])
+        out.append(_replace(pair, id=f"{pair.id}+{nuisance_name}", after=nuisance(pair.after, rng, config)))
+    return out

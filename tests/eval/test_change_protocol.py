@@ -327,3 +327,20 @@ def test_an_unreadable_pair_is_an_error(tiny: ChangeCaptioner, tmp_path: Path) -
         evaluate_change_verdicts(tiny, [bad])
     with pytest.raises(ValueError, match="unique"):
         evaluate_change_verdicts(tiny, [ChangePair("a", _rgb(0), _rgb(1), False)] * 2)
+
+
+def test_robustness_pairs_change_only_the_after_image() -> None:
+    from geovl.eval.change_protocol import NUISANCES, robustness_pairs
+
+    before = np.zeros((32, 32, 3), np.uint8) + 80
+    after = before.copy()
+    after[8:24, 8:24, 1] = 160
+    pairs = [ChangePair("p0", before, after, False, ("there is no difference",))]
+    for name in NUISANCES:
+        varied = robustness_pairs(pairs, name, seed=1)[0]
+        assert varied.before is before and varied.changed is False and varied.id == f"p0+{name}"
+        assert isinstance(varied.after, np.ndarray) and varied.after.shape == after.shape
+        if name != "all":
+            assert not np.array_equal(varied.after, after), name
+    with pytest.raises(ValueError, match="unknown nuisance"):
+        robustness_pairs(pairs, "earthquake")

@@ -319,17 +319,22 @@ def write_heatmap(path: str | os.PathLike[str], heatmap: np.ndarray, transform: 
 
 
 def heatmap_overlay(image: ImageSource, heatmap: np.ndarray, *, alpha: float = 0.6,
-                    box: tuple[float, float, float, float] | None = None) -> Any:
-    """The image with the heat map drawn over it: each pixel tinted red in proportion to its P(changed) (an absolute
-    scale: an unchanged pair's low probabilities leave the image nearly as it is). ``box`` = (left, top, right,
-    bottom) is the part of the image the heat map covers (default: all of it); NaN cells are not drawn. Returns an
-    RGB PIL image of the input's size."""
+                    box: Sequence[float] | None = None, cmap: str | None = None) -> Any:
+    """The image with the heat map drawn over it: each pixel tinted red (or the ``cmap`` matplotlib colour of its
+    value) in proportion to its P(changed) (an absolute scale: an unchanged pair's low probabilities leave the image
+    nearly as it is). ``box`` = (left, top, right, bottom) is the part of the image the heat map covers (default: all
+    of it); NaN cells are not drawn. Returns an RGB PIL image of the input's size."""
     from PIL import Image
 
     from geovl.io.loading import load_image
 
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    if cmap is not None:
+        from matplotlib import colormaps
+
+        if cmap not in colormaps:
+            raise ValueError(f"unknown matplotlib colormap {cmap!r}")
     picture = load_image(image)
     width, height = picture.size
     left, top, right, bottom = box or (0.0, 0.0, float(width), float(height))
@@ -337,9 +342,11 @@ def heatmap_overlay(image: ImageSource, heatmap: np.ndarray, *, alpha: float = 0
     x1, y1 = min(width, max(x0 + 1, round(right))), min(height, max(y0 + 1, round(bottom)))
     heat = np.zeros((height, width), np.float32)
     heat[y0:y1, x0:x1] = upsample_heatmap(heatmap, (y1 - y0, x1 - x0))
-    weight = alpha * np.clip(np.nan_to_num(heat, nan=0.0), 0.0, 1.0)[..., None]
+    heat = np.clip(np.nan_to_num(heat, nan=0.0), 0.0, 1.0)
+    weight = alpha * heat[..., None]
+    colours = np.asarray(OVERLAY_RED, np.float32) if cmap is None else colormaps[cmap](heat)[..., :3] * 255.0
     rgb = np.asarray(picture, dtype=np.float32)
-    blended = (1.0 - weight) * rgb + weight * np.asarray(OVERLAY_RED, np.float32)
+    blended = (1.0 - weight) * rgb + weight * colours
     return Image.fromarray(np.round(blended).astype(np.uint8))
 
 
