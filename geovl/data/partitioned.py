@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -22,7 +23,8 @@ from typing import Any
 
 from geovl._optional import require
 from geovl.data.sources import ChipRef, Record, Source
-from geovl.io.fs import atomic_write_text
+from geovl.io.fs import atomic_path, atomic_write_text, iter_jsonl, remove_stale_temps
+from geovl.io.jsonable import to_jsonable
 
 __all__ = ["Item", "PartitionedRunConfig", "flat_records", "geoparquet_table", "mark_complete", "note_partition",
            "plan_partitions", "write_manifest"]
@@ -153,3 +155,100 @@ def mark_complete(path: Path, manifest: dict[str, Any]) -> None:
     manifest["complete"] = True
     manifest["updated"] = datetime.now(timezone.utc).isoformat()
     write_manifest(path, manifest)
+
+
+# ---------------------------------------------------------------- run folders of result rows
+
+MANIFEST = "manifest.json"
+
+
+def model_identity(model: dict[str, Any]) -> tuple[Any, ...]:
+    """What must match for a run folder to be resumed with a model: its name and weights' sha256."""
+    return model.get("name"), model.get("checkpoint_sha256")
+
+
+def open_run(out_dir: str | os.PathLike[str], fmt: str, model: dict[str, Any], settings: dict[str, Any], *,
+             what: str, extra: dict[str, Any] | None = None) -> tuple[Path, dict[str, Any]]:
+    """Create (or reopen, to resume) the output folder of a run of ``fmt`` rows; returns it and its manifest.
+
+    ``settings`` (inputs, partition size, shard format, model options) must equal the folder's to resume;
+    ``extra`` goes into a new manifest only (facts about the inputs, not settings).
+
+    Raises:
+        ValueError: a file in the folder's place, or a folder holding another run (another format, model or
+        settings), naming what differs.
+    """
+    from geovl import __version__
+
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out} is a file; the output must be a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / MANIFEST
+    if path.is_file():
+        manifest = json.loads(path.read_text())
+        if manifest.get("format") != fmt:
+            raise ValueError(f"{out} holds something else ({path} is not a geovl {what} manifest)")
+        if model_identity(manifest.get("model", {})) != model_identity(model):
+            raise ValueError(f"{out} was made with model {manifest.get('model', {}).get('name')!r}; this run uses "
+                             f"{model.get('name')!r}. Use another output folder")
+        changed = [k for k, v in settings.items() if to_jsonable(manifest.get(k)) != to_jsonable(v)]
+        if changed:
+            raise ValueError(f"{out} was made with other {', '.join(changed)}; resume with the same inputs and "
+                             "options, or use another output folder")
+    else:
+        manifest = {"format": fmt, "format_version": 1, "model": model, **settings, **(extra or {}),
+                    "partitions": [], "count": 0, "failed": 0, "complete": False, "geovl_version": __version__,
+                    "created": datetime.now(timezone.utc).isoformat()}
+    remove_stale_temps(out)  # a killed run cannot delete its half-written temporary files
+    return out, to_jsonable(manifest)
+
+
+def is_run(path: str | os.PathLike[str], fmt: str) -> bool:
+    """Whether ``path`` is a run folder of ``fmt`` rows."""
+    manifest = Path(path) / MANIFEST
+    try:
+        return manifest.is_file() and bool(json.loads(manifest.read_text()).get("format") == fmt)
+    except (json.JSONDecodeError, OSError):
+        return False
+
+
+def write_partition(out: Path, name: str, rows: list[dict[str, Any]], bad: list[tuple[str, str]],
+                    shard_format: str) -> None:
+    """Write one partition's rows (Parquet, GeoParquet with footprints, or JSON Lines) and failures atomically."""
+    if shard_format == "parquet":
+        pq = require("pyarrow.parquet", extra=None, feature="writing result shards")
+        with atomic_path(out / f"{name}.parquet") as tmp:
+            pq.write_table(geoparquet_table(rows), tmp)
+    else:
+        atomic_write_text(out / f"{name}.jsonl", "".join(json.dumps(to_jsonable(r)) + "\n" for r in rows))
+    write_failures(out, name, bad)
+
+
+def write_failures(out: Path, name: str, bad: list[tuple[str, str]]) -> None:
+    """``<name>.failures.jsonl``: the inputs of a partition that could not be read, with the reason."""
+    atomic_write_text(out / f"{name}.failures.jsonl",
+                      "".join(json.dumps({"input": p, "error": e}) + "\n" for p, e in bad))
+
+
+def read_run_rows(out_dir: str | os.PathLike[str], fmt: str, columns: Sequence[str] | None = None, *,
+                  what: str) -> list[dict[str, Any]]:
+    """The rows of a run's listed partitions, in id order (unlisted, half-written shards are ignored); only
+    ``columns`` (those the run has, ``id`` always) when given."""
+    out = Path(out_dir)
+    if not is_run(out, fmt):
+        raise ValueError(f"{out} is not a geovl {what} run folder (no {MANIFEST} of format {fmt!r})")
+    manifest = json.loads((out / MANIFEST).read_text())
+    wanted = None if columns is None else ["id", *(c for c in columns if c != "id")]
+    rows: list[dict[str, Any]] = []
+    for part in manifest["partitions"]:
+        if manifest.get("shard_format") == "jsonl":
+            shard = iter_jsonl(out / f"{part['name']}.jsonl")
+            rows.extend(r if wanted is None else {k: r[k] for k in wanted if k in r} for r in shard)
+        else:
+            pq = require("pyarrow.parquet", extra=None, feature=f"reading {what} shards")
+            path = out / f"{part['name']}.parquet"
+            names = set(pq.read_schema(path).names)
+            rows.extend(pq.read_table(path, columns=None if wanted is None else [c for c in wanted if c in names])
+                        .to_pylist())
+    return sorted(rows, key=lambda r: int(r["id"]))

@@ -27,20 +27,20 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
-from geovl import __version__
-from geovl._optional import require
 from geovl.data.partitioned import (
+    MANIFEST,
     Item,
     PartitionedRunConfig,
     flat_records,
-    geoparquet_table,
+    is_run,
     mark_complete,
     note_partition,
+    open_run,
     plan_partitions,
+    read_run_rows,
+    write_partition,
 )
 from geovl.data.sources import Source
-from geovl.io.fs import atomic_path, atomic_write_text, iter_jsonl, remove_stale_temps
-from geovl.io.jsonable import to_jsonable
 from geovl.models.captioner import CaptionModel
 from geovl.models.decoding import DecodingConfig
 from geovl.tasks.captioning.pipeline import CaptioningPipeline
@@ -51,7 +51,6 @@ __all__ = ["CAPTIONS_FORMAT", "CaptionRunConfig", "CaptionRunSummary", "caption_
 logger = logging.getLogger(__name__)
 
 CAPTIONS_FORMAT = "geovl-captions"
-MANIFEST = "manifest.json"
 
 
 @dataclass
@@ -92,10 +91,6 @@ class CaptionRunSummary:
 # ---------------------------------------------------------------- manifest
 
 
-def _identity(model: dict[str, Any]) -> tuple[Any, ...]:
-    return model.get("name"), model.get("checkpoint_sha256")
-
-
 def open_caption_run(model: dict[str, Any], decoding: DecodingConfig, sources: Sequence[Source],
                      out_dir: str | os.PathLike[str], config: CaptionRunConfig) -> tuple[Path, dict[str, Any]]:
     """Create (or reopen, to resume) an output folder; returns it and its manifest.
@@ -105,42 +100,14 @@ def open_caption_run(model: dict[str, Any], decoding: DecodingConfig, sources: S
     """
     if not sources:
         raise ValueError("nothing to caption: no inputs")
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"{out} is a file; --out must be a folder")
-    out.mkdir(parents=True, exist_ok=True)
-    described = [s.describe() for s in sources]
-    settings = {"sources": described, "partition_size": config.partition_size, "shard_format": config.format,
-                "limit": config.limit, "decoding": decoding.to_dict()}
-    path = out / MANIFEST
-    if path.is_file():
-        manifest = json.loads(path.read_text())
-        if manifest.get("format") != CAPTIONS_FORMAT:
-            raise ValueError(f"{out} holds something else ({path} is not a geovl captions manifest)")
-        if _identity(manifest.get("model", {})) != _identity(model):
-            raise ValueError(f"{out} was captioned with model {manifest.get('model', {}).get('name')!r}; this run "
-                             f"uses {model.get('name')!r}. Use another --out folder")
-        changed = [k for k, v in settings.items() if to_jsonable(manifest.get(k)) != to_jsonable(v)]
-        if changed:
-            raise ValueError(f"{out} was made with other {', '.join(changed)}; resume with the same inputs and "
-                             "options, or use another --out folder")
-    else:
-        manifest = {"format": CAPTIONS_FORMAT, "format_version": 1, "model": model, **settings, "partitions": [],
-                    "count": 0, "failed": 0, "complete": False, "geovl_version": __version__,
-                    "created": datetime.now(timezone.utc).isoformat()}
-    remove_stale_temps(out)  # a killed run cannot delete its half-written temporary files
-    return out, to_jsonable(manifest)
+    settings = {"sources": [s.describe() for s in sources], "partition_size": config.partition_size,
+                "shard_format": config.format, "limit": config.limit, "decoding": decoding.to_dict()}
+    return open_run(out_dir, CAPTIONS_FORMAT, model, settings, what="captions")
 
 
 def is_caption_run(path: str | os.PathLike[str]) -> bool:
     """Whether ``path`` is a folder written by :func:`run_captions`."""
-    manifest = Path(path) / MANIFEST
-    if not manifest.is_file():
-        return False
-    try:
-        return bool(json.loads(manifest.read_text()).get("format") == CAPTIONS_FORMAT)
-    except (json.JSONDecodeError, OSError):
-        return False
+    return is_run(path, CAPTIONS_FORMAT)
 
 
 # ---------------------------------------------------------------- mapper + writer
@@ -167,18 +134,6 @@ def _caption_partition(model: CaptionModel, pipeline: CaptioningPipeline, chunk:
     return rows, bad
 
 
-def _write_partition(out: Path, name: str, rows: list[dict[str, Any]], bad: list[tuple[str, str]],
-                     fmt: str) -> None:
-    if fmt == "parquet":
-        pq = require("pyarrow.parquet", extra=None, feature="writing caption shards")
-        with atomic_path(out / f"{name}.parquet") as tmp:
-            pq.write_table(geoparquet_table(rows), tmp)
-    else:
-        atomic_write_text(out / f"{name}.jsonl", "".join(json.dumps(to_jsonable(r)) + "\n" for r in rows))
-    atomic_write_text(out / f"{name}.failures.jsonl",
-                      "".join(json.dumps({"input": p, "error": e}) + "\n" for p, e in bad))
-
-
 class _NullBar:
     def update(self, n: int) -> None:
         pass
@@ -190,7 +145,7 @@ def caption_partition_to(out: Path, model: CaptionModel, name: str, chunk: list[
     """Caption and write one partition (used by distributed runners); returns the row count and failures."""
     pipeline = CaptioningPipeline(model, decoding=decoding, batch_size=config.batch_size, workers=workers)
     rows, bad = _caption_partition(model, pipeline, chunk, chip_readers, _NullBar())
-    _write_partition(out, name, rows, bad, config.format)
+    write_partition(out, name, rows, bad, config.format)
     return len(rows), bad
 
 
@@ -218,7 +173,7 @@ def run_captions(model: CaptionModel, sources: Sequence[Source], out_dir: str | 
             bar.update(len(chunk))
             continue
         rows, bad = _caption_partition(model, pipeline, chunk, chip_readers, bar)
-        _write_partition(out, name, rows, bad, config.format)
+        write_partition(out, name, rows, bad, config.format)
         note_partition(out / MANIFEST, manifest, name, chunk, len(rows), len(bad))
         summary.failures += bad
         summary.captioned += len(rows)
@@ -233,20 +188,4 @@ def run_captions(model: CaptionModel, sources: Sequence[Source], out_dir: str | 
 def read_captions(out_dir: str | os.PathLike[str], columns: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """The rows of a caption run's listed partitions, in id order (unlisted, half-done shards are ignored); only
     ``columns`` (those the run has, ``id`` always) when given."""
-    out = Path(out_dir)
-    if not is_caption_run(out):
-        raise ValueError(f"{out} is not a geovl caption run folder (no {MANIFEST} of format {CAPTIONS_FORMAT!r})")
-    manifest = json.loads((out / MANIFEST).read_text())
-    wanted = None if columns is None else ["id", *(c for c in columns if c != "id")]
-    rows: list[dict[str, Any]] = []
-    for part in manifest["partitions"]:
-        if manifest.get("shard_format") == "jsonl":
-            shard = iter_jsonl(out / f"{part['name']}.jsonl")
-            rows.extend(r if wanted is None else {k: r[k] for k in wanted if k in r} for r in shard)
-        else:
-            pq = require("pyarrow.parquet", extra=None, feature="reading caption shards")
-            path = out / f"{part['name']}.parquet"
-            names = set(pq.read_schema(path).names)
-            rows.extend(pq.read_table(path, columns=None if wanted is None else [c for c in wanted if c in names])
-                        .to_pylist())
-    return sorted(rows, key=lambda r: int(r["id"]))
+    return read_run_rows(out_dir, CAPTIONS_FORMAT, columns, what="caption")

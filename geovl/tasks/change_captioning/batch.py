@@ -39,19 +39,23 @@ from typing import Any, Literal
 
 import numpy as np
 
-from geovl import __version__
 from geovl._optional import require
 from geovl.data.common import IMAGE_EXTENSIONS
 from geovl.data.partitioned import (
+    MANIFEST,
     Item,
     PartitionedRunConfig,
     geoparquet_table,
+    is_run,
     mark_complete,
     note_partition,
+    open_run,
     plan_partitions,
+    read_run_rows,
+    write_failures,
 )
 from geovl.data.sources import Record, Source
-from geovl.io.fs import atomic_path, atomic_write_text, iter_jsonl, remove_stale_temps
+from geovl.io.fs import atomic_path, atomic_write_text
 from geovl.io.jsonable import to_jsonable
 from geovl.models.change_captioner import ChangeCaptionModel, check_threshold
 from geovl.models.decoding import DecodingConfig
@@ -66,7 +70,6 @@ __all__ = ["CHANGE_CAPTIONS_FORMAT", "ChangeCaptionRunConfig", "ChangeCaptionRun
 logger = logging.getLogger(__name__)
 
 CHANGE_CAPTIONS_FORMAT = "geovl-change-captions"
-MANIFEST = "manifest.json"
 _DATES = ("A", "B")
 _LABEL_FOLDERS = ("label", "labels", "mask")
 
@@ -221,44 +224,9 @@ class ChangeCaptionRunSummary:
         return self.described / self.seconds if self.seconds > 0 else 0.0
 
 
-def _identity(model: dict[str, Any]) -> tuple[Any, ...]:
-    return model.get("name"), model.get("checkpoint_sha256")
-
-
-def _open_run(model: dict[str, Any], settings: dict[str, Any], out_dir: str | os.PathLike[str],
-              listing: PairListing) -> tuple[Path, dict[str, Any]]:
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"{out} is a file; --output must be a folder")
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / MANIFEST
-    if path.is_file():
-        manifest = json.loads(path.read_text())
-        if manifest.get("format") != CHANGE_CAPTIONS_FORMAT:
-            raise ValueError(f"{out} holds something else ({path} is not a geovl change-captions manifest)")
-        if _identity(manifest.get("model", {})) != _identity(model):
-            raise ValueError(f"{out} was made with model {manifest.get('model', {}).get('name')!r}; this run uses "
-                             f"{model.get('name')!r}. Use another --output folder")
-        changed = [k for k, v in settings.items() if to_jsonable(manifest.get(k)) != to_jsonable(v)]
-        if changed:
-            raise ValueError(f"{out} was made with other {', '.join(changed)}; resume with the same pairs and "
-                             "options, or use another --output folder")
-    else:
-        manifest = {"format": CHANGE_CAPTIONS_FORMAT, "format_version": 1, "model": model, **settings,
-                    "only_before": listing.only_before, "only_after": listing.only_after, "partitions": [],
-                    "count": 0, "failed": 0, "complete": False, "geovl_version": __version__,
-                    "created": datetime.now(timezone.utc).isoformat()}
-    remove_stale_temps(out)  # a killed run cannot delete its half-written temporary files
-    return out, to_jsonable(manifest)
-
-
 def is_change_caption_run(path: str | os.PathLike[str]) -> bool:
     """Whether ``path`` is a folder written by :func:`run_change_captions`."""
-    manifest = Path(path) / MANIFEST
-    try:
-        return manifest.is_file() and bool(json.loads(manifest.read_text()).get("format") == CHANGE_CAPTIONS_FORMAT)
-    except (json.JSONDecodeError, OSError):
-        return False
+    return is_run(path, CHANGE_CAPTIONS_FORMAT)
 
 
 def _label_fraction(path: str) -> float | None:
@@ -308,8 +276,7 @@ def write_rows(path: str | os.PathLike[str], rows: Sequence[dict[str, Any]]) -> 
 def _write_partition(out: Path, name: str, rows: list[dict[str, Any]], bad: list[tuple[str, str]],
                      fmt: str) -> None:
     write_rows(out / f"{name}.{'parquet' if fmt == 'parquet' else 'jsonl'}", rows)
-    atomic_write_text(out / f"{name}.failures.jsonl",
-                      "".join(json.dumps({"input": p, "error": e}) + "\n" for p, e in bad))
+    write_failures(out, name, bad)
 
 
 def run_change_captions(model: ChangeCaptionModel, pairs: str | os.PathLike[str] | PairListing,
@@ -329,7 +296,8 @@ def run_change_captions(model: ChangeCaptionModel, pairs: str | os.PathLike[str]
     settings = {"sources": [source.describe()], "partition_size": config.partition_size,
                 "shard_format": config.format, "limit": config.limit, "decoding": decoding.to_dict(),
                 "threshold": threshold}
-    out, manifest = _open_run(model.record(), settings, out_dir, listing)
+    out, manifest = open_run(out_dir, CHANGE_CAPTIONS_FORMAT, model.record(), settings, what="change-captions",
+                             extra={"only_before": listing.only_before, "only_after": listing.only_after})
     done = {p["name"]: p for p in manifest["partitions"]}
     pipeline = ChangeCaptioningPipeline(model, decoding=decoding, threshold=config.threshold,
                                         batch_size=config.batch_size, workers=config.workers)
@@ -363,21 +331,4 @@ def read_change_captions(out_dir: str | os.PathLike[str], columns: Sequence[str]
                          ) -> list[dict[str, Any]]:
     """The rows of a change-caption run's listed partitions, in id order (unlisted, half-written shards are
     ignored); only ``columns`` (those the run has, ``id`` always) when given."""
-    out = Path(out_dir)
-    if not is_change_caption_run(out):
-        raise ValueError(f"{out} is not a geovl change-caption run folder (no {MANIFEST} of format "
-                         f"{CHANGE_CAPTIONS_FORMAT!r})")
-    manifest = json.loads((out / MANIFEST).read_text())
-    wanted = None if columns is None else ["id", *(c for c in columns if c != "id")]
-    rows: list[dict[str, Any]] = []
-    for part in manifest["partitions"]:
-        if manifest.get("shard_format") == "jsonl":
-            shard = iter_jsonl(out / f"{part['name']}.jsonl")
-            rows.extend(r if wanted is None else {k: r[k] for k in wanted if k in r} for r in shard)
-        else:
-            pq = require("pyarrow.parquet", extra=None, feature="reading change-caption shards")
-            path = out / f"{part['name']}.parquet"
-            names = set(pq.read_schema(path).names)
-            rows.extend(pq.read_table(path, columns=None if wanted is None else [c for c in wanted if c in names])
-                        .to_pylist())
-    return sorted(rows, key=lambda r: int(r["id"]))
+    return read_run_rows(out_dir, CHANGE_CAPTIONS_FORMAT, columns, what="change-caption")
