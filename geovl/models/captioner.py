@@ -168,6 +168,35 @@ def _with_max_length(decoding: DecodingConfig, max_length: int) -> DecodingConfi
 # ---------------------------------------------------------------- folders
 
 
+def save_head_folder(folder: str | os.PathLike[str], *, config_file: str, fmt: str, backbone: Backbone,
+                     state: dict[str, torch.Tensor], fields: dict[str, Any], metadata: dict[str, Any],
+                     dtype: torch.dtype = torch.float32) -> Path:
+    """Write a head trained on a frozen backbone as a folder (atomically: a crash never leaves half a folder):
+    ``model.safetensors`` (``state`` stored as ``dtype``) and ``config_file`` (``fmt``, the backbone's name and
+    sha256, ``fields``, the weights' sha256, the geovl version and ``metadata``)."""
+    from safetensors.torch import save_file
+
+    record = model_record(backbone)
+    dest = Path(folder)
+    with atomic_folder(dest) as tmp:
+        tensors = {k: v.detach().to("cpu", dtype).contiguous() for k, v in state.items()}
+        save_file(tensors, str(tmp / CAPTIONER_WEIGHTS), metadata={"format": fmt})
+        config = {
+            "format": fmt,
+            "format_version": 1,
+            "backbone": {"name": record["name"], "architecture": record["architecture"],
+                         "sha256": record.get("checkpoint_sha256")},
+            **fields,
+            "sha256": sha256_file(tmp / CAPTIONER_WEIGHTS),
+            "geovl_version": __version__,
+            "metadata": metadata,
+        }
+        (tmp / config_file).write_text(json.dumps(config, indent=2) + "\n")
+        for path in (tmp, tmp / CAPTIONER_WEIGHTS, tmp / config_file):  # temporary folders are private
+            path.chmod(0o755 if path.is_dir() else 0o644)
+    return dest
+
+
 def save_captioner(captioner: BackboneCaptioner, folder: str | os.PathLike[str],
                    metadata: dict[str, Any] | None = None, dtype: torch.dtype = torch.float32) -> Path:
     """Write the decoder as a geovl captioner folder (atomically: a crash never leaves half a folder).
@@ -175,28 +204,10 @@ def save_captioner(captioner: BackboneCaptioner, folder: str | os.PathLike[str],
     The backbone is recorded by its name and sha256, not copied (see the module docstring). ``dtype`` is the storage
     type of the weights (``torch.float16`` halves a shipped folder); they are loaded as float32.
     """
-    from safetensors.torch import save_file
-
-    backbone = model_record(captioner.backbone)
-    dest = Path(folder)
-    with atomic_folder(dest) as tmp:
-        state = {k: v.detach().to("cpu", dtype).contiguous() for k, v in captioner.decoder.state_dict().items()}
-        save_file(state, str(tmp / CAPTIONER_WEIGHTS), metadata={"format": CAPTIONER_FORMAT})
-        config = {
-            "format": CAPTIONER_FORMAT,
-            "format_version": 1,
-            "backbone": {"name": backbone["name"], "architecture": backbone["architecture"],
-                         "sha256": backbone.get("checkpoint_sha256")},
-            "decoder": captioner.decoder.config.to_dict(),
-            "vocab": list(captioner.vocab.words),
-            "sha256": sha256_file(tmp / CAPTIONER_WEIGHTS),
-            "geovl_version": __version__,
-            "metadata": {**captioner.metadata, **(metadata or {})},
-        }
-        (tmp / CAPTIONER_CONFIG).write_text(json.dumps(config, indent=2) + "\n")
-        for path in (tmp, tmp / CAPTIONER_WEIGHTS, tmp / CAPTIONER_CONFIG):  # temporary folders are private
-            path.chmod(0o755 if path.is_dir() else 0o644)
-    return dest
+    fields = {"decoder": captioner.decoder.config.to_dict(), "vocab": list(captioner.vocab.words)}
+    return save_head_folder(folder, config_file=CAPTIONER_CONFIG, fmt=CAPTIONER_FORMAT, backbone=captioner.backbone,
+                            state=captioner.decoder.state_dict(), fields=fields,
+                            metadata={**captioner.metadata, **(metadata or {})}, dtype=dtype)
 
 
 def read_head_config(path: Path, filename: str, fmt: str, keys: tuple[str, ...]) -> dict[str, Any]:

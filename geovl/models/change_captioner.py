@@ -20,7 +20,6 @@ Rules:
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -30,13 +29,12 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from geovl import __version__
 from geovl.data.change_sentences import NO_CHANGE_SENTENCES
-from geovl.io.fs import atomic_folder, sha256_file
+from geovl.io.fs import sha256_file
 from geovl.models.backbone import Backbone, build_uint8_transform
 from geovl.models.caption_decoder import DecodingState
 from geovl.models.caption_vocab import BOS, EOS, PAD, UNK, WordVocab
-from geovl.models.captioner import PackedImageFeatures, head_backbone, read_head_config
+from geovl.models.captioner import PackedImageFeatures, head_backbone, read_head_config, save_head_folder
 from geovl.models.change_net import ChangeNet, ChangeNetConfig, semantic_histograms
 from geovl.models.decoding import DecodingConfig, generate
 from geovl.models.factory import register_loader
@@ -248,29 +246,10 @@ def check_threshold(value: float) -> float:
 def save_change_captioner(model: ChangeCaptioner, folder: str | os.PathLike[str],
                           metadata: dict[str, Any] | None = None, dtype: torch.dtype = torch.float32) -> Path:
     """Write the trained network as a change-captioner folder (atomically; see the module docstring)."""
-    from safetensors.torch import save_file
-
-    backbone = model_record(model.backbone)
-    dest = Path(folder)
-    with atomic_folder(dest) as tmp:
-        state = {k: v.detach().to("cpu", dtype).contiguous() for k, v in model.net.state_dict().items()}
-        save_file(state, str(tmp / CHANGE_CAPTIONER_WEIGHTS), metadata={"format": CHANGE_CAPTIONER_FORMAT})
-        config = {
-            "format": CHANGE_CAPTIONER_FORMAT,
-            "format_version": 1,
-            "backbone": {"name": backbone["name"], "architecture": backbone["architecture"],
-                         "sha256": backbone.get("checkpoint_sha256")},
-            "network": model.net.config.to_dict(),
-            "threshold": model.threshold,
-            "vocab": list(model.vocab.words),
-            "sha256": sha256_file(tmp / CHANGE_CAPTIONER_WEIGHTS),
-            "geovl_version": __version__,
-            "metadata": {**model.metadata, **(metadata or {})},
-        }
-        (tmp / CHANGE_CAPTIONER_CONFIG).write_text(json.dumps(config, indent=2) + "\n")
-        for path in (tmp, tmp / CHANGE_CAPTIONER_WEIGHTS, tmp / CHANGE_CAPTIONER_CONFIG):
-            path.chmod(0o755 if path.is_dir() else 0o644)
-    return dest
+    fields = {"network": model.net.config.to_dict(), "threshold": model.threshold, "vocab": list(model.vocab.words)}
+    return save_head_folder(folder, config_file=CHANGE_CAPTIONER_CONFIG, fmt=CHANGE_CAPTIONER_FORMAT,
+                            backbone=model.backbone, state=model.net.state_dict(), fields=fields,
+                            metadata={**model.metadata, **(metadata or {})}, dtype=dtype)
 
 
 def load_change_captioner_folder(path: str | os.PathLike[str], *, backbone: Backbone | None = None,

@@ -19,7 +19,6 @@ Rules:
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,7 @@ from geovl.models.decoding import DecodingConfig
 from geovl.models.device import resolve_precision
 from geovl.models.factory import load_backbone
 from geovl.training.captioner_config import CaptionerTrainConfig
+from geovl.training.checkpoint import keep_best
 from geovl.training.clip_model import lr_lambda
 from geovl.training.config import config_to_dict
 from geovl.training.data import BatchPlan, TrainingSet, mix_seed
@@ -198,17 +198,14 @@ class _CaptionerJob:
         key = self.config.eval.select_by
         if key is None or not self.rt.main:
             return
-        if key not in figures:
-            raise ValueError(f"eval.select_by {key!r} is not one of the evaluation figures: {', '.join(figures)}")
         folder = self.rt.spec.output / BEST
-        best = -float("inf")
-        if (folder / CAPTIONER_CONFIG).is_file():
-            best = json.loads((folder / CAPTIONER_CONFIG).read_text())["metadata"]["selection"]["value"]
-        if figures[key] > best:
+
+        def export(selection: dict[str, Any]) -> None:
             meta = {"trained_by": TRAINED_BY, "steps": self.rt.step, "config_hash": self.rt.spec.config_hash,
-                    "training": config_to_dict(self.config), "eval": figures,
-                    "selection": {"figure": key, "value": figures[key], "step": self.rt.step}}
+                    "training": config_to_dict(self.config), "eval": figures, "selection": selection}
             save_captioner(self.captioner(), folder, metadata=meta, dtype=self._save_dtype())
+
+        if keep_best(folder, CAPTIONER_CONFIG, figures, key, self.rt.step, export):
             logger.info("step %d: %s = %.2f, the best so far: captioner written to %s", self.rt.step, key,
                         figures[key], folder)
 

@@ -19,7 +19,6 @@ Rules:
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -42,6 +41,7 @@ from geovl.models.factory import load_backbone
 from geovl.models.record import model_record
 from geovl.training.change_captioner_config import ChangeTrainConfig
 from geovl.training.change_data import PairCache, build_pair_cache, cache_key, plan_pairs
+from geovl.training.checkpoint import keep_best
 from geovl.training.clip_model import lr_lambda
 from geovl.training.config import config_to_dict
 from geovl.training.data import mix_seed
@@ -279,14 +279,9 @@ class _ChangeJob:
         key = self.config.eval.select_by
         if key is None or not self.rt.main:
             return
-        if key not in figures:
-            raise ValueError(f"eval.select_by {key!r} is not one of the evaluation figures: {', '.join(figures)}")
         folder = self.rt.spec.output / BEST
-        best = -float("inf")
-        if (folder / CHANGE_CAPTIONER_CONFIG).is_file():
-            best = json.loads((folder / CHANGE_CAPTIONER_CONFIG).read_text())["metadata"]["selection"]["value"]
-        if figures[key] > best:
-            self._export(folder, figures, {"figure": key, "value": figures[key], "step": self.rt.step})
+        if keep_best(folder, CHANGE_CAPTIONER_CONFIG, figures, key, self.rt.step,
+                     lambda selection: self._export(folder, figures, selection)):
             logger.info("step %d: %s = %.2f, the best so far: written to %s", self.rt.step, key, figures[key], folder)
 
     def _export(self, folder: Path, figures: dict[str, float], selection: dict[str, Any] | None = None) -> Path:

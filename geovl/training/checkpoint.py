@@ -25,7 +25,7 @@ from torch import nn
 
 from geovl.io.fs import atomic_folder, atomic_write_text, remove_stale_temps
 
-__all__ = ["INFO_FILE", "LATEST", "MODEL_FILE", "STATE_FILE", "TrainingState", "latest_checkpoint",
+__all__ = ["INFO_FILE", "LATEST", "MODEL_FILE", "STATE_FILE", "TrainingState", "keep_best", "latest_checkpoint",
            "load_checkpoint", "save_checkpoint"]
 
 LATEST = "latest"
@@ -96,3 +96,22 @@ def load_checkpoint(path: Path, model: nn.Module) -> tuple[TrainingState, dict[s
     info = json.loads((path / INFO_FILE).read_text())
     extra = torch.load(path / STATE_FILE, map_location="cpu", weights_only=True)
     return TrainingState(int(info["step"]), int(info["samples"]), str(info.get("config_hash", ""))), extra
+
+
+def keep_best(folder: Path, config_file: str, figures: dict[str, float], key: str, step: int,
+              export: Any) -> bool:
+    """Write ``folder`` (an exported model, by ``export(selection)``) when ``figures[key]`` beats the value recorded
+    in ``folder / config_file``'s ``metadata.selection`` (higher is better); whether it did.
+
+    Raises:
+        ValueError: ``key`` is not one of ``figures``.
+    """
+    if key not in figures:
+        raise ValueError(f"eval.select_by {key!r} is not one of the evaluation figures: {', '.join(figures)}")
+    best = -float("inf")
+    if (folder / config_file).is_file():
+        best = json.loads((folder / config_file).read_text())["metadata"]["selection"]["value"]
+    if figures[key] <= best:
+        return False
+    export({"figure": key, "value": figures[key], "step": step})
+    return True
