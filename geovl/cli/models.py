@@ -37,11 +37,13 @@ def cmd_models(args: argparse.Namespace) -> int:
         return 0
     width = max(len(spec.name) for spec in specs)
     arch_w = max([4, *(len(spec.architecture or "") for spec in specs)])
-    print(f"{'NAME':<{width}}  {'KIND':<12} {'ARCH':<{arch_w}} {'FORMAT':<15} LOCAL  SOURCE")
+    kind_w = max([4, *(len(r["kind"]) for r in rows)])
+    format_w = max([6, *(len(r["format"]) for r in rows)])
+    print(f"{'NAME':<{width}}  {'KIND':<{kind_w}} {'ARCH':<{arch_w}} {'FORMAT':<{format_w}} LOCAL  SOURCE")
     for r in rows:
         local = "yes" if r["local"] else "no"
-        print(f"{r['name']:<{width}}  {r['kind']:<12} {r['architecture']:<{arch_w}} {r['format']:<15} {local:<5}  "
-              f"{r['source']}")
+        print(f"{r['name']:<{width}}  {r['kind']:<{kind_w}} {r['architecture']:<{arch_w}} {r['format']:<{format_w}} "
+              f"{local:<5}  {r['source']}")
     n_local = sum(1 for r in rows if r["local"])
     print(f"\n{len(rows)} checkpoints, {n_local} available locally. Weights you download by hand go in "
           f"{checkpoint_dir()} (or pass a file path as --model).")
