@@ -50,7 +50,7 @@ from geovl.eval.change_scores import VerdictScores
 from geovl.io.fs import atomic_write_json
 from geovl.io.jsonable import to_jsonable
 from geovl.models import DEFAULT_CHANGE_CAPTIONER
-from geovl.models.change_captioner import load_change_captioner
+from geovl.models.change_captioner import VerdictCalibration, load_change_captioner
 from geovl.models.decoding import DecodingConfig
 from geovl.models.weights import CheckpointNotFoundError
 
@@ -185,6 +185,9 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--beam-size", type=int, default=3)
     ap.add_argument("--max-length", type=int, default=None, help="most words per caption (default: decoding's)")
     ap.add_argument("--threshold", type=float, default=None, help="verdict threshold (default: the model's)")
+    ap.add_argument("--verdict", default="model", choices=["model", "head", "distance"],
+                    help="where P(changed) comes from: the model's setting, its trained head (threshold: the "
+                         "training calibration unless --threshold), or the feature distance (its calibration)")
     ap.add_argument("--n", type=int, default=400, help="held-out synthetic pairs")
     ap.add_argument("--seed", type=int, default=HELDOUT_SEED, help="synthetic dataset seed of the held-out pairs")
     ap.add_argument("--scene", default="training", choices=["training", "default"],
@@ -214,12 +217,19 @@ def main() -> None:
         model = load_change_captioner(args.model, device=args.device)
     except CheckpointNotFoundError as exc:
         raise SystemExit(f"{args.model}: {exc}") from None
+    if args.verdict == "head" and model.verdict.source != "head":
+        model.verdict = VerdictCalibration()
+        model.threshold = float(model.metadata.get("eval", {}).get("val/threshold", 0.5))
+    elif args.verdict == "distance" and model.verdict.source != "distance":
+        raise SystemExit(f"{args.model} has no distance calibration (runs/bundled-change/calibrate_verdict.py)")
     extra = {} if args.max_length is None else {"max_length": args.max_length}
     decoding = DecodingConfig(method=args.decoding, beam_size=args.beam_size, **extra)
     print(f"# {date.today()} | {platform.processor() or platform.machine()} | {torch.get_num_threads()} threads | "
-          f"{args.model} | threshold {model.threshold if args.threshold is None else args.threshold} | "
+          f"{args.model} | verdict {model.verdict.source} | "
+          f"threshold {model.threshold if args.threshold is None else args.threshold} | "
           f"decoding {decoding.to_dict()}")
-    out: dict[str, Any] = {"model": args.model, "record": model.record(), "decoding": decoding.to_dict()}
+    out: dict[str, Any] = {"model": args.model, "record": model.record(), "decoding": decoding.to_dict(),
+                           "verdict": model.verdict.to_dict()}
     if not args.skip_synthetic:
         out["synthetic"] = synthetic(model, args, decoding)
     if not args.skip_real:

@@ -37,8 +37,8 @@ def cmd_models(args: argparse.Namespace) -> int:
         return 0
     width = max(len(spec.name) for spec in specs)
     arch_w = max([4, *(len(spec.architecture or "") for spec in specs)])
-    kind_w = max([4, *(len(r["kind"]) for r in rows)])
-    format_w = max([6, *(len(r["format"]) for r in rows)])
+    kind_w = max([4, *(len(str(r["kind"])) for r in rows)])
+    format_w = max([6, *(len(str(r["format"])) for r in rows)])
     print(f"{'NAME':<{width}}  {'KIND':<{kind_w}} {'ARCH':<{arch_w}} {'FORMAT':<{format_w}} LOCAL  SOURCE")
     for r in rows:
         local = "yes" if r["local"] else "no"

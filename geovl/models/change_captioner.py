@@ -7,8 +7,13 @@ change_net.ChangeNet` fuses them, judges the pair and writes the caption.
 
 Rules:
 
-* the verdict is the change head's probability against the model's ``threshold`` (calibrated on held-out pairs when
-  the model was trained; a caller may pass another one);
+* the verdict is P(changed) against the model's ``threshold`` (a caller may pass another one). P(changed) comes
+  from one of two sources (:class:`VerdictCalibration`): the trained change head (``"head"``, its threshold
+  calibrated on held-out training-like pairs), or the **feature distance** of the two dates (``"distance"``:
+  ``d`` = 1 - the mean over grid cells of the cosine similarity of the backbone's cell features, and
+  ``P = sigmoid(scale * (d - distance_threshold))``, so ``threshold = 0.5`` means ``d >= distance_threshold``),
+  a two-parameter head calibrated on real change pairs with masks. The distance needs no training, does not
+  saturate on real imagery the way a head trained on synthetic pairs does, and is what the bundled model uses;
 * a pair judged unchanged gets the no-change sentence ``"There is no difference."``
   (:data:`geovl.data.change_sentences.NO_CHANGE_SENTENCES`); a changed pair gets the decoder's caption, written
   with the "changed" verdict token;
@@ -49,6 +54,8 @@ __all__ = [
     "ChangeCaptionModel",
     "ChangeCaptioner",
     "ChangeResult",
+    "VerdictCalibration",
+    "feature_distance",
     "load_change_captioner",
     "save_change_captioner",
 ]
@@ -81,6 +88,39 @@ class ChangeResult:
                 "heatmap": np.round(self.heatmap, 4).tolist()}
 
 
+@dataclass(frozen=True)
+class VerdictCalibration:
+    """Where P(changed) comes from (see the module docstring).
+
+    Attributes:
+        source: ``"head"`` (the trained change head) or ``"distance"`` (the calibrated feature distance).
+        distance_threshold: with ``"distance"``, the feature distance at which P(changed) = 0.5.
+        scale: with ``"distance"``, the slope of P(changed) in the distance.
+        calibrated_on: what the calibration was fitted on (for records).
+    """
+
+    source: str = "head"
+    distance_threshold: float = 0.5
+    scale: float = 20.0
+    calibrated_on: str = ""
+
+    def __post_init__(self) -> None:
+        if self.source not in ("head", "distance"):
+            raise ValueError(f"verdict source must be 'head' or 'distance', got {self.source!r}")
+        if not 0.0 <= self.distance_threshold <= 2.0 or self.scale <= 0:
+            raise ValueError("distance_threshold must be in [0, 2] and scale > 0")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"source": self.source, "distance_threshold": self.distance_threshold, "scale": self.scale,
+                "calibrated_on": self.calibrated_on}
+
+
+def feature_distance(before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
+    """(B,) 1 - mean over cells of the cosine similarity of two dates' packed (B, N + 1, C) cell features."""
+    cos = torch.nn.functional.cosine_similarity(before[:, :-1].float(), after[:, :-1].float(), dim=-1)
+    return 1.0 - cos.mean(dim=1)
+
+
 class ChangeCaptionModel(Protocol):
     """What every change captioner offers."""
 
@@ -111,11 +151,13 @@ class ChangeCaptioner:
         net: the change network.
         vocab: the decoder's word vocabulary.
         threshold: P(changed) at or above which a pair is called changed.
+        verdict: where P(changed) comes from (default: the trained head).
         name, checkpoint, sha256, metadata: identity for records.
     """
 
     def __init__(self, backbone: Backbone, net: ChangeNet, vocab: WordVocab, *, threshold: float = 0.5,
-                 name: str = "change-captioner", checkpoint: str | None = None, sha256: str | None = None,
+                 verdict: VerdictCalibration | None = None, name: str = "change-captioner",
+                 checkpoint: str | None = None, sha256: str | None = None,
                  metadata: dict[str, Any] | None = None) -> None:
         if len(vocab) != net.config.decoder.vocab_size:
             raise ValueError(f"vocabulary of {len(vocab)} words for a decoder of {net.config.decoder.vocab_size}")
@@ -124,6 +166,7 @@ class ChangeCaptioner:
         self.net = net.to(backbone.device).eval()
         self.vocab = vocab
         self.threshold = float(threshold)
+        self.verdict = verdict or VerdictCalibration()
         self.name = name
         self.checkpoint = checkpoint
         self.sha256 = sha256
@@ -184,7 +227,7 @@ class ChangeCaptioner:
         before, after = before.to(self.device, torch.float32), after.to(self.device, torch.float32)
         with torch.no_grad():
             out = self.net(before, after, semantic)
-            prob = torch.sigmoid(out.change_logit.float())
+            prob = self.probability(before, after, out.change_logit)
             heat = torch.sigmoid(out.mask_logits.float()).reshape(-1, *self.grid).cpu().numpy()
         changed = prob >= threshold
         captions = [NO_CHANGE_CAPTION] * before.shape[0]
@@ -195,6 +238,13 @@ class ChangeCaptioner:
                 captions[row] = text
         return [ChangeResult(captions[i], bool(changed[i]), float(prob[i]), heat[i].astype(np.float32))
                 for i in range(before.shape[0])]
+
+    def probability(self, before: torch.Tensor, after: torch.Tensor, change_logit: torch.Tensor) -> torch.Tensor:
+        """(B,) P(changed) of pairs from their packed features and the head's logits, per :attr:`verdict`."""
+        v = self.verdict
+        if v.source == "distance":
+            return torch.sigmoid(v.scale * (feature_distance(before, after) - v.distance_threshold))
+        return torch.sigmoid(change_logit.float())
 
     def _decode(self, memory: torch.Tensor, decoding: DecodingConfig) -> list[str]:
         decoder = self.net.decoder
@@ -230,7 +280,8 @@ class ChangeCaptioner:
     def record(self) -> dict[str, Any]:
         return {"name": self.name, "kind": "change-captioner", "family": "geovl", "checkpoint": self.checkpoint,
                 "checkpoint_sha256": self.sha256, "backbone": model_record(self.backbone),
-                "words": len(self.vocab), "threshold": self.threshold, "image_size": self.image_size}
+                "words": len(self.vocab), "threshold": self.threshold, "verdict": self.verdict.to_dict(),
+                "image_size": self.image_size}
 
 
 def check_threshold(value: float) -> float:
@@ -246,7 +297,8 @@ def check_threshold(value: float) -> float:
 def save_change_captioner(model: ChangeCaptioner, folder: str | os.PathLike[str],
                           metadata: dict[str, Any] | None = None, dtype: torch.dtype = torch.float32) -> Path:
     """Write the trained network as a change-captioner folder (atomically; see the module docstring)."""
-    fields = {"network": model.net.config.to_dict(), "threshold": model.threshold, "vocab": list(model.vocab.words)}
+    fields = {"network": model.net.config.to_dict(), "threshold": model.threshold,
+              "verdict": model.verdict.to_dict(), "vocab": list(model.vocab.words)}
     return save_head_folder(folder, config_file=CHANGE_CAPTIONER_CONFIG, fmt=CHANGE_CAPTIONER_FORMAT,
                             backbone=model.backbone, state=model.net.state_dict(), fields=fields,
                             metadata={**model.metadata, **(metadata or {})}, dtype=dtype)
@@ -276,7 +328,8 @@ def load_change_captioner_folder(path: str | os.PathLike[str], *, backbone: Back
         raise ValueError(f"{weights}: does not fit the network in {CHANGE_CAPTIONER_CONFIG} (missing {missing[:3]}, "
                          f"unexpected {unexpected[:3]})")
     return ChangeCaptioner(backbone, net, WordVocab(tuple(config["vocab"])),
-                           threshold=float(config.get("threshold", 0.5)), name=name or str(folder),
+                           threshold=float(config.get("threshold", 0.5)),
+                           verdict=VerdictCalibration(**config.get("verdict", {})), name=name or str(folder),
                            checkpoint=str(folder), sha256=digest, metadata=config.get("metadata", {}))
 
 
