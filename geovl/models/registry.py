@@ -234,7 +234,7 @@ CHECKPOINTS: tuple[CheckpointSpec, ...] = (
     ),
     CheckpointSpec(
         "geovl-change-small", "geovl", "geovl-change-net", Bundled("geovl-change-small"), "geovl_change_captioner",
-        kind="change-captioner", params="5M (fusion, change heads, decoder) on geovl-rs-small (frozen)",
+        kind="change-captioner", params="4.8M (fusion, change heads, decoder) on geovl-rs-small (frozen)",
         description="bundled offline change captioner: difference cross-attention, change / no-change and mask "
                     "heads and a gated decoder over geovl-rs-small's frozen features of both dates, trained on "
                     "synthetic change pairs (see docs/model_card_geovl-change-small.md)",

@@ -60,5 +60,5 @@ def test_unchanged_pairs_stay_unchanged_under_acquisition_nuisances(model: Chang
     assert np.isfinite([r.probability for r in out.results]).all()
 
 
-MIN_REAL_FOUND = 0.7
-MIN_UNCHANGED_KEPT = 0.7
+MIN_REAL_FOUND = 0.8  # 10 of 10 measured
+MIN_UNCHANGED_KEPT = 0.8  # 100% of 174 held-out unchanged pairs measured, per nuisance

@@ -187,3 +187,18 @@ def test_the_levir_cd_sample_pairs(tiny: TinyChangeCaptioner, tmp_path: Path) ->
         mask = np.asarray(Image.open(root / "label" / row["pair_id"]).convert("L")) > 0
         assert row["mask_changed_fraction"] == pytest.approx(mask.mean())
     assert any(r["mask_changed_fraction"] == 0 for r in rows) and any(r["mask_changed_fraction"] > 0.1 for r in rows)
+
+
+def test_eval_reads_a_change_caption_run_keyed_by_pair_id(tiny: TinyChangeCaptioner, tmp_path: Path) -> None:
+    """``geovl eval change-caption --predictions RUN`` scores a ``--pairs`` run: ids are LEVIR-CC's pair ids."""
+    from geovl.eval.captioning import load_predictions
+
+    root = tmp_path / "levircc"
+    pairs_folder(root / "images" / "test", 3)
+    model = load_change_captioner(tiny.folder, backbone=tiny.backbone)
+    out = tmp_path / "run"
+    run_change_captions(model, root, out, quiet(format="jsonl"), DecodingConfig(method="greedy"))
+    predictions = load_predictions(out)
+    assert sorted(predictions) == ["test/p000.png", "test/p001.png", "test/p002.png"]
+    rows = {r["pair_id"]: r["caption"] for r in read_change_captions(out)}
+    assert predictions == rows
