@@ -82,6 +82,9 @@ def add_parser(sub: Any) -> None:
         t.add_argument("--references", required=True, help="caption dataset with the reference sentences")
         option(t, "--split", source=f"{fn}.split")
         t.add_argument("--no-meteor", action="store_true", help="skip METEOR (needs Java)")
+        t.add_argument("--only-predicted", action="store_true",
+                       help="score only the split's images that have a prediction (when you have only some of a "
+                            "dataset's images); the report says how many")
 
     t, fn = _task(tasks, "generation", "generated images: FD on backbone features, CLIP score, zero-shot accuracy",
                   f"{_TASKS}:eval_generation", cmd_eval_generation)
@@ -187,7 +190,7 @@ def cmd_eval_captions(args: argparse.Namespace) -> int:
     from geovl.eval.tasks import eval_captions
 
     report = eval_captions(args.predictions, args.references, change=args.eval_task == "change-caption",
-                           meteor=not args.no_meteor, **given(args, "split"))
+                           meteor=not args.no_meteor, only_predicted=args.only_predicted, **given(args, "split"))
     return finish_report(report, args)
 
 

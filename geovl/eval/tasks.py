@@ -108,11 +108,12 @@ def _reference_captions(references: PathLike, split: str | None, change: bool) -
 
 
 def match_prediction_ids(predictions: dict[str, str], refs: dict[str, list[str]], *,
-                         ignore_unknown: bool = False) -> dict[str, str]:
+                         ignore_unknown: bool = False, allow_missing: bool = False) -> dict[str, str]:
     """Map prediction ids onto reference ids: exact, else file name, else file stem (one match each).
 
     ``ignore_unknown`` drops predictions that match no reference (a caption run over a whole folder, scored on one
-    split) instead of refusing them."""
+    split) instead of refusing them; ``allow_missing`` accepts reference images without a prediction (they are
+    left out of the scores) instead of refusing the predictions."""
     by_name: dict[str, str] = {}
     for rid in refs:
         name = rid.rsplit("/", 1)[-1]
@@ -130,7 +131,7 @@ def match_prediction_ids(predictions: dict[str, str], refs: dict[str, list[str]]
     if unknown and not ignore_unknown:
         raise ValueError(f"{len(unknown)} prediction id(s) match no reference image, e.g. {unknown[:3]}")
     missing = [rid for rid in refs if rid not in matched]
-    if missing:
+    if missing and not allow_missing:
         raise ValueError(f"{len(missing)} reference image(s) of the split have no prediction, e.g. {missing[:3]}; "
                          "predict every image of the split (or pass --split)")
     return matched
@@ -143,14 +144,22 @@ def eval_captions(
     split: str | None = "test",
     change: bool = False,
     meteor: bool = True,
+    only_predicted: bool = False,
 ) -> EvalReport:
-    """Score predicted captions (or change captions) against a reference dataset's split."""
+    """Score predicted captions (or change captions) against a reference dataset's split (with ``only_predicted``,
+    against the images of the split that have a prediction, e.g. when only some of a dataset's images exist)."""
     from geovl.eval.captioning import caption_metrics, change_caption_metrics, load_predictions
 
     start = time.perf_counter()
     refs, kind = _reference_captions(references, split, change)
-    cands = match_prediction_ids(load_predictions(predictions), refs, ignore_unknown=Path(predictions).is_dir())
+    cands = match_prediction_ids(load_predictions(predictions), refs, ignore_unknown=Path(predictions).is_dir(),
+                                 allow_missing=only_predicted)
     details: dict[str, Any] = {}
+    if only_predicted:
+        if not cands:
+            raise ValueError("no prediction matches a reference image of the split")
+        details["scored"] = f"{len(cands)} of the split's {len(refs)} images (the ones with a prediction)"
+        refs = {k: refs[k] for k in cands}
     if change:
         scores = change_caption_metrics(refs, cands, meteor=meteor)
         percent = scores.as_percent()

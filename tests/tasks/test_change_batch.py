@@ -202,3 +202,21 @@ def test_eval_reads_a_change_caption_run_keyed_by_pair_id(tiny: TinyChangeCaptio
     assert sorted(predictions) == ["test/p000.png", "test/p001.png", "test/p002.png"]
     rows = {r["pair_id"]: r["caption"] for r in read_change_captions(out)}
     assert predictions == rows
+
+
+def test_eval_can_score_only_the_predicted_pairs(tiny: TinyChangeCaptioner, tmp_path: Path) -> None:
+    from geovl.eval.tasks import eval_captions
+
+    root = tmp_path / "levircc"
+    pairs_folder(root / "images" / "test", 2)
+    images = [{"filename": f"p{i:03d}.png", "split": "test", "changeflag": i % 2,
+               "sentences": [{"raw": "there is no difference" if i % 2 == 0 else "a road is built",
+                              "tokens": []}]} for i in range(4)]
+    (root / "LevirCCcaptions.json").write_text(json.dumps({"images": images}))
+    model = load_change_captioner(tiny.folder, backbone=tiny.backbone)
+    run_change_captions(model, root, tmp_path / "run", quiet(format="jsonl"), DecodingConfig(method="greedy"))
+    with pytest.raises(ValueError, match="2 reference image"):
+        eval_captions(tmp_path / "run", root, split="test", change=True, meteor=False)
+    report = eval_captions(tmp_path / "run", root, split="test", change=True, meteor=False, only_predicted=True)
+    assert report.figures["images"] == 2
+    assert "2 of the split's 4 images" in report.details["scored"]
