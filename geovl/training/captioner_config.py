@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from geovl.models.registry import DEFAULT_MODEL
-from geovl.training.config import DataConfig, OptimConfig, RunConfig, build_config, read_config_data
+from geovl.training.config import DataConfig, OptimConfig, RunConfig, build_config, optim_checks, read_config_data
 
 __all__ = [
     "CaptionEvalSet",
@@ -121,11 +121,7 @@ class CaptionerTrainConfig:
             (self.data.batch_size >= 1, f"data.batch_size must be >= 1, got {self.data.batch_size}"),
             (self.data.cached_views >= 1, f"data.cached_views must be >= 1 (the backbone is frozen and its features "
                                           f"are cached), got {self.data.cached_views}"),
-            (self.optim.steps >= 1, f"optim.steps must be >= 1, got {self.optim.steps}"),
-            (0 <= self.optim.warmup_steps <= self.optim.steps,
-             f"optim.warmup_steps must be in [0, steps={self.optim.steps}], got {self.optim.warmup_steps}"),
-            (self.optim.lr > 0, f"optim.lr must be > 0, got {self.optim.lr}"),
-            (self.optim.grad_accum >= 1, f"optim.grad_accum must be >= 1, got {self.optim.grad_accum}"),
+            *optim_checks(self.optim),
             (self.eval.every_steps >= 0, f"eval.every_steps must be >= 0, got {self.eval.every_steps}"),
             (self.eval.beam_size >= 1, f"eval.beam_size must be >= 1, got {self.eval.beam_size}"),
         ]

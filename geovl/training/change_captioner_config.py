@@ -14,7 +14,7 @@ from typing import Literal
 
 from geovl.data.synthetic.config import CHANGE_TYPES
 from geovl.models.registry import DEFAULT_MODEL
-from geovl.training.config import OptimConfig, RunConfig, build_config, read_config_data
+from geovl.training.config import OptimConfig, RunConfig, build_config, optim_checks, read_config_data
 
 __all__ = [
     "ChangeDataConfig",
@@ -202,10 +202,7 @@ class ChangeTrainConfig:
             (d.nuisance_strength >= 0, f"data.nuisance_strength must be >= 0, got {d.nuisance_strength}"),
             (0 < self.loss.mask_cell_fraction <= 1, "loss.mask_cell_fraction must be in (0, 1]"),
             (0 <= self.loss.label_smoothing < 1, "loss.label_smoothing must be in [0, 1)"),
-            (self.optim.steps >= 1, f"optim.steps must be >= 1, got {self.optim.steps}"),
-            (0 <= self.optim.warmup_steps <= self.optim.steps,
-             f"optim.warmup_steps must be in [0, steps={self.optim.steps}], got {self.optim.warmup_steps}"),
-            (self.optim.lr > 0, f"optim.lr must be > 0, got {self.optim.lr}"),
+            *optim_checks(self.optim),
             (threshold == "calibrate" or (isinstance(threshold, (int, float)) and 0 <= threshold <= 1),
              f"eval.threshold must be a number in [0, 1] or 'calibrate', got {threshold!r}"),
             (threshold != "calibrate" or self.eval.rendered + self.eval.pasted > 0,

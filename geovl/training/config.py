@@ -33,6 +33,7 @@ __all__ = [
     "config_from_dict",
     "config_to_dict",
     "load_config",
+    "optim_checks",
     "read_config_data",
     "settings_hash",
 ]
@@ -154,6 +155,19 @@ class OptimConfig:
     pretrained_lr_scale: float = 1.0
 
 
+def optim_checks(optim: OptimConfig) -> list[tuple[bool, str]]:
+    """``(ok, message)`` checks every trainer makes of its ``optim`` section."""
+    return [
+        (optim.steps >= 1, f"optim.steps must be >= 1, got {optim.steps}"),
+        (optim.grad_accum >= 1, f"optim.grad_accum must be >= 1, got {optim.grad_accum}"),
+        (0 <= optim.warmup_steps <= optim.steps,
+         f"optim.warmup_steps must be in [0, steps={optim.steps}], got {optim.warmup_steps}"),
+        (optim.lr > 0, f"optim.lr must be > 0, got {optim.lr}"),
+        (optim.precision in ("fp32", "bf16", "fp16", "auto"),
+         f"optim.precision must be fp32, bf16, fp16 or auto, got {optim.precision!r}"),
+    ]
+
+
 @dataclass
 class LossConfig:
     """``clip``: symmetric InfoNCE with a learned temperature. ``siglip``: pairwise sigmoid with a learned bias."""
@@ -227,14 +241,8 @@ class TrainConfig:
             (self.data.batch_size >= 2,
              f"data.batch_size must be >= 2 for a contrastive loss, got {self.data.batch_size}"),
             (self.data.workers >= 0, f"data.workers must be >= 0, got {self.data.workers}"),
-            (self.optim.steps >= 1, f"optim.steps must be >= 1, got {self.optim.steps}"),
-            (self.optim.grad_accum >= 1, f"optim.grad_accum must be >= 1, got {self.optim.grad_accum}"),
-            (0 <= self.optim.warmup_steps <= self.optim.steps,
-             f"optim.warmup_steps must be in [0, steps={self.optim.steps}], got {self.optim.warmup_steps}"),
-            (self.optim.lr > 0, f"optim.lr must be > 0, got {self.optim.lr}"),
+            *optim_checks(self.optim),
             (self.loss.kind in ("clip", "siglip"), f"loss.kind must be 'clip' or 'siglip', got {self.loss.kind!r}"),
-            (self.optim.precision in ("fp32", "bf16", "fp16", "auto"),
-             f"optim.precision must be fp32, bf16, fp16 or auto, got {self.optim.precision!r}"),
             (self.run.save_every >= 1, f"run.save_every must be >= 1, got {self.run.save_every}"),
             (self.run.log_every >= 1, f"run.log_every must be >= 1, got {self.run.log_every}"),
             (self.eval.every_steps >= 0, f"eval.every_steps must be >= 0, got {self.eval.every_steps}"),
