@@ -78,6 +78,12 @@ def test_every_shipped_config_loads(path: Path) -> None:
         captioner = load_captioner_config(path)
         assert captioner.data.sources and captioner.eval.select_by
         return
+    if "bundled-change" in path.parts:  # change-captioner runs (geovl train change-captioner)
+        from geovl.training.change_captioner_config import load_change_config
+
+        change = load_change_config(path)
+        assert change.data.pasted.sources and change.data.corpus and change.eval.threshold == "calibrate"
+        return
     cfg = load_config(path)
     assert cfg.data.sources and cfg.optim.steps >= 1
 
