@@ -225,16 +225,16 @@ def build_pair_cache(folder: Path, specs: list[PairSpec], data: ChangeDataConfig
     folder.mkdir(parents=True, exist_ok=True)
     meta_path, done_path = folder / "pairs.json", folder / "done.json"
     n = len(specs)
-    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else None
-    fresh = meta is None or meta.get("key") != key
+    old = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    fresh = old.get("key") != key
     mode = "w+" if fresh else "r+"
     a = np.lib.format.open_memmap(folder / "a.npy", mode=mode, dtype=np.float16, shape=(n, *shape))
     b = np.lib.format.open_memmap(folder / "b.npy", mode=mode, dtype=np.float16, shape=(n, views, *shape))
     cells = np.lib.format.open_memmap(folder / "cells.npy", mode=mode, dtype=np.float16, shape=(n, grid[0] * grid[1]))
+    meta: dict[str, Any] = old
     if fresh:
         meta = {"key": key, "captions": [[] for _ in range(n)], "changed": [False] * n, "change_types": [""] * n}
         atomic_write_json(done_path, [])
-    assert meta is not None
     done = set(json.loads(done_path.read_text())) if done_path.is_file() else set()
     chunks = [c for c in range((n + CHUNK - 1) // CHUNK) if c not in done]
     bar = tqdm(total=n, initial=n - sum(min(CHUNK, n - c * CHUNK) for c in chunks), unit="pair",
