@@ -1,9 +1,6 @@
 """``geovl train KIND``: training runs (``clip``: contrastive fine-tuning; ``captioner``: a caption decoder on a frozen
-backbone; both run under torchrun for DDP; ``change-captioner``: a change captioner on a frozen backbone, one
-process).
-
-The CLI dispatches to :mod:`geovl.training`; the library itself never imports it.
-"""
+backbone; both run under torchrun for DDP; ``change-captioner``: a change captioner on a frozen backbone, and
+``diffusion``: a text- and resolution-conditioned generator, each in one process)."""
 
 from __future__ import annotations
 
@@ -27,6 +24,10 @@ def add_parser(sub: Any) -> None:
                                                "decoder) on a frozen backbone's cached features of synthetic and "
                                                "real-texture change pairs", cmd_train_change_captioner)
     _run_options(t, "geovl.training.change_captioner:train_change_captioner.resume")
+    t = add_command(kinds, "diffusion", "train a text- and resolution (GSD)-conditioned generator (diffusers UNet on "
+                                        "the frozen backbone's text features), with EMA and sample grids",
+                    cmd_train_diffusion)
+    _run_options(t, "geovl.training.diffusion:train_diffusion.resume")
 
 
 def _run_options(t: Any, resume_source: str) -> None:
@@ -87,3 +88,11 @@ def cmd_train_change_captioner(args: argparse.Namespace) -> int:
     config = load_change_config(args.config, _overrides(args))
     return _report(train_change_captioner(config, progress=not args.quiet, **given(args, "resume")),
                    "change captioner")
+
+
+def cmd_train_diffusion(args: argparse.Namespace) -> int:
+    from geovl.training.diffusion import train_diffusion
+    from geovl.training.diffusion_config import load_diffusion_config
+
+    config = load_diffusion_config(args.config, _overrides(args))
+    return _report(train_diffusion(config, progress=not args.quiet, **given(args, "resume")), "generator")

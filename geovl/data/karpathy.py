@@ -95,7 +95,7 @@ def parse_karpathy_json(path: Path, what: str = "a Karpathy caption JSON") -> li
         filepath = img.get("filepath")
         if filepath is not None and not isinstance(filepath, str):
             raise ValueError(f"{where} ({filename}): 'filepath' must be a string, got {filepath!r}")
-        extra = {k: img[k] for k in ("imgid", "sentids", "changeflag") if k in img}
+        extra = {k: img[k] for k in ("imgid", "sentids", "changeflag", "gsd", "resolution_m") if k in img}
         entries.append(KarpathyEntry(filename, filepath or None, split, captions, tokens, extra))
     return entries
 
@@ -131,7 +131,8 @@ class KarpathyReader(SampleList[ImageTextSample]):
 
     Samples: ``image_id`` is ``filepath/filename``; ``image`` is its path; ``captions`` are the ``raw``
     sentences stripped with whitespace collapsed (punctuation kept); ``label`` comes from ``classes_csv``;
-    ``meta`` has ``imgid`` / ``sentids`` when present and ``tokens`` (one list per caption).
+    ``meta`` has ``imgid`` / ``sentids`` / ``gsd`` / ``resolution_m`` (metres per pixel) when present and
+    ``tokens`` (one list per caption).
     """
 
     def __init__(

@@ -537,7 +537,8 @@ def save_backbone(backbone: Backbone, folder: str | os.PathLike[str], metadata: 
 #: imported (:func:`register_loader`); the dual encoder's is :func:`load_backbone`.
 _LOADERS: dict[str, Callable[..., Any]] = {"dual-encoder": load_backbone}
 #: The module that registers each kind's loader, imported on first use.
-_KIND_MODULES = {"captioner": "geovl.models.captioner", "change-captioner": "geovl.models.change_captioner"}
+_KIND_MODULES = {"captioner": "geovl.models.captioner", "change-captioner": "geovl.models.change_captioner",
+                 "diffusion": "geovl.models.generator"}
 
 
 def register_loader(kind: str, loader: Callable[..., Any]) -> None:

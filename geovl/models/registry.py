@@ -28,7 +28,7 @@ OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 
 CheckpointFormat = Literal["state_dict", "openclip_train", "openclip_tag", "hf_siglip", "geovl", "geovl_captioner",
-                           "geovl_change_captioner", "hf_blip"]
+                           "geovl_change_captioner", "geovl_diffusion", "hf_blip"]
 
 #: What a registry entry is. Every kind loads by name through :func:`geovl.models.factory.load_model`.
 ModelKind = Literal["dual-encoder", "captioner", "change-captioner", "diffusion"]
@@ -45,6 +45,8 @@ MODEL_KINDS: tuple[str, ...] = ("dual-encoder", "captioner", "change-captioner",
   (names the backbone it runs on).
 * ``geovl_change_captioner``: a geovl change-captioner folder: ``model.safetensors`` (fusion, change heads, decoder)
   + ``change_captioner_config.json`` (names the backbone it runs on).
+* ``geovl_diffusion``: a geovl generator folder: a diffusers pipeline folder (``model_index.json``, ``unet/``,
+  ``scheduler/``) + ``geovl_generator.json`` (names the backbone whose text features condition it).
 * ``hf_blip``: a transformers ``save_pretrained`` folder of ``BlipForConditionalGeneration`` and its processor.
 """
 
@@ -204,6 +206,8 @@ DEFAULT_MODEL = "geovl-rs-small"
 DEFAULT_CAPTIONER = "geovl-caption-small"
 #: The change captioner ``geovl change-caption``, the HTTP API and the demo use when none is named.
 DEFAULT_CHANGE_CAPTIONER = "geovl-change-small"
+#: The generator ``geovl generate``, the HTTP API and the demo use when none is named.
+DEFAULT_GENERATOR = "geovl-gen-small"
 
 #: Named remote-sensing checkpoints. Sources and formats follow each project's own release notes.
 CHECKPOINTS: tuple[CheckpointSpec, ...] = (
@@ -239,6 +243,13 @@ CHECKPOINTS: tuple[CheckpointSpec, ...] = (
                     "heads and a gated decoder over geovl-rs-small's frozen features of both dates, trained on "
                     "synthetic change pairs (see docs/model_card_geovl-change-small.md)",
         license="research use, as the UC Merced images its real-texture pairs are cut from (see the model card)",
+    ),
+    CheckpointSpec(
+        "geovl-gen-small", "geovl", "geovl-diffusion-unet", Bundled("geovl-gen-small"), "geovl_diffusion",
+        kind="diffusion", params="UNet on 4x4 patches of 64 px tiles, conditioned on geovl-rs-small's text tokens",
+        description="bundled offline text-to-image generator: 64 px tiles, text + zoom-level (GSD) conditions with "
+                    "separate guidance, trained on EuroSAT / UCM / RSICD (see docs/model_card_geovl-gen-small.md)",
+        license="research use, as the UC Merced training images (see the model card)",
     ),
     CheckpointSpec(
         "blip-base", "BLIP", "blip", HubRepo("Salesforce/blip-image-captioning-base"), "hf_blip", kind="captioner",

@@ -306,6 +306,10 @@ def _convert_list(args: tuple[Any, ...], value: Any, where: str) -> list[Any]:
 
 
 def _convert_tuple(args: tuple[Any, ...], value: Any, where: str) -> tuple[Any, ...]:
+    if len(args) == 2 and args[1] is Ellipsis:  # tuple[X, ...]: any length
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"{where}: expected a list, got {value!r}")
+        return tuple(_convert(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
     if not isinstance(value, (list, tuple)) or len(value) != len(args):
         raise ValueError(f"{where}: expected a list of {len(args)} values, got {value!r}")
     return tuple(_convert(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value, strict=True)))

@@ -84,6 +84,12 @@ def test_every_shipped_config_loads(path: Path) -> None:
         change = load_change_config(path)
         assert change.data.pasted.sources and change.data.corpus and change.eval.threshold == "calibrate"
         return
+    if "bundled-gen" in path.parts:  # generator runs (geovl train diffusion)
+        from geovl.training.diffusion_config import load_diffusion_config
+
+        gen = load_diffusion_config(path)
+        assert gen.data.sources and all(s.gsd is None or s.gsd > 0 for s in gen.data.sources)
+        return
     cfg = load_config(path)
     assert cfg.data.sources and cfg.optim.steps >= 1
 
