@@ -25,6 +25,7 @@ from geovl.api.routes import caption as caption_routes
 from geovl.api.routes import change_caption as change_caption_routes
 from geovl.api.routes import classify as classify_routes
 from geovl.api.routes import embed as embed_routes
+from geovl.api.routes import generate as generate_routes
 from geovl.api.routes import search as search_routes
 from geovl.api.routes import service as service_routes
 from geovl.api.schemas import (
@@ -104,6 +105,7 @@ def create_app(config: ServeConfig, *, backbone: Backbone | None = None,
         description="Zero-shot classification, embedding, search and captioning of remote-sensing images, with the "
                     f"{res.model_name} model"
                     + (f" and the {res.config.captioner} captioner" if res.config.captioner else "")
+                    + (f"; text-to-image generation with {res.config.generator}" if res.config.generator else "")
                     + ". Images from concurrent requests share forward passes.",
         lifespan=lifespan,
     )
@@ -121,7 +123,7 @@ def create_app(config: ServeConfig, *, backbone: Backbone | None = None,
     install_error_handlers(app)
     ctx = ApiContext(resources=res, metrics=metrics, **_auth(config.api_tokens))
     for routes in (service_routes, classify_routes, embed_routes, search_routes, caption_routes,
-                   change_caption_routes):
+                   change_caption_routes, generate_routes):
         app.include_router(routes.router(ctx))
     complete_openapi(app)
     return app

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import io
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -11,6 +12,7 @@ from types import TracebackType
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from geovl._optional import require
 
@@ -138,6 +140,35 @@ class ChangeCaptionReply:
     grid: tuple[int, int]
     decoding: dict[str, Any]
     timing: dict[str, Any]
+
+
+@dataclass
+class GeneratedImageReply:
+    """One generated image: the PIL ``image``, its ``png`` bytes (settings in PNG text chunks) and its own ``seed``."""
+
+    index: int
+    seed: int
+    image: Image.Image
+    png: bytes
+
+
+@dataclass
+class GenerateReply:
+    """``images`` in request order (image k seeded ``settings["seed"] + k``); ``settings`` are image 0's (prompt,
+    gsd, level, steps, guidance, guidance_resolution, sampler, width, height, ...) and ``n``; ``model_record`` is the
+    generator's identity."""
+
+    model: str
+    model_record: dict[str, Any]
+    settings: dict[str, Any]
+    images: list[GeneratedImageReply]
+    timing: dict[str, Any]
+
+    def save(self, path: str | os.PathLike[str], index: int = 0) -> Path:
+        """Write image ``index``'s PNG (with its settings) to ``path``."""
+        from geovl.io.fs import atomic_write_bytes
+
+        return atomic_write_bytes(path, self.images[index].png)
 
 
 class GeovlClient:
@@ -314,6 +345,32 @@ class GeovlClient:
             decoding=dict(data["decoding"]),
             timing=dict(data["timing"]),
         )
+
+    def generate(self, prompt: str, *, gsd: float | None = None, steps: int | None = None,
+                 guidance: float | None = None, guidance_resolution: float | None = None, seed: int = 0,
+                 width: int | None = None, height: int | None = None, sampler: str | None = None,
+                 n: int = 1) -> GenerateReply:
+        """``POST /v1/generate``: ``n`` images of ``prompt`` at ``gsd`` metres per pixel (None: no resolution
+        condition), image k seeded ``seed + k``; ``width`` / ``height`` larger than one tile give a tiled scene. A
+        setting left out (or ``None``) takes the generator's default.
+
+        Raises:
+            GeovlAPIError: the server refused the request (a bad field or a limit is a 422 naming it, too many images
+                a 413; generation disabled or its model missing is a 404).
+        """
+        payload: dict[str, Any] = {"prompt": prompt, "gsd": gsd, "seed": seed, "n": n}
+        optional = {"steps": steps, "guidance": guidance, "guidance_resolution": guidance_resolution, "width": width,
+                    "height": height, "sampler": sampler}
+        payload.update({name: value for name, value in optional.items() if value is not None})
+        data = self._check(self._http.post("/v1/generate", json=payload))
+        images = []
+        for item in data["images"]:
+            png = base64.b64decode(item["png"])
+            with Image.open(io.BytesIO(png)) as picture:
+                picture.load()
+                images.append(GeneratedImageReply(int(item["index"]), int(item["seed"]), picture.copy(), png))
+        return GenerateReply(model=data["model"], model_record=dict(data["model_record"]),
+                             settings=dict(data["settings"]), images=images, timing=dict(data["timing"]))
 
     def search(
         self,

@@ -370,3 +370,67 @@ class ChangeCaptionResponse(BaseModel):
     grid: list[int] = Field(description="[h, w] of the heat map")
     decoding: dict[str, Any] = Field(description="the decoding settings used (those that matter for the method)")
     timing: ChangeCaptionTiming
+
+
+# ---------------------------------------------------------------- generation
+
+GENERATE_SAMPLERS = ("ddim", "ddpm", "euler")  # geovl.models.diffusion.SAMPLERS (tests/api checks they agree)
+
+
+class GenerateRequest(BaseModel):
+    """Body of ``POST /v1/generate``: a prompt, an optional ground sample distance and the sampler settings (each
+    optional: left out, the generator's default)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    prompt: str = Field(description="what to draw", examples=["a river through farmland"])
+    gsd: float | None = Field(default=None, examples=[10.0],
+                              description="ground sample distance wanted, metres per pixel (mapped to the nearest "
+                                          "web-map zoom level, 0.5 m .. 128 m); null: no resolution condition")
+    steps: int | None = Field(default=None, examples=[50],
+                              description="sampler steps (default: the generator's; at most the server's limit)")
+    guidance: float | None = Field(default=None, examples=[4.0],
+                                   description="text guidance weight in [0, 50] (1: none; default: the generator's)")
+    guidance_resolution: float | None = Field(default=None,
+                                              description="resolution guidance weight in [0, 50] (default: guidance)")
+    seed: int = Field(default=0, ge=0, le=MAX_SEED, description="image k of the request is seeded seed + k")
+    width: int | None = Field(default=None, examples=[64],
+                              description="pixels; larger than one tile gives a seamless tiled scene. Only width or "
+                                          "height: a square; neither: one tile")
+    height: int | None = Field(default=None, examples=[64], description="pixels (see width)")
+    sampler: str = Field(default="ddpm", description=f"one of {', '.join(GENERATE_SAMPLERS)}")
+    n: int = Field(default=1, description="images to generate (at most the server's limit)")
+
+    @field_validator("gsd", "steps", "guidance", "guidance_resolution", "seed", "width", "height", "n",
+                     mode="before")
+    @classmethod
+    def _number_not_bool(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            raise ValueError(f"must be a number, not a boolean ({value!r})")
+        return value
+
+
+class GeneratedImageModel(BaseModel):
+    index: int = Field(description="position in the request's images")
+    seed: int = Field(description="this image's own seed (seed + index)")
+    width: int
+    height: int
+    png: str = Field(description="the image as a base64-encoded PNG, with its settings in PNG text chunks")
+
+
+class GenerateTiming(BaseModel):
+    queue_ms: float = Field(description="wait for earlier generations (loading the generator on the first request "
+                                        "included)")
+    inference_ms: float = Field(description="sampling")
+    encode_ms: float = Field(description="PNG encoding")
+    total_ms: float = Field(description="the whole request")
+
+
+class GenerateResponse(BaseModel):
+    model: str = Field(description="the generator's name")
+    model_record: dict[str, Any] = Field(description="the generator's identity: name, backbone, tile and patch")
+    settings: dict[str, Any] = Field(description="the settings of image 0 (prompt, gsd, level, level_gsd, seed, "
+                                                 "steps, guidance, guidance_resolution, sampler, width, height, "
+                                                 "model, ...) and n; image k differs only in its seed")
+    images: list[GeneratedImageModel]
+    timing: GenerateTiming

@@ -13,13 +13,27 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from geovl.cli import caption, change_caption, classify, data, demo, embed, evaluate, index, models, serve, train
+from geovl.cli import (
+    caption,
+    change_caption,
+    classify,
+    data,
+    demo,
+    embed,
+    evaluate,
+    generate,
+    index,
+    models,
+    serve,
+    train,
+)
 from geovl.cli.common import Handler, HelpFormatter
 
 __all__ = ["COMMAND_GROUPS", "build_parser", "main"]
 
 #: The command groups, in the order ``geovl --help`` lists their commands.
-COMMAND_GROUPS = (models, embed, data, classify, caption, change_caption, index, evaluate, serve, demo, train)
+COMMAND_GROUPS = (models, embed, data, classify, caption, change_caption, generate, index, evaluate, serve, demo,
+                  train)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -28,6 +28,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--change-captioner", default=defaults.change_captioner, metavar="NAME",
                    help=f"change captioner of the Change tab (registry name or folder), loaded when the tab is "
                         f"opened; 'none' hides the tab {d}")
+    p.add_argument("--generator", default=defaults.generator, metavar="NAME",
+                   help=f"text-to-image generator of the Generate tab (registry name or folder), loaded on the first "
+                        f"generation; 'none' hides the tab {d}")
     p.add_argument("--device", default=defaults.device, help=f"auto (CUDA when present), cpu, cuda, cuda:N {d}")
     p.add_argument("--precision", default=defaults.precision, choices=PRECISIONS, help=f"weight precision {d}")
     p.add_argument("--host", default=defaults.host, help=f"interface to bind; 0.0.0.0 exposes it {d}")
@@ -43,7 +46,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from geovl.demo.config import DemoConfig
 
     config = DemoConfig(images=list(args.images), index=args.index, model=args.model, captioner=args.captioner,
-                        change_captioner=args.change_captioner,
+                        change_captioner=args.change_captioner, generator=args.generator,
                         device=args.device, precision=args.precision, host=args.host, port=args.port, share=args.share,
                         max_upload_mb=args.max_upload_mb, cache_dir=args.cache_dir, progress=not args.quiet)
     warn(f"geovl demo: loading {config.model} and the gallery (embedded on first start, then cached)")

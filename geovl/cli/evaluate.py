@@ -86,10 +86,16 @@ def add_parser(sub: Any) -> None:
                        help="score only the split's images that have a prediction (when you have only some of a "
                             "dataset's images); the report says how many")
 
-    t, fn = _task(tasks, "generation", "generated images: FD on backbone features, CLIP score, zero-shot accuracy",
+    t, fn = _task(tasks, "generation", "generated images: FD on backbone features, CLIP score, zero-shot accuracy; "
+                                       "with --generator, generate class images and score them next to real "
+                                       "held-out ones, with a GSD probe for resolution control",
                   f"{_TASKS}:eval_generation", cmd_eval_generation)
-    t.add_argument("manifest", help="JSONL with one {image, prompt[, label]} per generated image")
-    t.add_argument("--real", default=None, help="folder of real images for the Frechet distance")
+    t.add_argument("manifest", nargs="?", default=None,
+                   help="JSONL with one {image, prompt[, label]} per generated image (or give --generator)")
+    t.add_argument("--real", default=None,
+                   help="manifest mode: folder of real images for the Frechet distance; --generator mode: labelled "
+                        "real dataset at --gsd (default: eurosat_rgb of the shared data folder)")
+    _add_generator_args(t)
 
     t, fn = _task(tasks, "index", "recall@k of a faiss index against exact search on embeddings",
                   f"{_TASKS}:eval_index", cmd_eval_index, model=False)
@@ -119,6 +125,44 @@ def _add_sampling_args(t: argparse.ArgumentParser, fn: str) -> None:
     t.add_argument("--holdout", type=float, default=None,
                    help="score only this stable hold-out fraction (what training's holdout_fraction kept out)")
     option(t, "--seed", type=int, source=f"{fn}.seed", help="seed of --limit-per-class sampling")
+
+
+_PROTOCOL = "geovl.eval.generation_protocol:eval_generator"
+#: ``--generator`` mode's flags (dest names), refused in manifest mode.
+_GENERATOR_FLAGS = ("per_class", "steps", "guidance", "guidance_resolution", "sampler", "seed", "gsd",
+                    "resolution_gsds", "probe_data", "probe_gsd", "label_set", "holdout", "save_images")
+
+
+def _add_generator_args(t: argparse.ArgumentParser) -> None:
+    g = t.add_argument_group("--generator mode (generate, then score next to real held-out images)")
+    g.add_argument("--generator", default=None, metavar="NAME",
+                   help="generator: registry name (geovl-gen-small) or folder; its own backbone scores the images")
+    option(g, "--per-class", type=int, source=f"{_PROTOCOL}.per_class", help="images generated per class")
+    g.add_argument("--steps", type=int, default=None, help="sampler steps (default: the generator's)")
+    g.add_argument("--guidance", type=float, default=None, help="text guidance weight (default: the generator's)")
+    g.add_argument("--guidance-resolution", type=float, default=None, metavar="G",
+                   help="resolution guidance weight (default: --guidance)")
+    option(g, "--sampler", source=f"{_PROTOCOL}.sampler", help="ddim, ddpm or euler")
+    option(g, "--seed", type=int, source=f"{_PROTOCOL}.seed", help="image k of every prompt is seeded seed + k")
+    option(g, "--gsd", type=float, source=f"{_PROTOCOL}.gsd", help="GSD (m/px) of --real and of the class images")
+    option(g, "--resolution-gsds", source=f"{_PROTOCOL}.resolution_gsds", metavar="COARSE,FINE",
+           help="the two GSDs of the resolution-control pairs")
+    g.add_argument("--probe-data", default=None, metavar="DIR",
+                   help="images of one known GSD for the GSD probe (default: ucm_captions of the shared data folder)")
+    option(g, "--probe-gsd", type=float, source=f"{_PROTOCOL}.probe_gsd", help="GSD (m/px) of --probe-data")
+    option(g, "--label-set", source=f"{_PROTOCOL}.label_set", help="class phrases of --real")
+    option(g, "--holdout", type=float, source=f"{_PROTOCOL}.holdout",
+           help="the held-out share of --real and --probe-data (what training's holdout_fraction kept out)")
+    g.add_argument("--save-images", action="store_true",
+                   help="also write every generated image and a generated.jsonl manifest to the report folder")
+
+
+def _parse_gsds(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise ValueError(f"--resolution-gsds must be COARSE,FINE in metres per pixel (e.g. 10,0.5), got {text!r}") \
+            from None
 
 
 def _run_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -195,9 +239,38 @@ def cmd_eval_captions(args: argparse.Namespace) -> int:
 
 
 def cmd_eval_generation(args: argparse.Namespace) -> int:
+    if args.generator is not None:
+        return _eval_generator(args)
+    if args.manifest is None:
+        raise ValueError("give a MANIFEST of generated images to score, or --generator NAME to generate class images "
+                         "and score them")
+    extra = [f"--{name.replace('_', '-')}" for name in _GENERATOR_FLAGS if vars(args).get(name) not in (None, False)]
+    if extra:
+        raise ValueError(f"{', '.join(extra)} apply with --generator only (a MANIFEST is scored as it is)")
     from geovl.eval.tasks import eval_generation
 
     report = eval_generation(load_backbone_from_args(args), args.manifest, real=args.real, **_run_kwargs(args))
+    return finish_report(report, args)
+
+
+def _eval_generator(args: argparse.Namespace) -> int:
+    """``geovl eval generation --generator NAME``: the generation protocol."""
+    if args.manifest is not None:
+        raise ValueError(f"give a MANIFEST ({args.manifest}) or --generator, not both")
+    if args.model is not None or args.arch is not None:
+        raise ValueError("--model / --arch choose the scoring backbone of manifest mode; with --generator the "
+                         "generator's own backbone scores the images")
+    from geovl.eval.generation_protocol import eval_generator
+    from geovl.models.generator import load_generator
+
+    kwargs = given(args, "per_class", "steps", "guidance", "guidance_resolution", "sampler", "seed", "gsd",
+                   "probe_gsd", "label_set", "holdout", "batch_size")
+    if args.resolution_gsds is not None:
+        kwargs["resolution_gsds"] = _parse_gsds(args.resolution_gsds)
+    generator = load_generator(args.generator, **given(args, "device", "precision"))
+    args.out = args.out or f"{REPORT_ROOT}/generation"
+    report = eval_generator(generator, args.real, probe_data=args.probe_data, out=args.out,
+                            save_images=args.save_images, progress=not args.quiet, **kwargs)
     return finish_report(report, args)
 
 

@@ -15,7 +15,8 @@ def add_parser(sub: Any) -> None:
     from geovl.serving.config import TOKENS_ENV, ServeConfig  # a plain dataclass module: cheap to import
 
     defaults = ServeConfig()
-    p = add_command(sub, "serve", "serve zero-shot classification, embeddings and search over HTTP (/v1/...)",
+    p = add_command(sub, "serve", "serve zero-shot classification, embeddings, search, captions and generation over "
+                                         "HTTP (/v1/...)",
                     cmd_serve)
     d = "(default: %(default)s)"
     p.add_argument("--model", "-m", default=defaults.model, help=f"model to load, as for embed {d}")
@@ -45,6 +46,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--change-captioner", default=defaults.change_captioner, metavar="NAME",
                    help=f"change captioner of POST /v1/change-caption (registry name or folder), loaded on first "
                         f"use; 'none' disables change captioning {d}")
+    p.add_argument("--generator", default=defaults.generator, metavar="NAME",
+                   help=f"text-to-image generator of POST /v1/generate (registry name or folder), loaded on first "
+                        f"use; 'none' disables generation {d}")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -57,7 +61,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                          queue_size=args.queue_size, max_images_per_request=args.max_images,
                          max_image_bytes=args.max_image_mb * MIB, api_tokens=tokens,
                          cors_origins=list(args.cors_origins), index=args.index, captioner=args.captioner,
-                         change_captioner=args.change_captioner)
+                         change_captioner=args.change_captioner, generator=args.generator)
     warn(f"geovl serve: loading {config.model}; API on http://{config.host}:{config.port}/v1 "
          f"(docs at /docs){'' if config.api_tokens else ', no token needed'}")
     serve(config)

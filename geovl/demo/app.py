@@ -1,6 +1,6 @@
 """The Gradio app of ``geovl demo``: natural-language search (the main tab), zero-shot classification, GeoTIFF
-label maps, captions and change captions of image pairs, over one :class:`~geovl.serving.resources.Resources`
-shared with the HTTP API.
+label maps, captions, change captions of image pairs and text-to-image generation, over one
+:class:`~geovl.serving.resources.Resources` shared with the HTTP API.
 
 Callbacks are a few lines over :class:`~geovl.demo.search.DemoSearch` and :mod:`geovl.demo.views`; a bad input is
 shown in the page as a readable message (``gr.Error``), never a stack trace. The page loads no external fonts or
@@ -21,6 +21,16 @@ from PIL import Image
 from geovl.demo.change import DEFAULT_THRESHOLD, change_status, describe_change
 from geovl.demo.config import DemoConfig
 from geovl.demo.gallery import Gallery, default_collections, open_gallery, synthetic_collection
+from geovl.demo.generate import (
+    DEFAULT_GUIDANCE,
+    DEFAULT_STEPS,
+    EXAMPLE_PROMPTS,
+    GSD_EXPONENTS,
+    SAMPLER_CHOICES,
+    generate_image,
+    generate_status,
+    gsd_caption,
+)
 from geovl.demo.search import COLUMN_LABELS, SHOWN_COLUMNS, DemoSearch, SearchView, hit_image
 from geovl.demo.views import caption_image, class_scores, footprint_map, scene_label_map
 from geovl.models.decoding import DECODING_METHODS, DecodingConfig
@@ -53,7 +63,7 @@ def prepare(config: DemoConfig) -> DemoSearch:
     """Load the model once and open (embed and index on first use) the gallery."""
     serve_config = ServeConfig(model=config.model, device=config.device, precision=config.precision,
                                max_image_bytes=config.max_upload_mb * 1024 * 1024, captioner=config.captioner,
-                               change_captioner=config.change_captioner)
+                               change_captioner=config.change_captioner, generator=config.generator)
     resources = Resources(serve_config)
     resources.start()
     gallery: Gallery
@@ -173,6 +183,26 @@ class Callbacks:
         threshold, status = change_status(self.search.resources)
         return (gr.update() if threshold is None else gr.update(value=threshold)), status
 
+    def generate(self, prompt: str, log2_gsd: float, no_gsd: bool, steps: float, guidance: float,
+                 guidance_resolution: float, seed: float | None, width: float, height: float,
+                 sampler: str) -> tuple[Image.Image, dict[str, Any], str]:
+        """The generated image, its settings (JSON) and a summary line (Markdown)."""
+        view = generate_image(self.search.resources, prompt, log2_gsd=log2_gsd, no_gsd=no_gsd, steps=steps,
+                              guidance=guidance, guidance_resolution=guidance_resolution, seed=seed, width=width,
+                              height=height, sampler=sampler)
+        return view.image, view.settings, view.summary
+
+    def generate_ready(self) -> tuple[Any, Any, Any, str]:
+        """The Generate tab was opened: load the generator, set steps and guidance to its defaults and name it, or
+        say in the tab why it cannot be used."""
+        import gradio as gr
+
+        defaults, status = generate_status(self.search.resources)
+        if defaults is None:
+            return gr.update(), gr.update(), gr.update(), status
+        return (gr.update(value=defaults["steps"]), gr.update(value=defaults["guidance"]),
+                gr.update(value=defaults["guidance"]), status)
+
     def scene(self, scene: Any, label_set: str, labels: str, chip_size: float) -> tuple[Any, ...]:
         view = scene_label_map(self.search.resources, scene, label_set, labels, chip_size=int(chip_size))
         legend = "\n".join(f"- <span style='color:{c}'>■</span> {name}: {n} chips" for name, n, c in view.legend)
@@ -199,6 +229,9 @@ def build_app(search: DemoSearch) -> Any:
             if search.resources.config.change_captioner:
                 with gr.Tab("Change", id="change") as tab:
                     _change_tab(gr, calls, tab)
+            if search.resources.config.generator:
+                with gr.Tab("Generate", id="generate") as tab:
+                    _generate_tab(gr, calls, tab)
     return app
 
 
@@ -325,6 +358,50 @@ def _change_tab(gr: Any, calls: Callbacks, tab: Any) -> None:
                         elem_id="change-heatmap")
     tab.select(calls.change_ready, None, [threshold, status], api_name=False)
     go.click(_friendly(calls.change), [before, after, threshold], [caption, verdict, heat], api_name="change_caption")
+
+
+def _generate_tab(gr: Any, calls: Callbacks, tab: Any) -> None:
+    config = calls.search.resources.config
+    gr.Markdown("Describe a scene and pick its ground sample distance: the generator draws it (what `geovl generate` "
+                "writes; the same settings and seed give the same image). Sizes above one tile are seamless tiled "
+                "scenes. The generator loads when this tab is first opened.")
+    status = gr.Markdown(elem_id="generate-model")
+    with gr.Row():
+        with gr.Column():
+            prompt = gr.Textbox(label="prompt", placeholder="e.g. a river through farmland", elem_id="generate-prompt")
+            low, high, start = GSD_EXPONENTS
+            with gr.Row():
+                gsd = gr.Slider(low, high, value=start, step=1, elem_id="generate-gsd", scale=3,
+                                label="GSD: 2^x metres per pixel (-1: 0.5 m … 7: 128 m)")
+                no_gsd = gr.Checkbox(label="no resolution condition", elem_id="generate-no-gsd", scale=1)
+            gsd_text = gr.Markdown(gsd_caption(start), elem_id="generate-gsd-text")
+            with gr.Row():
+                steps = gr.Slider(1, config.max_generation_steps, value=min(DEFAULT_STEPS, config.max_generation_steps),
+                                  step=1, label="steps", elem_id="generate-steps")
+                sampler = gr.Dropdown(list(SAMPLER_CHOICES), value="ddpm", label="sampler",
+                                      elem_id="generate-sampler")
+            with gr.Row():
+                guidance = gr.Slider(0, 15, value=DEFAULT_GUIDANCE, step=0.5, label="text guidance",
+                                     elem_id="generate-guidance")
+                guidance_res = gr.Slider(0, 15, value=DEFAULT_GUIDANCE, step=0.5, label="resolution guidance",
+                                         elem_id="generate-guidance-resolution")
+            with gr.Row():
+                side = min(512, config.max_generation_side)
+                width = gr.Slider(64, side, value=64, step=64, label="width (px)", elem_id="generate-width")
+                height = gr.Slider(64, side, value=64, step=64, label="height (px)", elem_id="generate-height")
+                seed = gr.Number(value=0, precision=0, minimum=0, label="seed", elem_id="generate-seed")
+            go = gr.Button("Generate", variant="primary", elem_id="generate-button")
+            gr.Examples([[p] for p in EXAMPLE_PROMPTS], inputs=[prompt], label="Try")
+        with gr.Column():
+            image = gr.Image(label="generated image", type="pil", interactive=False, elem_id="generate-image")
+            summary = gr.Markdown(elem_id="generate-summary")
+            settings = gr.JSON(label="settings (stored in the PNG's text chunks by geovl generate)",
+                               elem_id="generate-settings")
+    for control in (gsd, no_gsd):
+        control.change(gsd_caption, [gsd, no_gsd], gsd_text, api_name=False)
+    tab.select(calls.generate_ready, None, [steps, guidance, guidance_res, status], api_name=False)
+    inputs = [prompt, gsd, no_gsd, steps, guidance, guidance_res, seed, width, height, sampler]
+    go.click(_friendly(calls.generate), inputs, [image, settings, summary], api_name="generate")
 
 
 def _theme() -> Any:

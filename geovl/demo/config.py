@@ -22,6 +22,8 @@ class DemoConfig:
             it was trained on it); None or ``"none"`` hides the tab.
         change_captioner: the Change tab's change captioner (as for ``geovl serve``: loaded when first needed,
             sharing the model when it was trained on it); None or ``"none"`` hides the tab.
+        generator: the Generate tab's text-to-image generator (as for ``geovl serve``: loaded on the first
+            generation, sharing the model when it was trained on it); None or ``"none"`` hides the tab.
         host: interface to bind; loopback by default.
         port: TCP port (None: the first free one from 7860).
         share: ask Gradio for a public share link (never on by default).
@@ -35,6 +37,7 @@ class DemoConfig:
     model: str = ServeConfig.model
     captioner: str | None = ServeConfig.captioner
     change_captioner: str | None = ServeConfig.change_captioner
+    generator: str | None = ServeConfig.generator
     device: str = ServeConfig.device
     precision: str = ServeConfig.precision
     host: str = "127.0.0.1"
@@ -49,6 +52,8 @@ class DemoConfig:
             self.captioner = None
         if self.change_captioner is not None and self.change_captioner.strip().lower() in ("", "none"):
             self.change_captioner = None
+        if self.generator is not None and self.generator.strip().lower() in ("", "none"):
+            self.generator = None
         if self.images and self.index:
             raise ValueError("give image collections or an index, not both")
         if self.max_upload_mb < 1:

@@ -3,7 +3,8 @@
 * Metrics (numpy only): :func:`retrieval_scores`, :func:`classification_scores`, :func:`linear_probe`,
   :func:`knn_classify`, :func:`recall_at_k`; captioning and generation metrics in
   :mod:`geovl.eval.captioning` and :mod:`geovl.eval.generation`.
-* Protocols (run a backbone over a dataset): :mod:`geovl.eval.protocols` and :mod:`geovl.eval.tasks`.
+* Protocols (run a backbone over a dataset): :mod:`geovl.eval.protocols` and :mod:`geovl.eval.tasks`; a generator's
+  protocol (generated vs real, resolution control): :mod:`geovl.eval.generation_protocol`.
 * Reports: :class:`EvalReport`, :func:`write_report`.
 
 Submodules are imported on first use, so ``import geovl.eval`` stays light.
@@ -29,6 +30,9 @@ _EXPORTS = {
     "eval_linear_probe": "geovl.eval.protocols",
     "eval_suite": "geovl.eval.protocols",
     "eval_index": "geovl.eval.tasks",
+    "eval_generation": "geovl.eval.tasks",
+    "eval_generator": "geovl.eval.generation_protocol",
+    "fit_gsd_probe": "geovl.eval.gsd_probe",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -9,6 +9,9 @@ Rules:
 * The diffusion runs in pixel space on 4x4 space-to-depth patches (``patch``; Hoogeboom et al., *simple diffusion*):
   a 64 px RGB tile is a 16x16x48 array, which keeps the UNet cheap enough to train on a CPU while staying lossless
   (no VAE can be downloaded here, and a small one trained on a CPU would blur what it encodes).
+* Samplers: DDPM (the default: ancestral, seeded; on the bundled model it leaves less high-frequency noise than
+  DDIM at the same step count), DDIM and Euler, all with trailing timesteps (sampling starts at the last training
+  timestep, as the pure-noise start assumes; Lin et al. 2024, *Common diffusion noise schedules are flawed*).
 * Conditions (:mod:`geovl.models.diffusion_conditioning`): the backbone's text token features through the UNet's
   cross-attention (``encoder_hid_proj`` maps them to its width) and the zoom level through its class embedding.
 * Guidance: three predictions, ``e(∅, ∅)``, ``e(text, ∅)`` and ``e(text, level)``, combined as
@@ -78,6 +81,9 @@ class GeneratorConfig:
         cross_attention_dim: width of the cross-attention keys and values (the text features are projected to it).
         head_dim: attention head width.
         text_length: text tokens kept.
+        pooled_text: also add an attention-pooled summary of the text tokens to the time embedding (Imagen /
+            DeepFloyd IF's ``addition_embed_type="text"``), so that every ResNet block, not only the attention
+            levels, sees the text; it makes the text condition learnable in far fewer steps.
         prediction_type: ``v_prediction`` or ``epsilon``.
         beta_schedule: the training noise schedule (``squaredcos_cap_v2``: cosine).
         train_timesteps: diffusion steps of the training schedule.
@@ -91,6 +97,7 @@ class GeneratorConfig:
     cross_attention_dim: int = 128
     head_dim: int = 32
     text_length: int = 32
+    pooled_text: bool = True
     prediction_type: str = "v_prediction"
     beta_schedule: str = "squaredcos_cap_v2"
     train_timesteps: int = 1000
@@ -117,12 +124,16 @@ def build_unet(config: GeneratorConfig, text_dim: int) -> UNet2DConditionModel:
     downs = tuple("CrossAttnDownBlock2D" if a else "DownBlock2D" for a in config.attention)
     ups = tuple("CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(config.attention))
     channels = 3 * config.patch ** 2
+    pooled: dict[str, Any] = {}
+    if config.pooled_text:
+        pooled = {"addition_embed_type": "text",
+                  "addition_embed_type_num_heads": text_dim // 64 if text_dim % 64 == 0 else 1}
     return UNet2DConditionModel(
         sample_size=config.image_size // config.patch, in_channels=channels, out_channels=channels,
         block_out_channels=tuple(config.channels), down_block_types=downs, up_block_types=ups,
         layers_per_block=config.layers_per_block, cross_attention_dim=config.cross_attention_dim,
         attention_head_dim=config.head_dim, norm_num_groups=32, encoder_hid_dim=text_dim,
-        encoder_hid_dim_type="text_proj", num_class_embeds=RESOLUTION_CLASSES,
+        encoder_hid_dim_type="text_proj", num_class_embeds=RESOLUTION_CLASSES, **pooled,
     )
 
 
@@ -279,16 +290,17 @@ class GeoDiffusionPipeline(DiffusionPipeline):
 
     # ------------------------------------------------------------------ sampling
     def sampler(self, name: str) -> Any:
-        """A fresh diffusers scheduler of kind ``name`` with the training schedule."""
+        """A fresh diffusers scheduler of kind ``name`` with the training schedule and trailing timesteps (the
+        first step at the last training timestep, where the input is pure noise; Lin et al. 2024)."""
         kinds = {"ddim": DDIMScheduler, "ddpm": DDPMScheduler, "euler": EulerDiscreteScheduler}
         if name not in kinds:
             raise ValueError(f"unknown sampler {name!r}; choose from {', '.join(SAMPLERS)}")
-        return kinds[name].from_config(self.scheduler.config)
+        return kinds[name].from_config(self.scheduler.config, timestep_spacing="trailing")
 
     @torch.inference_mode()
     def __call__(self, prompt: str | Sequence[str], gsd: float | None = None, *, steps: int | None = None,
                  guidance: float | None = None, guidance_resolution: float | None = None, seed: int = 0,
-                 size: int | tuple[int, int] | None = None, sampler: str = "ddim", batch_size: int = 8,
+                 size: int | tuple[int, int] | None = None, sampler: str = "ddpm", batch_size: int = 8,
                  output_type: Literal["pil", "np"] = "pil") -> GenerationOutput:
         """Generate one image per prompt.
 
@@ -391,7 +403,7 @@ class GeoDiffusionPipeline(DiffusionPipeline):
     @torch.inference_mode()
     def extend(self, image: Image.Image, prompt: str, gsd: float | None = None, *, width: int, height: int,
                offset: tuple[int, int] | None = None, steps: int | None = None, guidance: float | None = None,
-               guidance_resolution: float | None = None, seed: int = 0, sampler: str = "ddim",
+               guidance_resolution: float | None = None, seed: int = 0, sampler: str = "ddpm",
                batch_size: int = 8) -> GenerationOutput:
         """Outpaint: a ``width`` x ``height`` scene that contains ``image`` unchanged at ``offset`` (x, y; default
         centred) and continues it, sampled with the same prompt and resolution."""

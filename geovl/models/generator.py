@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +36,19 @@ GENERATOR_FORMAT = "geovl_diffusion"
 UNET_WEIGHTS = Path("unet") / "diffusion_pytorch_model.safetensors"
 
 
+@contextmanager
+def _quiet_diffusers() -> Iterator[None]:
+    """diffusers' info messages and progress bars off while loading or saving (they name internals, not problems)."""
+    verbosity = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity_error()
+    diffusers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        diffusers_logging.set_verbosity(verbosity)
+        diffusers_logging.enable_progress_bar()
+
+
 def save_generator(pipe: GeoDiffusionPipeline, folder: str | os.PathLike[str], *,
                    metadata: dict[str, Any] | None = None, dtype: torch.dtype = torch.float32) -> Path:
     """Write ``pipe`` (UNet stored as ``dtype``) and its ``geovl_generator.json`` to ``folder`` atomically."""
@@ -41,13 +56,14 @@ def save_generator(pipe: GeoDiffusionPipeline, folder: str | os.PathLike[str], *
     record = model_record(pipe.backbone)
     with atomic_folder(dest) as tmp:
         unet_dtype = next(pipe.unet.parameters()).dtype
-        if unet_dtype != dtype:
-            pipe.unet.to(dtype)
-        try:
-            pipe.save_pretrained(tmp, safe_serialization=True)
-        finally:
+        with _quiet_diffusers():  # diffusers warns about casting with .to(); every module of this UNet casts
             if unet_dtype != dtype:
-                pipe.unet.to(unet_dtype)
+                pipe.unet.to(dtype)
+            try:
+                pipe.save_pretrained(tmp, safe_serialization=True)
+            finally:
+                if unet_dtype != dtype:
+                    pipe.unet.to(unet_dtype)
         config = {
             "format": GENERATOR_FORMAT,
             "format_version": 1,
@@ -91,14 +107,8 @@ def load_generator_folder(path: str | os.PathLike[str], *, backbone: Backbone | 
     dtype = torch.float32
     if precision in ("fp16", "bf16") or (precision == "auto" and torch.device(target).type == "cuda"):
         dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    verbosity = diffusers_logging.get_verbosity()
-    diffusers_logging.set_verbosity_error()
-    diffusers_logging.disable_progress_bar()
-    try:
+    with _quiet_diffusers():
         pipe = GeoDiffusionPipeline.from_pretrained(str(folder), local_files_only=True, dtype=dtype)
-    finally:
-        diffusers_logging.set_verbosity(verbosity)
-        diffusers_logging.enable_progress_bar()
     pipe.set_progress_bar_config(disable=True)
     pipe.unet.to(target).eval()
     pipe.attach_backbone(backbone)

@@ -18,6 +18,11 @@ def tokens_from_env(environ: Mapping[str, str] | None = None) -> tuple[str, ...]
     raw = (os.environ if environ is None else environ).get(TOKENS_ENV, "")
     return tuple(t.strip() for t in raw.split(",") if t.strip())
 
+#: The generator's own limits, :data:`geovl.models.diffusion.MAX_STEPS` and ``MAX_SIDE`` (spelled out: importing them
+#: would load torch; ``tests/serving`` checks the two agree).
+GENERATION_MAX_STEPS = 1000
+GENERATION_MAX_SIDE = 1024
+
 
 @dataclass
 class ServeConfig:
@@ -48,6 +53,15 @@ class ServeConfig:
         change_captioner: the change captioner of ``POST /v1/change-caption`` (registry name or change-captioner
             folder), loaded on first use and sharing the loaded backbone when it was trained on it; None (or
             ``"none"``) disables change captioning (HTTP 404).
+        generator: the text-to-image generator of ``POST /v1/generate`` (registry name or generator folder), loaded
+            on first use and sharing the loaded backbone when it was trained on it; None (or ``"none"``) disables
+            generation (HTTP 404).
+        max_generation_steps: most sampler steps one generation request may ask for; more gives HTTP 422.
+        max_generation_side: largest width or height (pixels) one generation request may ask for; larger gives 422
+            (one tile of the generator is always allowed).
+        max_generation_images: most images one generation request may ask for (``n``); more gives HTTP 413.
+        generation_queue_size: most generation requests waiting while one runs (generations run one at a time);
+            beyond it requests get HTTP 503.
         host: interface to bind. Loopback by default; pass ``0.0.0.0`` deliberately to expose the server.
         port: TCP port.
         retry_after_s: the ``Retry-After`` value sent with HTTP 503 (seconds).
@@ -72,6 +86,11 @@ class ServeConfig:
     index: str | None = None
     captioner: str | None = "geovl-caption-small"  # the bundled captioner; loaded (and checked) on first use
     change_captioner: str | None = "geovl-change-small"  # geovl.models.DEFAULT_CHANGE_CAPTIONER; loaded on first use
+    generator: str | None = "geovl-gen-small"  # geovl.models.DEFAULT_GENERATOR; loaded on first use
+    max_generation_steps: int = 200
+    max_generation_side: int = 512
+    max_generation_images: int = 4
+    generation_queue_size: int = 8
     host: str = "127.0.0.1"
     port: int = 8000
     retry_after_s: int = 1
@@ -82,11 +101,14 @@ class ServeConfig:
             self.captioner = None
         if self.change_captioner is not None and self.change_captioner.strip().lower() in ("", "none"):
             self.change_captioner = None
+        if self.generator is not None and self.generator.strip().lower() in ("", "none"):
+            self.generator = None
         self.cors_origins = [str(o).rstrip("/") for o in self.cors_origins]
         if any(not o for o in self.cors_origins):
             raise ValueError("CORS origins must be non-empty (e.g. https://app.example.org, or *)")
         positive = ("max_batch", "queue_size", "max_image_bytes", "max_image_pixels", "max_images_per_request",
-                    "max_labels", "max_texts", "max_text_chars", "max_top_k", "classifier_cache_size", "retry_after_s")
+                    "max_labels", "max_texts", "max_text_chars", "max_top_k", "classifier_cache_size", "retry_after_s",
+                    "max_generation_steps", "max_generation_side", "max_generation_images", "generation_queue_size")
         for name in positive:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
@@ -94,6 +116,11 @@ class ServeConfig:
         if self.queue_size < self.max_images_per_request:
             raise ValueError(f"ServeConfig.queue_size ({self.queue_size}) must be at least max_images_per_request "
                              f"({self.max_images_per_request}), or a full-size request could never be queued")
+        limits = {"max_generation_steps": GENERATION_MAX_STEPS, "max_generation_side": GENERATION_MAX_SIDE}
+        for name, most in limits.items():
+            if getattr(self, name) > most:
+                raise ValueError(f"ServeConfig.{name} must be at most {most} (the generator's own limit), got "
+                                 f"{getattr(self, name)}")
         if self.max_wait_ms < 0:
             raise ValueError(f"ServeConfig.max_wait_ms must be >= 0, got {self.max_wait_ms}")
         if not 0 <= self.port <= 65535:

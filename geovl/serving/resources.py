@@ -1,6 +1,6 @@
 """The serving resources: one backbone, one micro-batcher, a cache of class embeddings, an optional searcher, and a
-captioner and a change captioner loaded on first use (:mod:`geovl.serving.captioning`,
-:mod:`geovl.serving.change_captioning`), shared by the HTTP API and the demo.
+captioner, a change captioner and a generator loaded on first use (:mod:`geovl.serving.captioning`,
+:mod:`geovl.serving.change_captioning`, :mod:`geovl.serving.generation`), shared by the HTTP API and the demo.
 
 Callers stay a few lines each: they parse their input, then call :class:`Resources`. Checks raise the domain errors
 of :mod:`geovl.serving.errors`, which each front end maps to its own form (an HTTP status, a message in the page).
@@ -37,6 +37,7 @@ from geovl.serving.errors import (
     OverloadedError,
     PayloadTooLargeError,
 )
+from geovl.serving.generation import Generation, GenerationRequest, GenerationService
 from geovl.tasks.embedding import DecodeMapper
 from geovl.tasks.zeroshot.classifier import Prediction, ZeroShotClassifier, check_threshold, resolve_classes
 from geovl.tasks.zeroshot.prompts import RS_TEMPLATES
@@ -176,6 +177,8 @@ class Resources:
         #: The change captioner (loaded on first use) and its batcher; see :mod:`geovl.serving.change_captioning`.
         self.changes = ChangeCaptionService(config, backbone, self.decode, on_batch=self._batch_done,
                                             on_reject=self._rejected)
+        #: The generator (loaded on first use), run one request at a time; see :mod:`geovl.serving.generation`.
+        self.generation = GenerationService(config, backbone)
 
     def __repr__(self) -> str:
         return f"Resources(model={self.model_name!r}, index={self.searcher is not None})"
@@ -513,6 +516,12 @@ class Resources:
         """Check, decode and describe one pair (through the change batcher), blocking until done
         (:meth:`ChangeCaptionService.describe`; ``threshold`` None: the model's)."""
         return self.changes.describe(before, after, decoding=decoding, threshold=threshold)
+
+    # ---- generation
+    def generate(self, request: GenerationRequest) -> Generation:
+        """Check the request, load the generator (first call) and generate, blocking until done
+        (:meth:`GenerationService.generate`)."""
+        return self.generation.generate(request)
 
     # ---- search
     def require_searcher(self) -> Searcher:

@@ -39,6 +39,7 @@ class DiffusionModelConfig:
     cross_attention_dim: int = 128
     head_dim: int = 32
     text_length: int = 32
+    pooled_text: bool = True
     prediction_type: str = "v_prediction"
     beta_schedule: str = "squaredcos_cap_v2"
     train_timesteps: int = 1000
@@ -147,7 +148,8 @@ class DiffusionTrainConfig:
         return GeneratorConfig(image_size=m.image_size, patch=m.patch, channels=tuple(m.channels),
                                attention=tuple(m.attention), layers_per_block=m.layers_per_block,
                                cross_attention_dim=m.cross_attention_dim, head_dim=m.head_dim,
-                               text_length=m.text_length, prediction_type=m.prediction_type,
+                               text_length=m.text_length, pooled_text=m.pooled_text,
+                               prediction_type=m.prediction_type,
                                beta_schedule=m.beta_schedule, train_timesteps=m.train_timesteps)
 
 

@@ -34,6 +34,7 @@ def test_models_lists_the_registry(capsys: pytest.CaptureFixture[str]) -> None:
     local = {row["name"]: row["local"] for row in data["checkpoints"]}
     assert local.pop("geovl-rs-small") is not None and local.pop("geovl-rs-tiny") is not None  # bundled
     assert local.pop("geovl-caption-small") is not None and local.pop("geovl-change-small") is not None
+    assert local.pop("geovl-gen-small") is not None
     assert all(path is None for path in local.values())
     assert "geovl-tiny" in data["architectures"]
     assert main(["models"]) == 0
