@@ -104,9 +104,9 @@ def create_app(config: ServeConfig, *, backbone: Backbone | None = None,
         version=__version__,
         description="Zero-shot classification, embedding, search and captioning of remote-sensing images, with the "
                     f"{res.model_name} model"
-                    + (f" and the {res.config.captioner} captioner" if res.config.captioner else "")
-                    + (f"; text-to-image generation with {res.config.generator}" if res.config.generator else "")
-                    + ". Images from concurrent requests share forward passes.",
+                    + (f" and the {res.config.captioner} captioner" if res.config.captioner else "") + "."
+                    + (f" Text-to-image generation with {res.config.generator}." if res.config.generator else "")
+                    + " Images from concurrent requests share forward passes.",
         lifespan=lifespan,
     )
     app.state.resources = res

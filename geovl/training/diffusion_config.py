@@ -8,6 +8,7 @@ overrides apply on top of the file.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 
@@ -27,22 +28,11 @@ __all__ = [
 
 
 @dataclass
-class DiffusionModelConfig:
-    """The frozen text backbone and the UNet (:class:`geovl.models.diffusion.GeneratorConfig`'s fields)."""
+class DiffusionModelConfig(GeneratorConfig):
+    """The frozen backbone whose text token features condition the UNet (``backbone``), and the UNet's shape and
+    noise schedule (the fields of :class:`geovl.models.diffusion.GeneratorConfig`)."""
 
     backbone: str = DEFAULT_MODEL
-    image_size: int = 64
-    patch: int = 4
-    channels: tuple[int, ...] = (128, 256, 256)
-    attention: tuple[bool, ...] = (False, True, True)
-    layers_per_block: int = 1
-    cross_attention_dim: int = 128
-    head_dim: int = 32
-    text_length: int = 32
-    pooled_text: bool = True
-    prediction_type: str = "v_prediction"
-    beta_schedule: str = "squaredcos_cap_v2"
-    train_timesteps: int = 1000
 
 
 @dataclass
@@ -144,13 +134,9 @@ class DiffusionTrainConfig:
 
     def generator(self) -> GeneratorConfig:
         """The UNet shape of :attr:`model`."""
-        m = self.model
-        return GeneratorConfig(image_size=m.image_size, patch=m.patch, channels=tuple(m.channels),
-                               attention=tuple(m.attention), layers_per_block=m.layers_per_block,
-                               cross_attention_dim=m.cross_attention_dim, head_dim=m.head_dim,
-                               text_length=m.text_length, pooled_text=m.pooled_text,
-                               prediction_type=m.prediction_type,
-                               beta_schedule=m.beta_schedule, train_timesteps=m.train_timesteps)
+        shape = {f.name: getattr(self.model, f.name) for f in dataclasses.fields(GeneratorConfig)}
+        shape["channels"], shape["attention"] = tuple(shape["channels"]), tuple(shape["attention"])
+        return GeneratorConfig(**shape)
 
 
 def diffusion_config_from_dict(data: dict[str, object]) -> DiffusionTrainConfig:

@@ -472,7 +472,8 @@ def test_registry_kinds_and_load_model() -> None:
     assert bb.embed_dim == 32
     with pytest.raises(ValueError, match="is a dual-encoder, not a captioner"):
         load_model("remoteclip-vit-b-32", kind="captioner")
-    with pytest.raises(ValueError, match="no diffusion models"):
+    assert {s.name for s in list_checkpoints(kind="diffusion")} == {"geovl-gen-small"}
+    with pytest.raises(KeyError, match="some-generator"):
         load_model("some-generator", kind="diffusion")
     with pytest.raises(ValueError, match="unknown model kind"):
         register_loader("segmenter", lambda name: name)
