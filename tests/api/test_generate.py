@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 pytest.importorskip("fastapi")
@@ -43,13 +42,7 @@ from tests.generation_fixtures import TinyGenerator, make_tiny_generator  # noqa
 PROMPT = "a river through farmland"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    """One torch thread: on a loaded 2-core machine, two threads per UNet call are many times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 FAST: dict[str, Any] = {"prompt": PROMPT, "steps": 2}
 
 

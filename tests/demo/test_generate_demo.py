@@ -11,7 +11,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
 
 import geovl.models.generator as generator_module
 from geovl.demo.config import DemoConfig
@@ -30,12 +29,7 @@ from tests.generation_fixtures import TinyGenerator, make_tiny_generator
 PROMPT = "a river through farmland"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
