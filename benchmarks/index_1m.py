@@ -1,10 +1,10 @@
-"""Index benchmark at 1M x 512: build time, size, recall@10 vs exact, latency, QPS, filtered search, end to end.
+"""Index benchmark at 1M vectors: build time, RAM, recall@10 vs exact, latency vs bare faiss, filters, end to end.
 
 Vectors with realistic structure (not i.i.d. noise, on which no ANN index works):
 
-1. Real and synthetic tiles (EuroSAT, UCM, RSICD from ../shared/data, plus synthetic scenes) are embedded with a
-   512-d backbone (``--model``, default ``random:ViT-B-32``: untrained weights, but the real images' structure
-   passes through), and captions of the same sets give text-like queries.
+1. Real and synthetic tiles (EuroSAT, UCM, RSICD from ../shared/data, plus synthetic scenes) are embedded with
+   ``--model`` (default: the default model, ``geovl-rs-small``, 256-d), and captions of the same sets give the
+   text queries.
 2. Those embeddings are expanded to ``--n`` vectors by augmentation (noisy copies and neighbour interpolations,
    see :func:`write_expanded`) and written as a geovl embeddings folder with metadata (lon/lat footprint,
    acquisition date, sensor) so the real ``build_index`` and ``Searcher`` code paths are measured.
@@ -23,7 +23,6 @@ import argparse
 import json
 import platform
 import shutil
-import statistics
 import time
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -64,11 +63,15 @@ def base_embeddings(model: str, cache: Path, n_images: int, n_texts: int, seed: 
     cache.mkdir(parents=True, exist_ok=True)
     np.save(img_file, emb)
     np.save(txt_file, txt)
+    from geovl.models.record import model_record
+
+    (cache / "model.json").write_text(json.dumps(model_record(bb), default=str))
     print(f"embedded {len(picked)} tiles in {seconds:.0f} s and {len(texts)} captions with {model}")
     return emb, txt
 
 
-def write_expanded(base: np.ndarray, n: int, out: Path, seed: int, part: int = 100_000) -> None:
+def write_expanded(base: np.ndarray, n: int, out: Path, seed: int, model: dict | None = None,
+                   part: int = 100_000) -> None:
     """Expand ``base`` to ``n`` vectors by augmentation, into a geovl embeddings folder with metadata.
 
     Half of the vectors are noisy copies of a base vector (cosine 0.85-0.98 to it, like overlapping chips or
@@ -114,8 +117,8 @@ def write_expanded(base: np.ndarray, n: int, out: Path, seed: int, part: int = 1
         pq.write_table(table, out / f"part-{p:05d}.parquet")
         partitions.append({"name": f"part-{p:05d}", "count": m, "failed": 0, "first_id": lo, "last_id": lo + m - 1})
     manifest = {"format": "geovl-embeddings", "format_version": 1,
-                "model": {"name": "benchmark-expansion", "architecture": "expansion", "checkpoint_sha256": None,
-                          "dim": dim},
+                "model": model or {"name": "benchmark-expansion", "architecture": "expansion",
+                                   "checkpoint_sha256": None, "dim": dim},
                 "dim": dim, "metric": "ip", "normalized": True, "count": n, "failed": 0,
                 "partitions": partitions, "complete": True, "sources": [{"kind": "expansion", "seed": seed}],
                 "partition_size": part, "geovl_version": "benchmark", "created": datetime.now(timezone.utc).isoformat()}
@@ -125,6 +128,10 @@ def write_expanded(base: np.ndarray, n: int, out: Path, seed: int, part: int = 1
 def load_vectors(emb_dir: Path) -> np.ndarray:
     parts = sorted(emb_dir.glob("part-*.npy"))
     return np.concatenate([np.load(p) for p in parts])
+
+
+def flat_search(index):  # type: ignore[no-untyped-def]
+    return lambda q: index.search(q, 10)
 
 
 def latencies(fn, queries: np.ndarray, n: int) -> tuple[float, float]:  # type: ignore[no-untyped-def]
@@ -139,15 +146,16 @@ def latencies(fn, queries: np.ndarray, n: int) -> tuple[float, float]:  # type: 
 def main() -> None:  # noqa: PLR0915 - one linear benchmark procedure, its steps printed in order
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=1_000_000)
-    ap.add_argument("--model", default="random:ViT-B-32", help="512-d backbone for the base embeddings")
-    ap.add_argument("--base-images", type=int, default=4000)
+    ap.add_argument("--model", default="geovl-rs-small", help="backbone for the base embeddings (the default model)")
+    ap.add_argument("--base-images", type=int, default=8000)
     ap.add_argument("--work", type=Path, default=Path("out/bench_index"))
-    ap.add_argument("--factories", default="HNSW32;IVF4096,Flat;IVF4096,SQ8",
-                    help="faiss index_factory strings separated by ';'")
+    ap.add_argument("--factories", default="auto",
+                    help="'auto' (what `geovl index build` picks) and/or faiss index_factory strings, separated by ';'")
     ap.add_argument("--timed", type=int, default=300, help="single queries timed per index")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--nprobe", default="16,32,64", help="IVF nprobe values to sweep, comma-separated")
+    ap.add_argument("--nprobe", default="8,16,32", help="IVF nprobe values to sweep (plus the calibrated default)")
     ap.add_argument("--ef-search", default="32,64,128", help="HNSW efSearch values to sweep, comma-separated")
+    ap.add_argument("--prepare-only", action="store_true", help="embed and expand the vectors, then stop")
     args = ap.parse_args()
 
     import faiss
@@ -158,77 +166,162 @@ def main() -> None:  # noqa: PLR0915 - one linear benchmark procedure, its steps
     from geovl.index.store import build_index
 
     faiss.omp_set_num_threads(2)
-    base, txt = base_embeddings(args.model, args.work / "cache", args.base_images, 1000, args.seed)
+    tag = f"{args.model.replace(':', '_').replace('/', '_')}-{args.base_images}"
+    base, txt = base_embeddings(args.model, args.work / "cache" / tag, args.base_images, 1000, args.seed)
     rng = np.random.default_rng(args.seed)
     held = rng.permutation(len(base))
     img_q, fit = base[held[:1000]], base[held[1000:]]
-    emb_dir = args.work / f"expanded_{args.n}"
+    emb_dir = args.work / f"expanded_{tag}_{args.n}"
     if not (emb_dir / "manifest.json").is_file():
         t = time.perf_counter()
-        write_expanded(fit, args.n, emb_dir, args.seed)
+        record = args.work / "cache" / tag / "model.json"
+        write_expanded(fit, args.n, emb_dir, args.seed, json.loads(record.read_text()) if record.is_file() else None)
         print(f"wrote {args.n} expanded vectors in {time.perf_counter() - t:.0f} s")
+    if args.prepare_only:
+        return
     xb = load_vectors(emb_dir)
     t = time.perf_counter()
     truth_img = exact_topk(xb, img_q, 10)
     truth_txt = exact_topk(xb, txt, 10)
-    print(f"exact ground truth for 2000 queries in {time.perf_counter() - t:.0f} s")
+    print(f"exact ground truth for {len(img_q) + len(txt)} queries in {time.perf_counter() - t:.0f} s")
     flat = faiss.IndexFlatIP(xb.shape[1])
     flat.add(xb)
-    exact_p50, exact_p99 = latencies(lambda q: flat.search(q, 10), img_q, 50)
+    exact_p50, exact_p99 = latencies(flat_search(flat), img_q, 50)
+    flat.reset()
 
     rows = []
-    for factory in _split_factories(args.factories):
-        out = args.work / "idx" / factory.replace(",", "_").replace("(", "").replace(")", "")
+    factories = _split_factories(args.factories)
+    for factory in factories:
+        out = args.work / "idx" / _folder_name(factory)
+        rss0 = _rss_anon_mb()
         t = time.perf_counter()
-        build_index(emb_dir, out, factory=factory, progress=False, seed=args.seed)
+        manifest = build_index(emb_dir, out, factory=factory, progress=False, seed=args.seed)
         build_s = time.perf_counter() - t
-        size_mb = sum(p.stat().st_size for p in out.glob("index.faiss*")) / 1e6
+        faiss_mb = (out / "index.faiss").stat().st_size / 1e6
+        disk_mb = sum(p.stat().st_size for p in out.iterdir() if p.is_file()) / 1e6
         searcher = Searcher(out)
-        sweep = _sweep(factory, args.nprobe, args.ef_search)
-        for knob, value in sweep:
+        ram_mb = _rss_anon_mb() - rss0
+        bare = searcher.loaded.index
+        exp = manifest.expected
+        default_knob = exp.get("nprobe") or exp.get("efSearch")
+        how = "re-ranked from vectors.npy" if manifest.params.rerank else "no re-rank"
+        print(f"built {manifest.index_type} ({how}) in {build_s:.0f} s; index.faiss {faiss_mb:.0f} MB, folder "
+              f"{disk_mb:.0f} MB on disk, searcher RAM (anonymous) {ram_mb:.0f} MB; build-time calibration: "
+              f"{exp.get('sweep')}, p50 {exp.get('p50_ms')} ms", flush=True)
+        for knob, value in _sweep(manifest.kind, args.nprobe, args.ef_search, default_knob):
             kw = {knob: value} if knob else {}
             ids_img = np.array([[h.id for h in hits] for hits in searcher.search_batch(list(img_q), k=10, **kw)])
             ids_txt = np.array([[h.id for h in hits] for hits in searcher.search_batch(list(txt), k=10, **kw)])
             r_img, r_txt = recall_at_k(truth_img, ids_img, 10), recall_at_k(truth_txt, ids_txt, 10)
-            p50, p99 = latencies(lambda q, s=searcher, kw=kw: s.search(q[0], k=10, **kw), img_q, args.timed)
+            params = searcher._faiss.params(None, value if knob == "nprobe" else searcher._faiss.nprobe,
+                                            value if knob == "ef_search" else searcher._faiss.ef_search)
+            # bare faiss and the Searcher, alternating query by query so both see the same machine state
+            bare_t, srch_t = [], []
+            for i in range(args.timed):
+                q = img_q[i % len(img_q)][None, :]
+                t0 = time.perf_counter()
+                bare.search(q, 10, params=params) if params is not None else bare.search(q, 10)
+                t1 = time.perf_counter()
+                searcher.search(q[0], k=10, **kw)
+                t2 = time.perf_counter()
+                bare_t.append(t1 - t0)
+                srch_t.append(t2 - t1)
+            p50, p99 = 1000 * float(np.percentile(srch_t, 50)), 1000 * float(np.percentile(srch_t, 99))
+            bare50 = 1000 * float(np.percentile(bare_t, 50))
             t = time.perf_counter()
             searcher.search_batch(list(img_q), k=10, **kw)
             qps = len(img_q) / (time.perf_counter() - t)
-            rows.append((factory, f"{knob}={value}" if knob else "-", build_s, size_mb, r_img, r_txt, p50, p99, qps))
-            print(f"| {factory} | {rows[-1][1]} | {build_s:.0f} | {size_mb:.0f} | {r_img:.3f} | {r_txt:.3f} | "
-                  f"{p50:.2f} | {p99:.2f} | {qps:.0f} | {exact_p50 / p50:.0f}x |", flush=True)
-        del searcher
-        if factory != _split_factories(args.factories)[0]:
+            mark = " (default)" if value == default_knob else ""
+            rows.append((manifest.index_type, f"{knob}={value}{mark}" if knob else "-", build_s, faiss_mb, ram_mb,
+                         r_img, r_txt, p50, p99, bare50, qps))
+            print(_row(rows[-1], exact_p50), flush=True)
+        del searcher, bare
+        if factory != factories[0]:
             shutil.rmtree(out, ignore_errors=True)
 
-    # Filtered search on the first (recommended) index: a filter matching ~1% of the collection.
-    first = args.work / "idx" / _split_factories(args.factories)[0].replace(",", "_")
+    # Filtered search on the first (recommended) index: filters matching ~1% of the collection
+    first = args.work / "idx" / _folder_name(factories[0])
     searcher = Searcher(first)
     filt = Filters.parse(where=["sensor=worldview-3"])
+    plan = searcher.plan(filt)
     hits = [searcher.search(q, k=10, filters=filt) for q in img_q[:100]]
     full = sum(len(h) == 10 for h in hits)
+    allowed = searcher.metadata.mask(filt)
+    truth_f = _filtered_truth(xb, allowed, img_q[:100], 10)
+    r_f = recall_at_k(truth_f, np.array([[h.id for h in hs] for hs in hits]), 10)
     p50f, p99f = latencies(lambda q: searcher.search(q[0], k=10, filters=filt), img_q, 200)
     bbox = Filters.parse(bbox="-10,35,30,60", start="2020-01-01", end="2022-12-31")
     p50b, p99b = latencies(lambda q: searcher.search(q[0], k=10, filters=bbox), img_q, 200)
     nb = len(searcher.search(img_q[0], k=10, filters=bbox))
+    share_b = searcher.plan(bbox).allowed / len(searcher)
 
-    print(f"\n# index benchmark, {date.today()}, {platform.machine()}, 2 threads, faiss {faiss.__version__}, "
-          f"{args.n} x {xb.shape[1]} vectors expanded from {args.model} embeddings of {len(fit)} real and "
-          f"synthetic tiles; 1000 held-out image queries and 1000 caption queries; k = 10")
-    print("| index | search param | build s | size MB | recall@10 image q | recall@10 text q | p50 ms | p99 ms | "
-          "batch QPS | speed-up vs exact p50 |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for f, knob, b, s, ri, rt, p50, p99, qps in rows:
-        print(f"| {f} | {knob} | {b:.0f} | {s:.0f} | {ri:.3f} | {rt:.3f} | {p50:.2f} | {p99:.2f} | {qps:.0f} | "
-              f"{exact_p50 / p50:.0f}x |")
-    print(f"| exact (IndexFlatIP) | - | - | {xb.nbytes / 1e6:.0f} | 1.000 | 1.000 | {exact_p50:.2f} | "
-          f"{exact_p99:.2f} | - | 1x |")
-    print(f"\nfiltered search on {first.name} (sensor = worldview-3, ~1% of rows): {full}/100 queries returned a "
-          f"full top-10; p50 {p50f:.2f} ms, p99 {p99f:.2f} ms")
-    print(f"bbox (40 x 25 deg) + 3-year date filter: {nb} hits for the first query; p50 {p50b:.2f} ms, "
-          f"p99 {p99b:.2f} ms")
-    print(f"median single-query speed-up over exact at the first setting: "
-          f"{exact_p50 / statistics.median([r[6] for r in rows[:1]]):.0f}x")
+    # End to end: text in, hits with metadata out, through the default model
+    e2e = ""
+    try:
+        searcher.backbone  # noqa: B018 - load the query encoder once, outside the timing
+        texts = _caption_texts(args.seed, 200)
+        searcher.search(texts[0], k=10)
+        times = []
+        for text in texts:
+            t = time.perf_counter()
+            searcher.search(text, k=10)
+            times.append(time.perf_counter() - t)
+        e2e = (f"end to end (text in, hits with metadata out, {searcher.model.get('name')}, {len(texts)} distinct "
+               f"captions): p50 {1000 * np.percentile(times, 50):.2f} ms, p99 {1000 * np.percentile(times, 99):.2f} ms")
+    except Exception as exc:  # the benchmark reports what it could not measure
+        e2e = f"end to end: not measured ({exc})"
+
+    print(f"\n# index benchmark, {date.today()}, {platform.machine()}, {faiss.omp_get_max_threads()} threads, faiss "
+          f"{faiss.__version__}, {args.n} x {xb.shape[1]} vectors expanded from {args.model} embeddings of "
+          f"{len(fit)} real and synthetic tiles; {len(img_q)} held-out image queries and {len(txt)} caption queries; "
+          "k = 10; latencies are single queries through Searcher (hits with metadata)")
+    print("| index | search param | build s | index.faiss MB | RAM MB | recall@10 image q | recall@10 text q | "
+          "p50 ms | p99 ms | bare faiss p50 ms | Searcher / bare | batch QPS | speed-up vs exact p50 |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(_row(r, exact_p50))
+    print(f"| exact (IndexFlatIP) | - | - | {xb.nbytes / 1e6:.0f} | {xb.nbytes / 1e6:.0f} | 1.000 | 1.000 | "
+          f"{exact_p50:.2f} | {exact_p99:.2f} | - | - | - | 1x |")
+    print(f"\nfiltered search on {first.name} (sensor = worldview-3, {plan.allowed / len(searcher):.1%} of rows, "
+          f"plan {plan.path}): {full}/100 queries returned a full top-10, recall@10 vs exact filtered search "
+          f"{r_f:.3f}; p50 {p50f:.2f} ms, p99 {p99f:.2f} ms")
+    print(f"bbox (40 x 25 deg) + 3-year date filter ({share_b:.1%} of rows, plan {searcher.plan(bbox).path}): {nb} "
+          f"hits for the first query; p50 {p50b:.2f} ms, p99 {p99b:.2f} ms")
+    print(e2e)
+
+
+def _row(r: tuple, exact_p50: float) -> str:  # type: ignore[type-arg]
+    f, knob, b, size, ram, ri, rt, p50, p99, bare50, qps = r
+    return (f"| {f} | {knob} | {b:.0f} | {size:.0f} | {ram:.0f} | {ri:.3f} | {rt:.3f} | {p50:.2f} | {p99:.2f} | "
+            f"{bare50:.2f} | {p50 / bare50:.2f}x | {qps:.0f} | {exact_p50 / p50:.0f}x |")
+
+
+def _folder_name(factory: str) -> str:
+    return factory.replace(",", "_").replace("(", "").replace(")", "")
+
+
+def _rss_anon_mb() -> float:
+    """Anonymous resident memory of this process (heap, not file pages that memory-mapping brings in), in MB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("RssAnon:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _filtered_truth(xb: np.ndarray, allowed: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
+    rows = np.flatnonzero(allowed)
+    scores = queries @ xb[rows].T
+    top = np.argsort(-scores, axis=1)[:, :k]
+    return rows[top]  # ids are 0..n-1 in the expanded set
+
+
+def _caption_texts(seed: int, n: int) -> list[str]:
+    from geovl.data import open_dataset
+
+    captions = [c for name in ("ucm_captions", "rsicd_train") for s in open_dataset("karpathy", SHARED / name)
+                for c in s["captions"][1:2]]
+    rng = np.random.default_rng(seed + 1)
+    return list(dict.fromkeys(captions[i] for i in rng.permutation(len(captions))))[:n]
 
 
 def _split_factories(text: str) -> list[str]:
@@ -236,11 +329,13 @@ def _split_factories(text: str) -> list[str]:
     return [f.strip() for f in text.split(";") if f.strip()]
 
 
-def _sweep(factory: str, nprobe: str, ef_search: str) -> list[tuple[str | None, int]]:
-    if factory.startswith("HNSW"):
-        return [("ef_search", int(v)) for v in ef_search.split(",")]
-    if "IVF" in factory:
-        return [("nprobe", int(v)) for v in nprobe.split(",")]
+def _sweep(kind: str, nprobe: str, ef_search: str, default: int | None) -> list[tuple[str | None, int]]:
+    if kind == "hnsw":
+        values = sorted({int(v) for v in ef_search.split(",")} | ({default} if default else set()))
+        return [("ef_search", v) for v in values]
+    if kind == "ivf":
+        values = sorted({int(v) for v in nprobe.split(",")} | ({default} if default else set()))
+        return [("nprobe", v) for v in values]
     return [(None, 0)]
 
 

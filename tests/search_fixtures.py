@@ -97,6 +97,7 @@ def write_index_dir(
     nprobe: int | None = None,
     ef_search: int | None = None,
     on_disk: bool = False,
+    calibrate: bool = False,
 ) -> Path:
     """Build an index folder for ``vectors`` the way users do, through :mod:`geovl.index.store`.
 
@@ -106,7 +107,8 @@ def write_index_dir(
     :func:`~geovl.index.sharded.train_ivf_quantizer`, two :func:`~geovl.index.sharded.build_shard` and
     :func:`~geovl.index.sharded.merge_shards` with ``on_disk=True`` (lists in ``index.ivfdata``). ``deleted`` ids are
     then removed with :func:`~geovl.index.store.remove_from_index`: Flat and in-RAM IVF indexes delete them, HNSW
-    and on-disk indexes record tombstones (``deleted.npy``).
+    and on-disk indexes record tombstones (``deleted.npy``). The build is not calibrated unless ``calibrate``, so
+    the default ``nprobe`` / ``efSearch`` stay the documented ones the tests rely on.
     """
     from geovl.index import sharded, store
     from tests.index_fixtures import write_embeddings
@@ -118,7 +120,7 @@ def write_index_dir(
     if not on_disk:
         write_embeddings(emb, vectors, ids, model=record, metadata=table)
         store.build_index(emb, folder, factory=index_type, nprobe=nprobe, ef_search=ef_search, use_gpu=False,
-                          progress=False)
+                          progress=False, calibrate=calibrate)
     else:
         half = vectors.shape[0] // 2
         parts = [write_embeddings(emb.with_name(f"{emb.name}{i}"), vectors[sl], ids[sl], model=record, metadata=table)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from geovl.cli.common import (
+    PRECISIONS,
     Handler,
     add_class_args,
     add_command,
@@ -21,6 +22,7 @@ from geovl.cli.common import (
     load_backbone_from_args,
     option,
     print_json,
+    warn,
 )
 
 #: Reports go to ``<REPORT_ROOT>/<task>`` unless ``--out`` is given.
@@ -28,11 +30,13 @@ REPORT_ROOT = "out/eval"
 
 _PROTOCOLS = "geovl.eval.protocols"
 _TASKS = "geovl.eval.tasks"
+_RVA = "geovl.eval.rva:eval_rva"
 
 
 def add_parser(sub: Any) -> None:
     p = add_command(sub, "eval", "evaluate a model: retrieval, zeroshot, classify, linear-probe, caption, "
-                                 "change-caption, generation, index, suite (writes JSON, Markdown and PNG reports)")
+                                 "change-caption, generation, index, rva, suite (writes JSON, Markdown and PNG "
+                                 "reports)")
     tasks = p.add_subparsers(dest="eval_task", metavar="TASK", required=True)
 
     t, fn = _task(tasks, "retrieval", "image-text retrieval R@1/5/10 and mean recall (Karpathy test split)",
@@ -106,6 +110,26 @@ def add_parser(sub: Any) -> None:
     t.add_argument("--ef-search", type=int, default=None)
     option(t, "--seed", type=int, source=f"{fn}.seed")
 
+    _add_rva_parser(tasks)
+
+
+def _add_rva_parser(tasks: Any) -> None:
+    t, fn = _task(tasks, "rva", "recall vs searched area: rank an index's georeferenced chips for queries with known "
+                                "target footprints and report recall against the km² an analyst inspects (curve, "
+                                "area at 50 and 90 percent recall, per query)", _RVA, cmd_eval_rva, model=False)
+    t.add_argument("index", help="an index folder of georeferenced chips (lon_min/lat_min/lon_max/lat_max metadata)")
+    t.add_argument("queries", help="JSONL or CSV: per query a text or image and a target box (lon_min, lat_min, "
+                                   "lon_max, lat_max) or point (lon, lat); see docs/eval.md")
+    option(t, "--max-chips", type=int, source=f"{fn}.max_chips", help="chips inspected per query at most")
+    option(t, "--cover", type=float, source=f"{fn}.cover",
+           help="share of a target box the inspected chips must cover for the query to count as found")
+    t.add_argument("--area-range", default=None, metavar="MIN,MAX",
+                   help="km² range of the curve and its AUC; give the same range to compare runs (default: the "
+                        "first chip's area to the largest searched area)")
+    t.add_argument("--model", default=None, help="query encoder (default: the model the index was built with)")
+    option(t, "--device", source=f"{fn}.device", help="auto (CUDA when present), cpu, cuda, cuda:N")
+    option(t, "--precision", choices=PRECISIONS, source=f"{fn}.precision")
+
 
 def _task(tasks: Any, name: str, help: str, fn: str, handler: Handler, *, model: bool = True,
           out_flags: tuple[str, ...] = ("--out", "-o")) -> tuple[argparse.ArgumentParser, str]:
@@ -155,6 +179,18 @@ def _add_generator_args(t: argparse.ArgumentParser) -> None:
            help="the held-out share of --real and --probe-data (what training's holdout_fraction kept out)")
     g.add_argument("--save-images", action="store_true",
                    help="also write every generated image and a generated.jsonl manifest to the report folder")
+
+
+def _parse_area_range(text: str | None) -> tuple[float, float] | None:
+    if text is None:
+        return None
+    try:
+        lo, hi = (float(part) for part in text.split(","))
+    except ValueError:
+        raise ValueError(f"--area-range must be MIN,MAX in km² (e.g. 0.1,1000), got {text!r}") from None
+    if not 0 < lo < hi:
+        raise ValueError(f"--area-range must satisfy 0 < MIN < MAX, got {text!r}")
+    return lo, hi
 
 
 def _parse_gsds(text: str) -> tuple[float, ...]:
@@ -280,3 +316,15 @@ def cmd_eval_index(args: argparse.Namespace) -> int:
     report = eval_index(args.embeddings, nprobe=args.nprobe, ef_search=args.ef_search,
                         **given(args, "factory", "queries", "seed"))
     return finish_report(report, args)
+
+
+def cmd_eval_rva(args: argparse.Namespace) -> int:
+    from geovl.eval.rva import eval_rva, format_rva_table, write_rva_report
+
+    report = eval_rva(args.index, args.queries, model=args.model, area_range=_parse_area_range(args.area_range),
+                      progress=not args.quiet, **given(args, "max_chips", "cover", "device", "precision"))
+    files = write_rva_report(report, args.out or f"{REPORT_ROOT}/rva")
+    if not args.quiet:
+        warn(format_rva_table(report))  # the JSON summary below is stdout's, as for every eval task
+    print_json({"task": report.task, "figures": report.figures, "report": {k: str(v) for k, v in files.items()}})
+    return 0

@@ -6,6 +6,7 @@ Every action but ``search`` prints the index manifest as JSON; ``search`` prints
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,13 @@ def add_parser(sub: Any) -> None:
     t.add_argument("--memory-budget", default=None, help="RAM the index may use, e.g. 4G (for --factory auto)")
     t.add_argument("--nprobe", type=int, default=None, help="default IVF lists probed per query")
     t.add_argument("--ef-search", type=int, default=None, help="default HNSW efSearch")
+    t.add_argument("--rerank", action=argparse.BooleanOptionalAction, default=None,
+                   help="keep the float32 vectors (vectors.npy, memory-mapped) and re-rank ANN candidates with them "
+                        "(default: on for the compressed indexes --factory auto picks, off for explicit factories)")
+    t.add_argument("--recall-target", type=float, default=None,
+                   help="recall@10 the build-time calibration widens nprobe / efSearch for (default 0.99)")
+    t.add_argument("--no-calibrate", action="store_true",
+                   help="skip measuring recall and latency at build time (keeps the default nprobe / efSearch)")
     t.add_argument("--quiet", "-q", action="store_true")
 
     t = add_command(actions, "add", "add new embeddings folders to an index without a rebuild", cmd_index_add)
@@ -74,9 +82,26 @@ def _print_manifest(manifest: Any) -> int:
 def cmd_index_build(args: argparse.Namespace) -> int:
     from geovl.index.store import build_index
 
-    return _print_manifest(build_index(args.embeddings, args.out, memory_budget_bytes=parse_size(args.memory_budget),
-                                       nprobe=args.nprobe, ef_search=args.ef_search, progress=not args.quiet,
-                                       **given(args, "factory")))
+    extra = {} if args.recall_target is None else {"recall_target": args.recall_target}
+    manifest = build_index(args.embeddings, args.out, memory_budget_bytes=parse_size(args.memory_budget),
+                           nprobe=args.nprobe, ef_search=args.ef_search, progress=not args.quiet, rerank=args.rerank,
+                           calibrate=not args.no_calibrate, **extra, **given(args, "factory"))
+    if not args.quiet:
+        print(describe_expected(manifest), file=sys.stderr)
+    return _print_manifest(manifest)
+
+
+def describe_expected(manifest: Any) -> str:
+    """One line on what the build-time calibration measured (or that it did not run)."""
+    exp = manifest.expected
+    if not exp:
+        return f"{manifest.index_type}: recall and latency not measured at build time"
+    knob = next((f"{k} {exp[k]}" for k in ("nprobe", "efSearch") if k in exp), "exact search")
+    rerank = f", re-ranking k x {manifest.params.k_factor:g} from vectors.npy" if manifest.params.rerank else ""
+    reached = "" if exp.get("reached", True) else f" (below the {exp['target']} target at the widest setting)"
+    return (f"{manifest.index_type}{rerank}: expected recall@{exp['k']} {exp['recall_at_k']:.3f}{reached} at {knob}, "
+            f"p50 {exp['p50_ms']:.2f} ms, p99 {exp['p99_ms']:.2f} ms per query ({exp['queries']} queries drawn from "
+            f"the collection, measured {exp['measured']})")
 
 
 def cmd_index_add(args: argparse.Namespace) -> int:
@@ -108,7 +133,9 @@ def cmd_index_remove(args: argparse.Namespace) -> int:
 def cmd_index_info(args: argparse.Namespace) -> int:
     from geovl.index.store import load_index
 
-    return _print_manifest(load_index(args.index).manifest)
+    manifest = load_index(args.index).manifest
+    print(describe_expected(manifest), file=sys.stderr)
+    return _print_manifest(manifest)
 
 
 def cmd_index_search(args: argparse.Namespace) -> int:

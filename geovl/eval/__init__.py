@@ -4,7 +4,8 @@
   :func:`knn_classify`, :func:`recall_at_k`; captioning and generation metrics in
   :mod:`geovl.eval.captioning` and :mod:`geovl.eval.generation`.
 * Protocols (run a backbone over a dataset): :mod:`geovl.eval.protocols` and :mod:`geovl.eval.tasks`; a generator's
-  protocol (generated vs real, resolution control): :mod:`geovl.eval.generation_protocol`.
+  protocol (generated vs real, resolution control): :mod:`geovl.eval.generation_protocol`; recall vs searched
+  area of search over georeferenced chips: :mod:`geovl.eval.rva` (:func:`recall_vs_area`, :func:`eval_rva`).
 * Reports: :class:`EvalReport`, :func:`write_report`.
 
 Submodules are imported on first use, so ``import geovl.eval`` stays light.
@@ -33,6 +34,10 @@ _EXPORTS = {
     "eval_generation": "geovl.eval.tasks",
     "eval_generator": "geovl.eval.generation_protocol",
     "fit_gsd_probe": "geovl.eval.gsd_probe",
+    "eval_rva": "geovl.eval.rva",
+    "recall_vs_area": "geovl.eval.rva",
+    "search_trace": "geovl.eval.rva",
+    "read_rva_queries": "geovl.eval.rva_queries",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -2,7 +2,9 @@
 
 Rules: selectors and search parameters are built per call (the index's own fields are never changed), so concurrent
 searches do not interfere; exact scoring ranks the stored vectors of the given rows by inner product (float storage
-read in place, SQ / PQ codes decoded), so with float storage it equals brute force over those rows.
+read in place, SQ / PQ codes decoded), so with float storage it equals brute force over those rows. A re-ranking
+index (``params.rerank``) brings its float32 rows (``vectors.npy``, memory-mapped): ANN candidates are re-ranked
+with them (:func:`geovl.index.rerank.rerank`) and exact scoring reads them, so both are exact whatever the codes.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import numpy as np
 
 from geovl.index.choose import IndexParams
 from geovl.index.faiss_ops import search_parameters, unwrap_index
+from geovl.index.rerank import candidates_for, rerank
 
 #: Exact scoring over float storage gathers up to this many vectors; larger sets are scanned in place.
 GATHER_MAX = 4096
@@ -22,7 +25,8 @@ class IndexAccess:
     """What search needs to know about a loaded faiss index: its kind, its default parameters, and how to read
     stored vectors by row for exact scoring."""
 
-    def __init__(self, faiss: Any, index: Any, row_ids: np.ndarray, params: IndexParams) -> None:
+    def __init__(self, faiss: Any, index: Any, row_ids: np.ndarray, params: IndexParams,
+                 vectors: np.ndarray | None = None) -> None:
         self.faiss = faiss
         self.index = index
         self.ntotal = int(index.ntotal)
@@ -38,18 +42,24 @@ class IndexAccess:
         self.ef_search = int(params.ef_search or (self.hnsw.hnsw.efSearch if self.hnsw is not None else 0)
                              or (quantizer.hnsw.efSearch if isinstance(quantizer, faiss.IndexHNSW) else 16))
         self.k_factor = float(params.k_factor or (self.refine.k_factor if self.refine is not None else 1))
+        self._plain_params: dict[tuple[int, int, float], Any] = {}
+        #: float32 rows in metadata order for re-ranking (``vectors.npy``), or None
+        self.rerank_vectors = vectors
+        if vectors is not None and vectors.shape != (row_ids.size, index.d):
+            raise ValueError(f"vectors.npy holds {vectors.shape} but the index has {row_ids.size} rows of {index.d}-d; "
+                             "rebuild the index")
 
         # Exact scoring reads vectors by internal position: a zero-copy view of float storage (which can also be
         # scanned in place with a position selector), or decoded codes (SQ / PQ storage, or through a
         # pre-transform). A refine stage stores every vector again (exactly for RFlat), by position. An IVF index
         # without one is scanned list by list with an id selector instead.
-        self.scan_ivf = self.ivf is not None and self.refine is None
+        self.scan_ivf = self.ivf is not None and self.refine is None and vectors is None
         self.flat: Any = None
         self.storage: Any = None
-        self.vectors: np.ndarray | None = None
+        self.vectors: np.ndarray | None = vectors
         self.ids_at_pos = id_map if id_map is not None else np.arange(self.ntotal, dtype=np.int64)
         self.pos_of_row: np.ndarray | None = None  # None: internal position == row
-        if not self.scan_ivf:
+        if not self.scan_ivf and vectors is None:
             self._open_storage(top, transformed, row_ids)
 
         # Id selectors: a bitmap over ids when ids are small non-negative numbers, else a hashed id batch.
@@ -101,19 +111,38 @@ class IndexAccess:
     def params(self, sel: Any, nprobe: int, ef_search: int, k_factor: float | None = None) -> Any:
         """Per-call search parameters (never the index's own fields, so concurrent searches do not interfere) that
         reach the IVF / HNSW index under any IDMap, pre-transform or refine wrapper
-        (:func:`geovl.index.faiss_ops.search_parameters`); parameters that do not apply to the index are ignored."""
+        (:func:`geovl.index.faiss_ops.search_parameters`); parameters that do not apply to the index are ignored.
+        Without a selector they are built once per setting and shared (faiss only reads them)."""
+        key = (nprobe, ef_search, k_factor or self.k_factor)
+        if sel is None and key in self._plain_params:
+            return self._plain_params[key]
         params = search_parameters(self.index, sel=sel, nprobe=nprobe, ef_search=ef_search,
                                    k_factor=k_factor or self.k_factor)
         if params is None and sel is not None:
             params = self.faiss.SearchParameters(sel=sel)
+        if sel is None and len(self._plain_params) < 64:
+            self._plain_params[key] = params
         return params
 
-    def search(self, q: np.ndarray, k: int, params: Any) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, q: np.ndarray, k: int, params: Any, k_factor: float | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """ANN top-``k`` (scores, ids); a re-ranking index fetches ``k * k_factor`` candidates and re-ranks them."""
+        fetch = k if self.rerank_vectors is None else candidates_for(k, k_factor or self.k_factor, self.ntotal)
         if params is None:
-            d, i = self.index.search(q, k)
+            d, i = self.index.search(q, fetch)
         else:
-            d, i = self.index.search(q, k, params=params)
-        return np.asarray(d, np.float32), np.asarray(i, np.int64)
+            d, i = self.index.search(q, fetch, params=params)
+        if self.rerank_vectors is None:
+            return np.asarray(d, np.float32), np.asarray(i, np.int64)
+        ids = np.asarray(i, np.int64)
+        return rerank(q, ids, self.rows_of(ids), self.rerank_vectors, k)
+
+    def rows_of(self, ids: np.ndarray) -> np.ndarray:
+        """Metadata rows of ``ids`` (-1 for -1 or unknown ids)."""
+        if self.dense_ids:
+            return np.where((ids >= 0) & (ids < self.row_ids.size), ids, -1)
+        pos = np.minimum(np.searchsorted(self.row_ids, ids), max(0, self.row_ids.size - 1))
+        return np.where((ids >= 0) & (self.row_ids[pos] == ids), pos, -1)
 
     # ---- exact scoring over a subset of rows
     def exact(self, q: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,32 +1,33 @@
 """Pick a faiss index type for a collection size, dimension and memory budget.
 
-The rules follow autofaiss' heuristics; the thresholds are constants below, set from measurements recorded in
-docs/benchmarks.md (index section), not restated here:
+The thresholds are constants below, set from measurements recorded in docs/benchmarks.md (index section):
 
-1. **Flat** while the raw float32 vectors fit in :data:`FLAT_MAX_BYTES`: an exact scan stays within the latency
-   target, is exact and supports removal.
-2. **HNSW32** (efConstruction 40, efSearch 128) while ``n <=`` :data:`HNSW_MAX_VECTORS`, its estimated RAM fits the
-   budget and its estimated build time (:data:`HNSW_BUILD_CORE_SECONDS` per million 512-d vectors, divided by the
-   cores) fits the build-time budget (default :data:`BUILD_SECONDS_DEFAULT`). HNSW cannot remove vectors: removals
-   become tombstones.
-3. **IVF{nlist},Flat** otherwise, when it fits the budget. ``nlist`` is ``2 * sqrt(n)`` rounded to a power of two
-   below 10M vectors, ``16 * sqrt(n)`` clipped to 2^16..2^18 above, and never more than ``n / 39`` (faiss' minimum
-   of 39 training points per list). With 2^14 or more lists the coarse quantizer is HNSW32
-   (``IVF{nlist}_HNSW32``) so assigning a query stays cheap.
-4. **IVF{nlist},SQ8** when float32 codes do not fit: 4x smaller (d bytes per vector).
-5. **OPQ{m},IVF{nlist},PQ{m}** when even SQ8 does not fit, with the largest ``m`` in (64, 32, 16, 8) that fits.
-   PQ alone loses much recall at 512-d, so the reason string recommends re-ranking the top ``k * 4`` candidates
-   with the exact vectors (the embedding ``.npy`` files, read memory-mapped).
+1. **Flat** while the raw float32 vectors fit in :data:`FLAT_MAX_BYTES`: an exact scan stays within a few ms per
+   query, is exact and supports removal.
+2. **IVF{nlist},SQ8 with exact re-ranking** above that: the inverted lists hold 8-bit codes (1 byte per dimension,
+   4x smaller than float32), the search asks them for ``k *`` :data:`RERANK_K_FACTOR` candidates and re-ranks those
+   by exact inner product with the float32 vectors kept in ``vectors.npy`` in the index folder, memory-mapped
+   (:mod:`geovl.index.rerank`). RAM holds the codes; recall is that of exact scoring over the candidates. ``nlist``
+   is ``2 * sqrt(n)`` rounded to a power of two below 10M vectors, ``16 * sqrt(n)`` clipped to 2^16..2^18 above,
+   and never more than ``n / 39`` (faiss' minimum of 39 training points per list). With 2^14 or more lists the
+   coarse quantizer is HNSW32 (``IVF{nlist}_HNSW32``) so assigning a query stays cheap.
+3. **OPQ{m},IVF{nlist},PQ{m} with re-ranking** when even SQ8 codes do not fit the budget, with the largest ``m`` in
+   (64, 32, 16, 8) that fits.
 
-Default search parameters: ``nprobe = clip(nlist // 256, 8, 128)`` and ``efSearch = 128``. Both are recorded in
-the index manifest; tune them on real text queries, which are out of distribution for an image index and lose
-recall on every ANN index.
+HNSW graphs are not chosen automatically: at 1M vectors HNSW32 needed the float vectors plus 270 bytes of links
+per vector in RAM and took 255 s to build on 2 cores, for no better latency than IVF-SQ8 with re-ranking (pass
+``factory="HNSW32"`` to build one anyway). Sharded builds (``ivf_only``) merge inverted lists and keep no
+``vectors.npy``: they use IVF-Flat when it fits the budget, then SQ8, then OPQ+PQ, without re-ranking.
+
+Default search parameters: ``nprobe = clip(nlist // 256, 8, 128)`` and ``efSearch = 128``;
+:func:`geovl.index.calibrate.calibrate` then measures recall on a sample of the collection at build time and
+raises ``nprobe`` until it reaches the recall target. Both the parameters and the measured figures are recorded in
+the index manifest.
 """
 
 from __future__ import annotations
 
 import math
-import os
 import re
 from dataclasses import dataclass, field
 
@@ -34,12 +35,6 @@ from geovl._optional import require
 
 FLAT_MAX_BYTES = 128 * 2**20
 """Largest float32 collection (bytes) searched exactly by default (a few ms per query on a 2-core CPU)."""
-HNSW_MAX_VECTORS = 4_000_000
-"""Above this HNSW's build time (superlinear) and RAM are no longer worth it, whatever the cores."""
-HNSW_BUILD_CORE_SECONDS = 510.0
-"""CPU-core seconds to build HNSW32 over 1M 512-d vectors (docs/benchmarks.md); scales with n and dim."""
-BUILD_SECONDS_DEFAULT = 120.0
-"""Default build-time budget of :func:`choose_index`, in seconds."""
 IVF_SMALL_MAX_VECTORS = 10_000_000
 """Below this IVF uses ``2 * sqrt(n)`` lists; above, 2^16 and more."""
 IVF_HNSW_QUANTIZER_MIN_LISTS = 2**14
@@ -51,6 +46,9 @@ HNSW_EF_CONSTRUCTION = 40
 HNSW_EF_SEARCH = 128
 REFINE_K_FACTOR = 4
 """Refine types re-rank ``4 * k`` candidates by default."""
+RERANK_K_FACTOR = 3
+"""Re-ranking indexes re-score ``3 * k`` ANN candidates with the exact vectors by default (at 1M, k x 2 already
+recovered all but 0.003 of the recall that k x 4 gives: docs/benchmarks.md)."""
 PQ_M_CHOICES = (64, 32, 16, 8)
 TRAIN_MAX_BYTES = 2**30
 """Cap on the float32 training sample (1 GiB: 524,288 vectors at 512-d)."""
@@ -70,7 +68,10 @@ class IndexParams:
         ef_search: default HNSW search beam width (also used for an HNSW coarse quantizer).
         train_size: vectors in the training sample (0 when the index needs no training).
         seed: seed of the training sample and of k-means.
-        k_factor: for ``Refine(...)``/``RFlat`` types, candidates re-ranked per requested result.
+        k_factor: for ``Refine(...)``/``RFlat`` types and re-ranking indexes, candidates re-ranked per requested
+            result.
+        rerank: whether the index folder keeps the float32 vectors (``vectors.npy``) and searches re-rank their
+            ANN candidates with them (:mod:`geovl.index.rerank`).
     """
 
     nlist: int | None = None
@@ -81,6 +82,7 @@ class IndexParams:
     train_size: int = 0
     seed: int = 0
     k_factor: int | None = None
+    rerank: bool = False
 
 
 @dataclass
@@ -108,13 +110,6 @@ def default_nprobe(nlist: int) -> int:
     return int(min(nlist, max(8, min(128, nlist // 256))))
 
 
-def estimate_hnsw_build_seconds(n: int, dim: int, cores: int | None = None) -> float:
-    """Estimated HNSW32 build time from :data:`HNSW_BUILD_CORE_SECONDS` (linear in ``n * dim``, over ``cores``)."""
-    if cores is None:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return HNSW_BUILD_CORE_SECONDS * (n / 1e6) * (dim / 512) / max(1, cores)
-
-
 def ivf_nlist(n: int) -> int:
     """Inverted lists for ``n`` vectors (autofaiss' rule; see the module docstring), a power of two >= 1."""
     if n < IVF_SMALL_MAX_VECTORS:
@@ -136,17 +131,16 @@ def _ivf_factory(nlist: int, codec: str) -> str:
     return f"IVF{nlist}{quantizer},{codec}"
 
 
-def choose_index(n: int, dim: int, memory_budget_bytes: int | None = None, *, ivf_only: bool = False,
-                 build_seconds: float | None = BUILD_SECONDS_DEFAULT, cores: int | None = None) -> IndexChoice:
+def choose_index(n: int, dim: int, memory_budget_bytes: int | None = None, *, ivf_only: bool = False
+                 ) -> IndexChoice:
     """Choose an index type for ``n`` vectors of ``dim`` dimensions (inner product on unit vectors).
 
     Args:
         n: number of vectors the index will hold.
         dim: vector dimension.
-        memory_budget_bytes: RAM the filled index may use, in bytes; ``None`` means no limit.
-        ivf_only: only consider IVF types (for sharded builds, which merge inverted lists).
-        build_seconds: build-time budget; HNSW is chosen only when its estimated build fits (``None``: no limit).
-        cores: CPU cores the build may use (default: those this process may run on).
+        memory_budget_bytes: RAM the filled index may use, in bytes; ``None`` means no limit. Re-ranking vectors
+            live on disk (memory-mapped) and are not counted.
+        ivf_only: only IVF types without re-ranking (for sharded builds, which merge inverted lists).
 
     Returns:
         The choice, with estimated RAM in bytes and the rule that picked it (see the module docstring).
@@ -160,50 +154,42 @@ def choose_index(n: int, dim: int, memory_budget_bytes: int | None = None, *, iv
 
     size = f"{n:,} x {dim}-d"
     raw = 4 * n * dim
-
     if not ivf_only:
         flat = estimate_memory("Flat", n, dim)
         if raw <= FLAT_MAX_BYTES and fits(flat):
             return IndexChoice("Flat", "flat", IndexParams(), flat,
                                f"{size} is {raw / 2**20:.1f} MiB of float32 (<= {FLAT_MAX_BYTES // 2**20} MiB): an "
                                "exact scan takes a few ms per query, is exact and supports removal")
-        hnsw = estimate_memory(f"HNSW{HNSW_M}", n, dim)
-        hnsw_s = estimate_hnsw_build_seconds(n, dim, cores)
-        quick = build_seconds is None or hnsw_s <= build_seconds
-        if n <= HNSW_MAX_VECTORS and fits(hnsw) and quick:
-            params = IndexParams(hnsw_m=HNSW_M, ef_construction=HNSW_EF_CONSTRUCTION, ef_search=HNSW_EF_SEARCH)
-            return IndexChoice(f"HNSW{HNSW_M}", "hnsw", params, hnsw,
-                               f"{size} is above the exact-scan limit and HNSW{HNSW_M} fits "
-                               f"({_budget_text(hnsw, budget)}) with n <= {HNSW_MAX_VECTORS:,}: sub-ms queries, "
-                               "recall@10 ~0.96 at efSearch 128 (measured at 1M x 512); removals become tombstones")
 
     nlist = ivf_nlist(n)
     params = IndexParams(nlist=nlist, nprobe=default_nprobe(nlist), train_size=default_train_size(n, dim, nlist))
     if nlist >= IVF_HNSW_QUANTIZER_MIN_LISTS:
         params.ef_search = HNSW_EF_SEARCH
-    if ivf_only:
-        why = ""
-    elif n > HNSW_MAX_VECTORS:
-        why = f"n > {HNSW_MAX_VECTORS:,}"
-    elif not quick:
-        why = f"HNSW would take ~{hnsw_s:.0f} s to build (budget {build_seconds:.0f} s)"
-    else:
-        why = "HNSW does not fit the memory budget"
-    lead = f"{size}: {why + '; ' if why else ''}IVF with {nlist} lists ({_nlist_rule(n)})"
-    for codec, note in (("Flat", "float32 codes, recall@10 ~0.98 at nprobe 8 (measured IVF2048 at 1M)"),
-                        ("SQ8", "float32 codes do not fit; SQ8 is 4x smaller, recall@10 ~0.97 (measured)")):
-        factory = _ivf_factory(nlist, codec)
+    lead = f"{size}: IVF with {nlist} lists ({_nlist_rule(n)})"
+    rerank_note = (f"ANN candidates (k x {RERANK_K_FACTOR}) re-ranked with the exact float32 vectors, memory-mapped "
+                   f"from vectors.npy ({raw / 2**20:,.0f} MiB on disk, not counted as RAM)")
+    if not ivf_only:
+        params.rerank, params.k_factor = True, RERANK_K_FACTOR
+        factory = _ivf_factory(nlist, "SQ8")
         mem = estimate_memory(factory, n, dim)
         if fits(mem):
-            return IndexChoice(factory, "ivf", params, mem, f"{lead}, {codec}: {note} ({_budget_text(mem, budget)})")
+            return IndexChoice(factory, "ivf", params, mem,
+                               f"{lead}, SQ8 codes (1 byte per dimension); {rerank_note} ({_budget_text(mem, budget)})")
+    else:
+        for codec, note in (("Flat", "float32 codes"), ("SQ8", "float32 codes do not fit; SQ8 is 4x smaller")):
+            factory = _ivf_factory(nlist, codec)
+            mem = estimate_memory(factory, n, dim)
+            if fits(mem):
+                return IndexChoice(factory, "ivf", params, mem,
+                                   f"{lead}, {codec}: {note} ({_budget_text(mem, budget)})")
     m_fit = [m for m in PQ_M_CHOICES if fits(estimate_memory(f"OPQ{m},{_ivf_factory(nlist, f'PQ{m}')}", n, dim))]
     m = m_fit[0] if m_fit else PQ_M_CHOICES[-1]
     factory = f"OPQ{m},{_ivf_factory(nlist, f'PQ{m}')}"
     mem = estimate_memory(factory, n, dim)
     over = "" if m_fit else " (over budget even at PQ8)"
+    tail = rerank_note if params.rerank else "no re-ranking in sharded builds: PQ alone loses recall at 512-d"
     return IndexChoice(factory, "ivf", params, mem,
-                       f"{lead}, OPQ+PQ{m}: SQ8 does not fit{over} ({_budget_text(mem, budget)}); PQ alone kept only "
-                       "0.45-0.70 recall@10 at 512-d, so re-rank the top k*4 with the exact (memory-mapped) vectors")
+                       f"{lead}, OPQ+PQ{m}: SQ8 does not fit{over} ({_budget_text(mem, budget)}); {tail}")
 
 
 def describe_factory(factory: str, n: int, dim: int) -> IndexChoice:

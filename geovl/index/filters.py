@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from geovl._optional import require
+from geovl.index.columns import Reader, column_readers
 
 BOUNDS_COLUMNS = ("lon_min", "lat_min", "lon_max", "lat_max")
 TIME_COLUMN = "acquired"
@@ -317,7 +318,7 @@ class MetadataTable:
         # One chunk per column: pyarrow's take() on a multi-chunk table concatenates the chunks on every call
         # (about 4 ms at 200k rows, against 0.1 ms on one chunk).
         self.table = table.combine_chunks()
-        self._without: dict[tuple[str, ...], Any] = {}
+        self._without: dict[tuple[str, ...], list[tuple[str, Reader]]] = {}
         self.ids = ids
         self._cache: dict[str, _Column] = {}
         self._bounds: tuple[np.ndarray, ...] | None = None
@@ -341,15 +342,22 @@ class MetadataTable:
         return np.where(found, rows, -1)
 
     def records(self, rows: np.ndarray, drop: Sequence[str] = (ID_COLUMN,)) -> list[dict[str, Any]]:
-        """The rows at ``rows`` as dicts (pyarrow's Python values: ``datetime``, ``bytes`` for WKB...)."""
+        """The rows at ``rows`` as dicts (pyarrow's Python values: ``datetime``, ``bytes`` for WKB...).
+
+        Numeric and UTC timestamp columns without nulls are read from numpy views of the columns (about 3x faster
+        than pyarrow's row conversion for the 10-100 rows of a search result); other columns through pyarrow.
+        """
         if len(rows) == 0:
             return []
-        pa = require("pyarrow", extra=None)
-        table = self._without.get(tuple(drop))
-        if table is None:
-            present = [c for c in drop if c in self.table.column_names]
-            table = self._without[tuple(drop)] = self.table.drop_columns(present)
-        return list(table.take(pa.array(np.asarray(rows, np.int64))).to_pylist())
+        key = tuple(drop)
+        readers = self._without.get(key)
+        if readers is None:
+            with self._lock:
+                readers = self._without[key] = column_readers(self.table, drop)
+        index = np.asarray(rows, np.int64)
+        names = [name for name, _ in readers]
+        return [dict(zip(names, values, strict=True))
+                for values in zip(*(read(index) for _, read in readers), strict=True)]
 
     # ---- masks
     def mask(self, filters: Filters | None) -> np.ndarray | None:
@@ -389,22 +397,34 @@ class MetadataTable:
                 raise self._unknown(missing[0], "a bbox filter")
             pa = require("pyarrow", extra=None)
             with self._lock:
-                self._bounds = tuple(
+                west_, south_, east_, north_ = (
                     np.asarray(self.table.column(c).cast(pa.float64()).to_numpy(zero_copy_only=False), np.float64)
                     for c in BOUNDS_COLUMNS
                 )
-        lon_min, lat_min, lon_max, lat_max = self._bounds
+                # Footprints crossing the antimeridian (lon_min > lon_max) are split once, here, into two spans;
+                # most collections have none, and then a bbox test is four comparisons over the rows.
+                wraps = west_ > east_
+                cached: list[np.ndarray] = [south_, north_, west_]
+                if wraps.any():
+                    cached += [np.where(wraps, 180.0, east_), np.where(wraps, -180.0, np.nan), east_]
+                else:
+                    cached.append(east_)
+                self._bounds = tuple(cached)
+        lat_min, lat_max, *spans = self._bounds
         west, south, east, north = bbox
         # NaN (missing bounds) compares False everywhere, so such rows never match.
-        lat_ok = (lat_min <= north) & (lat_max >= south)
-        wraps = lon_min > lon_max
-        row_spans = [(lon_min, np.where(wraps, 180.0, lon_max)), (np.where(wraps, -180.0, np.nan), lon_max)]
+        mask = lat_min <= north
+        mask &= lat_max >= south
         box_spans = [(west, east)] if west <= east else [(west, 180.0), (-180.0, east)]
-        lon_ok = np.zeros(len(self), dtype=bool)
-        for r_lo, r_hi in row_spans:
+        lon_ok: np.ndarray | None = None
+        for r_lo, r_hi in zip(spans[0::2], spans[1::2], strict=True):
             for b_lo, b_hi in box_spans:
-                lon_ok |= (r_lo <= b_hi) & (r_hi >= b_lo)
-        return lat_ok & lon_ok
+                part = r_lo <= b_hi
+                part &= r_hi >= b_lo
+                lon_ok = part if lon_ok is None else (lon_ok | part)
+        if lon_ok is not None:
+            mask &= lon_ok
+        return mask
 
     def _column(self, name: str, purpose: str) -> _Column:
         col = self._cache.get(name)
@@ -517,7 +537,11 @@ def _string_membership(name: str, col: _Column, values: list[Any]) -> np.ndarray
     codes = pc.index_in(wanted, value_set=col.dictionary.cast(pa.string())).drop_null()
     if len(codes) == 0:
         return np.zeros(col.values.shape, dtype=bool)
-    return np.isin(col.values, np.asarray(codes.to_numpy(), np.int64))
+    # a look-up table over the dictionary (its last slot, False, is where null codes, -1, land): one gather over
+    # the rows, ~5x faster than numpy.isin at 1M rows
+    table = np.zeros(len(col.dictionary) + 1, dtype=bool)
+    table[np.asarray(codes.to_numpy(), np.int64)] = True
+    return table[col.values]
 
 
 def _like_mask(name: str, col: _Column, data: Any, cond: Like) -> np.ndarray:

@@ -36,6 +36,7 @@ from geovl.index.manifest import (
     IVFDATA_FILE,
     MANIFEST_FILE,
     METADATA_FILE,
+    VECTORS_FILE,
     IndexManifest,
     utc_now,
 )
@@ -160,7 +161,8 @@ def finish_index_folder(tmp: Path, manifest: IndexManifest, row_ids: np.ndarray,
     """Write deleted.npy and the manifest (last) into ``tmp``; fill count, id range, files, memory and timestamps.
 
     Args:
-        tmp: the new version's folder, holding ``index.faiss`` and ``metadata.parquet`` already.
+        tmp: the new version's folder, holding ``index.faiss`` and ``metadata.parquet`` (and ``vectors.npy`` for a
+            re-ranking index) already.
         manifest: the manifest to complete and write (changed in place and returned).
         row_ids: sorted ids of all metadata rows (one per vector in index.faiss, tombstoned ones included).
         deleted: tombstoned ids (a subset of ``row_ids``).
@@ -177,7 +179,8 @@ def finish_index_folder(tmp: Path, manifest: IndexManifest, row_ids: np.ndarray,
     manifest.memory_bytes = estimate_memory(manifest.index_type, int(row_ids.size), manifest.dim)
     manifest.files = {"index": INDEX_FILE, "metadata": METADATA_FILE,
                       "deleted": DELETED_FILE if deleted.size else None,
-                      "ivfdata": IVFDATA_FILE if manifest.on_disk else None}
+                      "ivfdata": IVFDATA_FILE if manifest.on_disk else None,
+                      "vectors": VECTORS_FILE if manifest.params.rerank else None}
     manifest.geovl_version = __version__
     manifest.updated = utc_now()
     manifest.created = manifest.created or manifest.updated

@@ -1,7 +1,8 @@
 """An index folder loaded for search: the faiss index, its manifest and its tombstones.
 
 Rules: searches return global ids and cosine similarities (inner products of L2-normalised vectors), best first;
-tombstoned ids (``deleted.npy``) are never returned; ``-1`` ids / ``-inf`` scores pad results shorter than ``k``.
+tombstoned ids (``deleted.npy``) are never returned; ``-1`` ids / ``-inf`` scores pad results shorter than ``k``; a
+re-ranking index (``params.rerank``) re-ranks its ANN candidates with the exact vectors of ``vectors.npy``.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from typing import Any
 import numpy as np
 
 from geovl.index.faiss_ops import faiss_module, search_parameters
-from geovl.index.manifest import IndexManifest
+from geovl.index.manifest import METADATA_FILE, IndexManifest
+from geovl.index.metadata import parquet_ids
+from geovl.index.rerank import candidates_for, rerank
 
 
 @dataclass
@@ -28,6 +31,7 @@ class LoadedIndex:
         mmap: whether the vectors/lists are memory-mapped rather than loaded.
         gpu: whether the index was moved to a GPU.
         gpu_resources: the faiss GPU resources a GPU index uses (kept alive with it).
+        vectors: for a re-ranking index, its float32 rows (``vectors.npy``, memory-mapped), in metadata order.
     """
 
     index: Any
@@ -37,6 +41,8 @@ class LoadedIndex:
     mmap: bool = False
     gpu: bool = False
     gpu_resources: Any = None
+    vectors: np.ndarray | None = None
+    _row_ids: np.ndarray | None = None
 
     def check_model(self, model: dict[str, Any]) -> None:
         """Raise ``ValueError`` unless queries from ``model`` (a model record) match the index's model."""
@@ -66,14 +72,27 @@ class LoadedIndex:
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         refs = self._params(nprobe, ef_search, k_factor)
+        fetch = k
+        if self.vectors is not None:
+            fetch = candidates_for(k, float(k_factor or self.manifest.params.k_factor or 1), int(self.index.ntotal))
         if refs is not None:
-            scores, ids = self.index.search(q, k, params=refs[0])
+            scores, ids = self.index.search(q, fetch, params=refs[0])
         else:  # selectors unsupported here: over-fetch and drop tombstones afterwards
-            kk = int(min(self.index.ntotal, k + self.deleted.size)) or 1
+            kk = int(min(self.index.ntotal, fetch + self.deleted.size)) or 1
             scores, ids = self.index.search(q, kk)
-            scores, ids = _drop_tombstones(scores, ids, self.deleted, k)
+            scores, ids = _drop_tombstones(scores, ids, self.deleted, fetch)
+        ids = np.asarray(ids, np.int64)
+        if self.vectors is not None:
+            scores, ids = rerank(q, ids, self._rows_of(ids), self.vectors, k)
         scores = np.where(ids < 0, -np.inf, scores).astype(np.float32)
         return scores, ids.astype(np.int64)
+
+    def _rows_of(self, ids: np.ndarray) -> np.ndarray:
+        if self._row_ids is None:
+            self._row_ids = parquet_ids(self.path / METADATA_FILE)
+        row_ids = self._row_ids
+        pos = np.minimum(np.searchsorted(row_ids, ids), max(0, row_ids.size - 1))
+        return np.where((ids >= 0) & (row_ids[pos] == ids), pos, -1)
 
     def _params(self, nprobe: int | None, ef_search: int | None,
                 k_factor: float | None) -> tuple[Any, ...] | None:

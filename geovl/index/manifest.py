@@ -35,6 +35,7 @@ INDEX_FILE = "index.faiss"
 IVFDATA_FILE = "index.ivfdata"
 METADATA_FILE = "metadata.parquet"
 DELETED_FILE = "deleted.npy"
+VECTORS_FILE = "vectors.npy"
 MANIFEST_FILE = "manifest.json"
 
 _PARAM_KEYS = {"hnsw_m": "M", "ef_construction": "efConstruction", "ef_search": "efSearch"}
@@ -196,6 +197,8 @@ class IndexManifest:
         metadata.parquet  one row per vector in index.faiss (tombstoned ones included), sorted by "id"
         deleted.npy       (only with tombstones) sorted int64 ids still in index.faiss and metadata.parquet that
                           searches must skip
+        vectors.npy       (only with ``params.rerank``) float32 vectors, one row per metadata row, memory-mapped to
+                          re-rank ANN candidates exactly (:mod:`geovl.index.rerank`)
 
     Attributes:
         model: the embedding model's record from the embeddings manifest; its identity (name, architecture,
@@ -208,7 +211,7 @@ class IndexManifest:
         count: live vectors (searchable).
         deleted: tombstoned vectors still stored in ``index.faiss`` and ``metadata.parquet``.
         params: build and default search parameters; in JSON ``nlist``, ``nprobe``, ``M``, ``efConstruction``,
-            ``efSearch``, ``train_size``, ``seed``, ``k_factor``.
+            ``efSearch``, ``train_size``, ``seed``, ``k_factor``, ``rerank``.
         sources: embeddings folders added, in order.
         id_min, id_max: range of live ids (``None`` when empty).
         memory_bytes: estimated RAM of the index when loaded without mmap, in bytes.
@@ -219,6 +222,9 @@ class IndexManifest:
         added_since_training: vectors added afterwards with ``add_to_index``/``merge_shards``.
         reason: why this index type was chosen.
         notes: advice gathered along the way (e.g. "consider rebuild").
+        expected: recall and latency measured at build time on a sample of the collection
+            (:func:`geovl.index.calibrate.calibrate`): ``{"queries", "k", "target", "recall_at_k", "p50_ms",
+            "p99_ms", "nprobe" or "efSearch", "sweep", "measured"}``; empty when not measured.
         captions: metadata columns that hold generated captions (:func:`geovl.index.captions.attach_captions`), each
             with where its captions came from: ``{column: {"run", "model", "decoding", "attached", "matched"}}``.
     """
@@ -245,6 +251,7 @@ class IndexManifest:
     added_since_training: int = 0
     reason: str = ""
     notes: list[str] = field(default_factory=list)
+    expected: dict[str, Any] = field(default_factory=dict)
     captions: dict[str, dict[str, Any]] = field(default_factory=dict)
     files: dict[str, str | None] = field(default_factory=dict)
     geovl_version: str = ""

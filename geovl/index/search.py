@@ -21,7 +21,7 @@ hits whenever ``k`` rows match:
       unlike the query). An ANN walk with a selector would stay in that region and return poor matches, so these
       queries are scored exactly.
    c. Otherwise: an ANN search with a faiss id selector (a bitmap over ids, or a hashed id set when ids are huge),
-      with ``nprobe`` / ``efSearch`` widened as 1/share for filters under 10% of the rows (up to 8x). Queries that
+      with ``nprobe`` / ``efSearch`` widened by ``2 * sqrt(0.1 / share)`` (between 1x and 8x). Queries that
       come back with fewer than ``k`` hits are retried with 4x the ``nprobe`` / ``efSearch`` (up to twice;
       efSearch at most 4096), then scored exactly, so results are never short.
 
@@ -67,15 +67,17 @@ logger = logging.getLogger(__name__)
 
 
 #: Filters matching at most this many rows of 512-d vectors are scored exactly over just those rows (the default
-#: threshold scales as 512 / dim, since exact cost is rows x dim). Measured at 200k x 512 on one core
-#: (``benchmarks/filtered_search.py``): exact scoring costs ~0.3 ms for 200 rows, ~1 ms for 2k, ~5 ms for 10k and
-#: ~9 ms for 20k, always at recall 1; the ANN path costs ~1 ms at recall ~0.95 for filters uncorrelated with the
-#: query and 0.90 or less below 2% of the rows. So below 20k rows exactness costs under 10 ms and is worth it.
-DEFAULT_EXACT_THRESHOLD = 20_000
+#: threshold scales as 512 / dim, since exact cost is rows x dim). Exact scoring gathers the rows (~0.7 us per
+#: 1 KiB row from memory-mapped vectors) then ranks them: 10k rows of 256-d took 7.7 ms at 1M, against ~1-2 ms for
+#: the ANN path with an id-selector bitmap, which a re-ranking index keeps at recall ~1 (docs/benchmarks.md). So only
+#: very selective filters (4k rows at 256-d) are scored exactly.
+DEFAULT_EXACT_THRESHOLD = 2_000
 
 _PROBE_FACTOR = 4
 _FAR_SHARE = 0.25
+_FAR_MIN_EXPECTED = 4.0  # judge "far from the filter" only when the probe should hold at least this many allowed rows
 _BOOST_BELOW_SHARE = 0.1
+_BOOST_SCALE = 2.0
 _MAX_BOOST = 8.0
 _RETRIES = 2
 _RETRY_FACTOR = 4
@@ -190,7 +192,8 @@ class Searcher:
         if index.ntotal != len(self.metadata):
             raise ValueError(f"{folder}: index.faiss holds {index.ntotal} vectors but metadata.parquet has "
                              f"{len(self.metadata)} rows; rebuild the index")
-        self._faiss = IndexAccess(faiss, index, self.metadata.ids, self.loaded.manifest.params)
+        self._faiss = IndexAccess(faiss, index, self.metadata.ids, self.loaded.manifest.params,
+                                  vectors=self.loaded.vectors)
         self._live: np.ndarray | None = None
         if self.loaded.deleted.size:
             self._live = ~np.isin(self.metadata.ids, self.loaded.deleted)
@@ -255,6 +258,13 @@ class Searcher:
 
     def encode(self, queries: Sequence[Query]) -> np.ndarray:
         """(N, D) float32 L2-normalised query embeddings; texts and images go through the backbone in batches."""
+        if len(queries) == 1 and isinstance(queries[0], np.ndarray) and queries[0].size == self.dim and (
+                queries[0].dtype == np.float32):  # one embedding: the hot path of vector search
+            one = queries[0].reshape(1, self.dim)
+            norm = float(np.sqrt(one[0] @ one[0]))
+            if norm == 0 or not np.isfinite(norm):
+                raise ValueError("a query vector is zero or not finite; it cannot be compared by cosine similarity")
+            return np.ascontiguousarray(one / norm)
         texts: list[tuple[int, str]] = []
         images: list[tuple[int, Any]] = []
         out = np.zeros((len(queries), self.dim), np.float32)
@@ -409,7 +419,7 @@ class Searcher:
             # Post-filter the query's unfiltered neighbourhood first (one ANN search; efSearch bounds HNSW's cost
             # whatever k): when k allowed rows are among its top results, they are the filtered top-k.
             probe_k = min(total, max(ef, _PROBE_FACTOR * need))
-            probe_s, probe_i = fa.search(q, probe_k, fa.params(None, nprobe, ef, kf))
+            probe_s, probe_i = fa.search(q, probe_k, fa.params(None, nprobe, ef, kf), kf)
             probe_rows = self.metadata.rows_of(probe_i)
             ok = (probe_rows >= 0) & mask[np.maximum(probe_rows, 0)]
             count = ok.sum(1)
@@ -419,7 +429,8 @@ class Searcher:
             ids[done] = np.take_along_axis(probe_i, first, 1)[done]
             # Far fewer allowed rows near the query than overall: the filter excludes the query's region, where an
             # ANN walk with a selector stays and returns poor matches (recall 0.3-0.5 on HNSW in the benchmark).
-            far = ~done & (count < probe_k * share * _FAR_SHARE)
+            expected = probe_k * share
+            far = ~done & (count < expected * _FAR_SHARE) & (expected >= _FAR_MIN_EXPECTED)
             if far.any():
                 scores[far], ids[far] = fa.exact(q[far], rows, need)
             todo = np.flatnonzero(~done & ~far)
@@ -428,8 +439,9 @@ class Searcher:
         if todo.size:
             sel, keep = self._selector(mask, filtered_only_by_tombstones=self._is_live_mask(mask))
             # An ANN search with a selector only collects the allowed vectors it passes, so a narrower filter needs
-            # a wider beam (HNSW) or more lists (IVF) for the same recall: both grow as 1/share below 10% (to 8x).
-            boost = min(_MAX_BOOST, max(1.0, _BOOST_BELOW_SHARE / share))
+            # a wider beam (HNSW) or more lists (IVF) for the same recall: 2 * sqrt(0.1 / share), 1x to 8x (at 1M,
+            # 9% of the rows kept recall 0.89 with IVF's nprobe unchanged; docs/benchmarks.md).
+            boost = min(_MAX_BOOST, max(1.0, (_BOOST_BELOW_SHARE / share) ** 0.5 * _BOOST_SCALE))
             scores[todo], ids[todo] = self._ann_search(q[todo], need, sel, int(nprobe * boost), int(ef * boost), rows,
                                                        kf)
             del keep
@@ -440,7 +452,7 @@ class Searcher:
         """ANN search (with ``sel`` when given) that widens ``nprobe`` / ``efSearch`` for queries that come back
         with fewer than ``need`` hits, then scores what is still short exactly over ``rows`` (all when None)."""
         fa = self._faiss
-        scores, ids = fa.search(q, need, fa.params(sel, nprobe, ef, k_factor))
+        scores, ids = fa.search(q, need, fa.params(sel, nprobe, ef, k_factor), k_factor)
         for _ in range(_RETRIES):
             short = np.flatnonzero((ids >= 0).sum(1) < need)
             can_widen = (fa.hnsw is not None and ef * _RETRY_FACTOR <= _MAX_RETRY_EF) or (
@@ -448,7 +460,7 @@ class Searcher:
             if short.size == 0 or not can_widen:
                 break
             nprobe, ef = nprobe * _RETRY_FACTOR, ef * _RETRY_FACTOR
-            scores[short], ids[short] = fa.search(q[short], need, fa.params(sel, nprobe, ef, k_factor))
+            scores[short], ids[short] = fa.search(q[short], need, fa.params(sel, nprobe, ef, k_factor), k_factor)
         short = np.flatnonzero((ids >= 0).sum(1) < need)
         if short.size:
             logger.debug("%d queries still short after retries; scoring them exactly", short.size)
@@ -470,16 +482,16 @@ class Searcher:
     def _hits(self, scores: np.ndarray, ids: np.ndarray) -> list[list[Hit]]:
         valid = ids >= 0
         rows = self.metadata.rows_of(ids[valid])
-        records = iter(self.metadata.records(rows[rows >= 0]))
-        found = iter(rows >= 0)
+        known = rows >= 0  # an id the metadata does not know is never expected in a consistent folder
+        records = iter(self.metadata.records(rows[known]))
+        known_of = iter(known.tolist())
         out: list[list[Hit]] = []
         for qi in range(ids.shape[0]):
+            cols = np.flatnonzero(valid[qi])
             hits: list[Hit] = []
-            for j in np.flatnonzero(valid[qi]):
-                if not next(found):
-                    continue  # an id the metadata does not know; never expected in a consistent folder
-                hits.append(Hit(id=int(ids[qi, j]), score=float(scores[qi, j]), rank=len(hits),
-                                metadata=next(records)))
+            for hit_id, score in zip(ids[qi, cols].tolist(), scores[qi, cols].tolist(), strict=True):
+                if next(known_of):
+                    hits.append(Hit(hit_id, score, len(hits), next(records)))
             out.append(hits)
         return out
 

@@ -17,13 +17,18 @@ The index folder layout is described in :class:`geovl.index.manifest.IndexManife
 from __future__ import annotations
 
 import logging
+import mmap as mmap_module
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from geovl.index.choose import IndexChoice
+from geovl.index.access import IndexAccess
+from geovl.index.calibrate import RECALL_TARGET
+from geovl.index.calibrate import calibrate as calibrate_index
+from geovl.index.choose import RERANK_K_FACTOR, IndexChoice
 from geovl.index.faiss_ops import (
     UseGpu,
     choose_for,
@@ -52,6 +57,7 @@ from geovl.index.manifest import (
     IVFDATA_FILE,
     MANIFEST_FILE,
     METADATA_FILE,
+    VECTORS_FILE,
     EmbeddingFolders,
     IndexManifest,
     check_same_model,
@@ -59,6 +65,7 @@ from geovl.index.manifest import (
     source_records,
 )
 from geovl.index.metadata import few_ids, merge_metadata, parquet_ids
+from geovl.index.rerank import copy_rows, write_vectors
 
 logger = logging.getLogger(__name__)
 
@@ -78,12 +85,18 @@ def build_index(
     nprobe: int | None = None,
     ef_search: int | None = None,
     ef_construction: int | None = None,
+    calibrate: bool = True,
+    recall_target: float = RECALL_TARGET,
+    rerank: bool | None = None,
 ) -> IndexManifest:
     """Build an index folder from one or more embeddings folders of the same model.
 
     The index is trained on a seeded random sample of all vectors, then every partition is added with its global
     ids (memory-mapped, chunk by chunk). The metadata of all partitions is merged into ``metadata.parquet``,
-    sorted by id. ``out_dir`` is replaced only once the new index is complete (see the module docstring).
+    sorted by id; a re-ranking index also gets ``vectors.npy`` in the same order. Then the index is calibrated
+    (:func:`geovl.index.calibrate.calibrate`): recall and latency measured on a sample of the collection, and the
+    default ``nprobe`` / ``efSearch`` widened to ``recall_target`` unless given. ``out_dir`` is replaced only once
+    the new index is complete (see the module docstring).
 
     Args:
         embeddings: an embeddings folder or a list of them (same model and dimension).
@@ -97,6 +110,11 @@ def build_index(
         nprobe: default IVF lists visited per query (default: ``clip(nlist // 128, 8, 128)``).
         ef_search: default HNSW search beam width (default 128).
         ef_construction: HNSW build beam width (default 40).
+        calibrate: measure recall@10 and latency at build time (recorded as the manifest's ``expected``).
+        recall_target: recall@10 the calibration widens the default search for.
+        rerank: keep the float32 vectors in ``vectors.npy`` and re-rank ANN candidates with them exactly
+            (:mod:`geovl.index.rerank`); ``None``: as :func:`~geovl.index.choose.choose_index` decides (on for the
+            compressed indexes it picks), off for explicit factories. Not for Flat indexes, which are exact.
 
     Returns:
         The manifest written to ``out_dir/manifest.json``.
@@ -112,6 +130,15 @@ def build_index(
     choice = choose_for(factory, n, dim, memory_budget_bytes)
     override_params(choice, n, train_size=train_size, seed=seed, nprobe=nprobe, ef_search=ef_search,
                     ef_construction=ef_construction)
+    if rerank is not None:
+        if rerank and choice.kind == "flat":
+            raise ValueError(f"rerank=True on {choice.factory!r}: a Flat index is exact already; re-ranking is for "
+                             "compressed or graph indexes (IVF, HNSW, PQ)")
+        choice.params.rerank = bool(rerank)
+        choice.params.k_factor = (choice.params.k_factor or RERANK_K_FACTOR) if rerank else (
+            choice.params.k_factor if re.search(r"Refine\(|RFlat", choice.factory) else None)
+    if not 0 < recall_target <= 1:
+        raise ValueError(f"recall_target must be in (0, 1], got {recall_target}")
     gpu = resolve_gpu(use_gpu)
     out = Path(out_dir)
     with rewrite_index_folder(out) as tmp:
@@ -121,6 +148,15 @@ def build_index(
         index, fingerprint, gpu_used = fill_index(new_index(choice, dim), choice, sets, gpu=gpu, progress=progress)
         manifest = IndexManifest.for_choice(choice, sets, fingerprint=fingerprint, gpu_used=gpu_used)
         manifest.count_at_training = n
+        vectors = None
+        if choice.params.rerank:
+            write_vectors(sets, ids, tmp / VECTORS_FILE)
+            vectors = np.load(tmp / VECTORS_FILE, mmap_mode="r")
+        if calibrate:
+            set_search_defaults(index, manifest)
+            access = IndexAccess(faiss_module(), index, ids, choice.params, vectors=vectors)
+            manifest.expected = calibrate_index(access, choice.params, sets, kind=choice.kind, target=recall_target,
+                                                seed=seed, widen=nprobe is None and ef_search is None)
         set_search_defaults(index, manifest)
         faiss_module().write_index(index, str(tmp / INDEX_FILE))
         finish_index_folder(tmp, manifest, ids, np.zeros(0, np.int64))
@@ -159,8 +195,11 @@ def add_to_index(index_dir: PathLike, embeddings: EmbeddingFolders, *, progress:
             dead = clash[np.isin(clash, tomb)]
             extra = f" ({few_ids(dead)} were removed but stay tombstoned until a rebuild)" if dead.size else ""
             raise ValueError(f"{clash.size} ids are already in the index {out}: {few_ids(clash)}{extra}")
+        old_rows = parquet_ids(out / METADATA_FILE)
         ids = merge_metadata([out / METADATA_FILE] + [p.metadata for s in sets for p in s.partitions],
                              tmp / METADATA_FILE)
+        if old.params.rerank:
+            write_vectors(sets, ids, tmp / VECTORS_FILE, base=(np.load(out / VECTORS_FILE, mmap_mode="r"), old_rows))
         choice = IndexChoice(old.index_type, old.kind, old.params)
         if old.on_disk:
             shard, _, _ = fill_index(empty_trained(out, old), choice, sets, gpu=False, progress=progress)
@@ -208,10 +247,14 @@ def remove_from_index(index_dir: PathLike, ids: Sequence[int] | np.ndarray, *,
             if present.size == 0:
                 raise IndexUnchanged
             if old.removal == "remove_ids" and not old.on_disk and _remove_ids(out, old, tmp, present):
+                if old.params.rerank:
+                    copy_rows(out / VECTORS_FILE, ~np.isin(np.sort(rows), present), tmp / VECTORS_FILE)
                 rows = merge_metadata([out / METADATA_FILE], tmp / METADATA_FILE, drop=present)
             else:  # tombstones: index.faiss and metadata.parquet are unchanged, so the new folder shares them
                 old.removal = "tombstones"
-                for name in (INDEX_FILE, METADATA_FILE) + ((IVFDATA_FILE,) if old.on_disk else ()):
+                shared = (INDEX_FILE, METADATA_FILE) + ((IVFDATA_FILE,) if old.on_disk else ()) + (
+                    (VECTORS_FILE,) if old.params.rerank else ())
+                for name in shared:
                     link_or_copy(out / name, tmp / name)
                 rows = np.sort(rows)
                 tomb = np.union1d(tomb, present)
@@ -279,7 +322,22 @@ def load_index(index_dir: PathLike, *, mmap: bool = False, use_gpu: UseGpu = "au
         raise ValueError(f"{path}: index.faiss holds {index.ntotal} vectors but the manifest says {manifest.count} "
                          f"live + {deleted.size} deleted; rebuild it ({BUILD_HINT})")
     set_search_defaults(index, manifest)
-    loaded = LoadedIndex(index, manifest, path, deleted, mmap=mmap or manifest.on_disk)
+    vectors = None
+    if manifest.params.rerank:
+        if not (path / VECTORS_FILE).is_file():
+            raise FileNotFoundError(f"{path / VECTORS_FILE} not found: this re-ranking index is incomplete; "
+                                    f"rebuild it ({BUILD_HINT})")
+        mapped = np.load(path / VECTORS_FILE, mmap_mode="r")
+        # searches read ~30 scattered rows per query: ask the kernel not to read ahead around them
+        advise = getattr(getattr(mapped, "_mmap", None), "madvise", None)
+        if advise is not None and hasattr(mmap_module, "MADV_RANDOM"):
+            advise(mmap_module.MADV_RANDOM)
+        # a plain ndarray view of the memory map: indexing a numpy.memmap costs ~10 us more per call
+        vectors = mapped.view(np.ndarray)
+        if vectors.shape != (index.ntotal, manifest.dim) or vectors.dtype != np.float32:
+            raise ValueError(f"{path / VECTORS_FILE} holds {vectors.dtype} {vectors.shape}, expected float32 "
+                             f"({index.ntotal}, {manifest.dim}); rebuild the index ({BUILD_HINT})")
+    loaded = LoadedIndex(index, manifest, path, deleted, mmap=mmap or manifest.on_disk, vectors=vectors)
     want_gpu = use_gpu is True or (use_gpu == "auto" and not loaded.mmap)
     if want_gpu and manifest.kind in ("flat", "ivf") and resolve_gpu(use_gpu):
         try:

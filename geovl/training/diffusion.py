@@ -30,7 +30,7 @@ from geovl.models.device import resolve_precision
 from geovl.models.diffusion import GeoDiffusionPipeline, build_scheduler, build_unet
 from geovl.models.diffusion_conditioning import TextConditioner
 from geovl.models.factory import load_backbone
-from geovl.models.generator import save_generator
+from geovl.models.generator import load_generator, save_generator
 from geovl.models.record import model_record
 from geovl.training.clip_model import lr_lambda
 from geovl.training.config import config_to_dict
@@ -85,6 +85,22 @@ def sample_grid(pipe: GeoDiffusionPipeline, prompts: list[str], gsds: list[float
     return grid
 
 
+def _init_from(unet: nn.Module, source: str, backbone_name: str, backbone: Any) -> None:
+    """Copy the UNet weights of generator ``source`` into ``unet`` (a fresh run's starting point)."""
+    pipe = load_generator(source, backbone=backbone, device="cpu", precision="fp32")
+    named = pipe.metadata.get("training", {}).get("model", {}).get("backbone")
+    if named and named != backbone_name:
+        raise ValueError(f"model.init {source!r} was trained on backbone {named!r}, this run uses {backbone_name!r}")
+    theirs = pipe.unet.state_dict()
+    mine = unet.state_dict()
+    wrong = sorted(k for k in mine if k not in theirs or theirs[k].shape != mine[k].shape)
+    if wrong or len(theirs) != len(mine):
+        raise ValueError(f"model.init {source!r} has a different UNet shape from this config's model section "
+                         f"(first mismatch: {wrong[0] if wrong else 'extra weights'}); copy its model section")
+    unet.load_state_dict({k: v.float() for k, v in theirs.items()})
+    logger.info("UNet initialised from %s", source)
+
+
 class _EMAState:
     """:class:`EMAModel` as a runtime ``Stateful``."""
 
@@ -114,6 +130,8 @@ class _DiffusionJob:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.run.seed)
             self.unet = build_unet(gen_cfg, self.conditioner.dim).to(rt.device)
+        if config.model.init:
+            _init_from(self.unet, config.model.init, config.model.backbone, self.backbone)
         self.noise = build_scheduler(gen_cfg)
         o = config.optim
         self.optimizer = torch.optim.AdamW(self.unet.parameters(), lr=o.lr, betas=o.betas, eps=o.eps,

@@ -30,9 +30,15 @@ __all__ = [
 @dataclass
 class DiffusionModelConfig(GeneratorConfig):
     """The frozen backbone whose text token features condition the UNet (``backbone``), and the UNet's shape and
-    noise schedule (the fields of :class:`geovl.models.diffusion.GeneratorConfig`)."""
+    noise schedule (the fields of :class:`geovl.models.diffusion.GeneratorConfig`).
+
+    ``init``: a generator (registry name such as ``geovl-gen-small``, or a generator folder) whose UNet weights
+    start the run instead of a random initialisation: fine-tuning, or training a bundled generator further. Its
+    shape and backbone must match this section.
+    """
 
     backbone: str = DEFAULT_MODEL
+    init: str | None = None
 
 
 @dataclass

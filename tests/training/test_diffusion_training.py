@@ -134,3 +134,21 @@ def test_config_errors_name_the_setting(colours: Path) -> None:
         diffusion_config_from_dict({**base, "model": {**base["model"], "channels": [30, 64]}})
     with pytest.raises(ValueError, match="unknown key"):
         diffusion_config_from_dict({**base, "data": {**base["data"], "batchsize": 3}})
+
+
+def test_a_run_can_start_from_a_trained_generator(colours: Path, tmp_path: Path) -> None:
+    """``model.init`` copies a generator's UNet weights into a fresh run (fine-tuning, or training further)."""
+    first = train_diffusion(diffusion_config_from_dict(config(colours, tmp_path / "a", 3)), progress=False)
+    assert first.final is not None
+    cfg = config(colours, tmp_path / "b", 1, ema_decay=0.0)
+    cfg["model"] = {**cfg["model"], "init": str(first.final)}
+    cfg["optim"] = {**cfg["optim"], "lr": 1e-12, "warmup_steps": 0}
+    second = train_diffusion(diffusion_config_from_dict(cfg), progress=False)
+    assert second.final is not None
+    # a fresh run's random UNet could not end equal to the first run's trained (and EMA-averaged) weights
+    weights = [load_file(str(r.final / "unet" / "diffusion_pytorch_model.safetensors")) for r in (first, second)]
+    assert all(torch.allclose(weights[0][k], weights[1][k], atol=1e-6) for k in weights[0])
+    wrong = config(colours, tmp_path / "c", 1)
+    wrong["model"] = {**wrong["model"], "channels": [64, 64], "init": str(first.final)}
+    with pytest.raises(ValueError, match="different UNet shape"):
+        train_diffusion(diffusion_config_from_dict(wrong), progress=False)
