@@ -15,7 +15,6 @@ silently ignored. Every error is a ``ValueError`` naming the file, the line and 
 from __future__ import annotations
 
 import csv
-import json
 import math
 import os
 from collections.abc import Iterator, Mapping
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from geovl.index.filters import BOUNDS_COLUMNS
+from geovl.io.fs import iter_jsonl_numbered
 
 __all__ = ["QUERY_FIELDS", "RvaQuery", "read_rva_queries"]
 
@@ -68,17 +68,8 @@ def _rows(path: Path) -> Iterator[tuple[int, Mapping[str, Any]]]:
                     raise ValueError(f"{path}, line {reader.line_num}: more cells than the header has columns")
                 yield reader.line_num, {k: v for k, v in row.items() if v not in (None, "")}
         return
-    with open(path, encoding="utf-8") as fh:
-        for number, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}, line {number}: not valid JSON ({exc.msg})") from None
-            if not isinstance(record, dict):
-                raise ValueError(f"{path}, line {number}: expected a JSON object, got {type(record).__name__}")
-            yield number, {k: v for k, v in record.items() if v is not None}
+    for number, record in iter_jsonl_numbered(path):
+        yield number, {k: v for k, v in record.items() if v is not None}
 
 
 def _number(record: Mapping[str, Any], key: str, where: str) -> float:

@@ -196,6 +196,16 @@ def iter_jsonl(path: PathLike) -> Iterator[dict[str, Any]]:
     Raises:
         ValueError: a line that is not a JSON object, naming the file and line number.
     """
+    for _, row in iter_jsonl_numbered(path):
+        yield row
+
+
+def iter_jsonl_numbered(path: PathLike) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(line number, object)`` for each non-blank line of a JSON Lines file (1-based numbers, for messages).
+
+    Raises:
+        ValueError: a line that is not a JSON object, naming the file and line number.
+    """
     with open(path, encoding="utf-8") as fh:
         for number, line in enumerate(fh, start=1):
             if not line.strip():
@@ -206,4 +216,4 @@ def iter_jsonl(path: PathLike) -> Iterator[dict[str, Any]]:
                 raise ValueError(f"{path}:{number}: not valid JSON ({exc.msg})") from exc
             if not isinstance(row, dict):
                 raise ValueError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
-            yield row
+            yield number, row

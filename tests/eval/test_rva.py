@@ -182,8 +182,8 @@ BOX = '"lon_min": 0, "lat_min": 0, "lon_max": 1, "lat_max": 1'
 
 
 @pytest.mark.parametrize(("lines", "message"), [
-    ([f'{{"text": "a", {BOX}}}', "{oops"], "line 2: not valid JSON"),
-    (["[1, 2]"], "line 1: expected a JSON object"),
+    ([f'{{"text": "a", {BOX}}}', "{oops"], ":2: not valid JSON"),
+    (["[1, 2]"], ":1: expected a JSON object"),
     ([f'{{"text": "a", "image": "b.png", {BOX}}}'], "line 1: give 'text' or 'image', not both"),
     ([f'{{"id": "q", {BOX}}}'], "line 1: no query"),
     ([f'{{"text": "", {BOX}}}'], "line 1, field 'text': expected a non-empty string"),
