@@ -328,10 +328,13 @@ def load_index(index_dir: PathLike, *, mmap: bool = False, use_gpu: UseGpu = "au
             raise FileNotFoundError(f"{path / VECTORS_FILE} not found: this re-ranking index is incomplete; "
                                     f"rebuild it ({BUILD_HINT})")
         mapped = np.load(path / VECTORS_FILE, mmap_mode="r")
-        # searches read ~30 scattered rows per query: ask the kernel not to read ahead around them
+        # Searches read ~30 scattered rows per query. A cold file costs a disk read per row (p50 2.7-6 ms instead of
+        # 0.4 ms at 1M right after the page cache was dropped), so start reading it into the page cache now, in the
+        # background (WILLNEED). MADV_RANDOM is not used: it also stops the kernel mapping neighbouring cached
+        # pages on a fault, and the re-ranking then cost 80 us instead of 45 per query until every page was touched.
         advise = getattr(getattr(mapped, "_mmap", None), "madvise", None)
-        if advise is not None and hasattr(mmap_module, "MADV_RANDOM"):
-            advise(mmap_module.MADV_RANDOM)
+        if advise is not None and hasattr(mmap_module, "MADV_WILLNEED"):
+            advise(mmap_module.MADV_WILLNEED)
         # a plain ndarray view of the memory map: indexing a numpy.memmap costs ~10 us more per call
         vectors = mapped.view(np.ndarray)
         if vectors.shape != (index.ntotal, manifest.dim) or vectors.dtype != np.float32:

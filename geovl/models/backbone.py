@@ -162,6 +162,9 @@ class Backbone:
         self.uint8_transform = build_uint8_transform(preprocess)
         self._mean = torch.tensor(preprocess.mean, device=device).view(1, 3, 1, 1)
         self._std = torch.tensor(preprocess.std, device=device).view(1, 3, 1, 1)
+        # whether cutting trailing padding off token batches leaves the text embeddings unchanged (None: not yet
+        # checked; see _trim_padding)
+        self._trim_ok: bool | None = None
         towers.module.to(device=device, dtype=dtype).eval()
 
     # ---- properties
@@ -281,10 +284,35 @@ class Backbone:
         bar = _progress(len(texts), "texts", progress)
         for i in range(0, len(texts), batch_size):
             batch = list(texts[i : i + batch_size])
-            chunks.append(self.embed_tokens(self.tokenize(batch), normalize))
+            chunks.append(self._embed_trimmed(self.tokenize(batch), normalize))
             bar.update(len(batch))
         bar.close()
         return torch.cat(chunks).cpu().numpy()
+
+    def _embed_trimmed(self, tokens: torch.Tensor, normalize: bool) -> torch.Tensor:
+        """:meth:`embed_tokens` without the batch's trailing padding columns, where that gives the same embeddings.
+
+        Tokenizers pad every text to the context length (64-77 tokens) while a search query has ~10: the text tower
+        then does 6x the work. Towers that mask padding (HF encoders) or pool the end-of-text token (CLIP) give the
+        same result on the trimmed batch; towers that pool the last position (SigLIP) do not. So the first batch is
+        embedded both ways and trimming is kept only if they agree.
+        """
+        if self._trim_ok is False or tokens.ndim != 2 or tokens.shape[1] < 2:
+            return self.embed_tokens(tokens, normalize)
+        pad = tokens[0, -1]
+        used = (tokens != pad).any(0).nonzero()
+        length = int(used.max()) + 2 if used.numel() else tokens.shape[1]  # keep one padding column
+        if length >= tokens.shape[1]:
+            return self.embed_tokens(tokens, normalize)
+        trimmed = self.embed_tokens(tokens[:, :length].contiguous(), normalize)
+        if self._trim_ok is None:
+            full = self.embed_tokens(tokens, normalize)
+            # agreement up to the rounding of bf16 / fp16 towers (their outputs differ in the 3rd digit anyway);
+            # last-position pooling on a shorter batch gives a different vector altogether
+            cosine = (F.normalize(trimmed, dim=-1) * F.normalize(full, dim=-1)).sum(-1)
+            self._trim_ok = bool(cosine.min() > 0.999)
+            return full
+        return trimmed
 
     # ---- rich features
     def image_features(self, images: Sequence[ImageSource] | torch.Tensor) -> ImageFeatures:
