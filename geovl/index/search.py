@@ -329,6 +329,18 @@ class Searcher:
             k_factor: for refine types (``...,RFlat``, ``...,Refine(...)``): candidates re-ranked per result
                 (default: the manifest's); ignored by other types.
         """
+        if (filters is None and exclude_ids is None and self._live is None and not exact
+                and isinstance(query, np.ndarray) and isinstance(k, int) and not isinstance(k, bool)
+                and 1 <= k <= len(self.metadata) and (k_factor is None or k_factor >= 1)):
+            # the hot path of an unfiltered vector query: one ANN search, no masks or plans; a short answer (an
+            # IVF probe that found fewer than k vectors) goes the general way, which widens the search
+            fa = self._faiss
+            q = self.encode([query])
+            kf = float(k_factor or fa.k_factor)
+            params = fa.params(None, int(nprobe or fa.nprobe), max(int(ef_search or fa.ef_search), k), kf)
+            scores, ids = fa.search(q, k, params, kf)
+            if ids[0, -1] >= 0:
+                return self._hits(scores, ids)[0]
         return self.search_batch([query], k, filters, exclude_ids=exclude_ids, nprobe=nprobe, ef_search=ef_search,
                                  exact=exact, k_factor=k_factor)[0]
 

@@ -209,3 +209,18 @@ def test_bbox_filters_with_and_without_antimeridian_footprints() -> None:
     assert wrapping.mask(Filters.parse(bbox="-179.5,0,-170,2")).tolist() == [True, False, False]
     assert wrapping.mask(Filters.parse(bbox="178,0,179.5,2")).tolist() == [True, False, False]
     assert wrapping.mask(Filters.parse(bbox="20.5,0,30,0.5")).tolist() == [False, True, False]
+
+
+def test_single_vector_queries_match_the_batch_path_and_are_never_short(tmp_path: Path, emb: Path) -> None:
+    """``search`` on one vector takes a path without masks or plans; when its one ANN search comes back short
+    (nprobe 1 over lists smaller than k) it falls back to the general path, which widens the search."""
+    build_index(emb, tmp_path / "idx", factory="IVF64,SQ8", nprobe=1, progress=False, calibrate=False, rerank=True)
+    searcher = Searcher(tmp_path / "idx")
+    for q in QUERIES[:10]:
+        one = searcher.search(q, k=K)
+        assert [(h.id, h.score, h.metadata) for h in one] == [
+            (h.id, h.score, h.metadata) for h in searcher.search_batch([q], k=K)[0]]
+    big = 200  # more than any one of the 64 lists holds
+    hits = searcher.search(QUERIES[0], k=big)
+    assert len(hits) == big and len({h.id for h in hits}) == big
+    assert [h.rank for h in hits] == list(range(big))
