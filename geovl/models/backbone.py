@@ -311,7 +311,10 @@ class Backbone:
             # last-position pooling on a shorter batch gives a different vector altogether
             cosine = (F.normalize(trimmed, dim=-1) * F.normalize(full, dim=-1)).sum(-1)
             self._trim_ok = bool(cosine.min() > 0.999)
-            return full
+            if not self._trim_ok:
+                return full
+        # every call after the check (and the checking one) returns the trimmed result: a backbone gives the same
+        # numbers for the same texts whatever it embedded before
         return trimmed
 
     # ---- rich features
