@@ -224,3 +224,16 @@ def test_single_vector_queries_match_the_batch_path_and_are_never_short(tmp_path
     hits = searcher.search(QUERIES[0], k=big)
     assert len(hits) == big and len({h.id for h in hits}) == big
     assert [h.rank for h in hits] == list(range(big))
+
+
+def test_calibration_of_hnsw_and_flat_indexes(tmp_path: Path, emb: Path) -> None:
+    """HNSW widens efSearch instead of nprobe; a Flat index is exact and is only timed."""
+    hnsw = build_index(emb, tmp_path / "hnsw", factory="HNSW16", progress=False, recall_target=0.98)
+    exp = hnsw.expected
+    assert "efSearch" in exp and "nprobe" not in exp and exp["efSearch"] == hnsw.params.ef_search
+    assert [set(step) for step in exp["sweep"]] == [{"efSearch", "recall_at_k"}] * len(exp["sweep"])
+    assert exp["recall_at_k"] >= 0.98 or not exp["reached"]
+    assert Searcher(tmp_path / "hnsw")._faiss.ef_search == hnsw.params.ef_search  # the default searches use it
+    flat = build_index(emb, tmp_path / "flat", factory="Flat", progress=False)
+    assert flat.expected["recall_at_k"] == 1.0 and flat.expected["reached"]
+    assert "nprobe" not in flat.expected and "efSearch" not in flat.expected
