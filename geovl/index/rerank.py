@@ -17,6 +17,7 @@ always matches ``metadata.parquet`` row for row; every index write (build, add, 
 from __future__ import annotations
 
 import math
+import mmap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -25,9 +26,36 @@ import numpy as np
 from geovl.index.manifest import VECTORS_FILE, EmbeddingSet
 from geovl.index.metadata import parquet_ids
 
-__all__ = ["VECTORS_FILE", "candidates_for", "copy_rows", "rerank", "write_vectors"]
+__all__ = ["VECTORS_FILE", "candidates_for", "copy_rows", "open_vectors", "rerank", "write_vectors"]
 
 _CHUNK_BYTES = 64 * 2**20
+
+POPULATE_MAX_BYTES = 8 * 2**30
+"""Larger vector files are mapped lazily: populating them would read them whole at every load."""
+
+
+def open_vectors(path: Path) -> np.ndarray:
+    """``vectors.npy`` as a read-only ndarray over a memory map whose pages are mapped up front (``MAP_POPULATE``).
+
+    Searches touch ~30 scattered rows per query. With a lazily mapped file each first touch of a page is a page
+    fault: at 1M rows the 30-row gather took 23 us against 10 us with the mapping populated, for the first few
+    hundred thousand queries. Populating costs ~0.1 s at load when the file is in the page cache, and reads it in
+    when it is not (a cold file otherwise cost a disk read per row: p50 2.7-6 ms per query). Where ``MAP_POPULATE``
+    does not exist (not Linux), for files over :data:`POPULATE_MAX_BYTES` and for a Fortran-ordered file, this is
+    ``numpy.load(mmap_mode="r")``.
+    """
+    flags = getattr(mmap, "MAP_POPULATE", None)
+    with open(path, "rb") as fh:
+        version = np.lib.format.read_magic(fh)
+        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                       else np.lib.format.read_array_header_2_0)
+        shape, fortran, dtype = read_header(fh)
+        offset = fh.tell()
+        big = path.stat().st_size > POPULATE_MAX_BYTES
+        if flags is None or big or fortran or not shape or shape[0] == 0:
+            return np.load(path, mmap_mode="r").view(np.ndarray)
+        mapped = mmap.mmap(fh.fileno(), 0, flags=mmap.MAP_SHARED | flags, prot=mmap.PROT_READ)
+    return np.ndarray(shape, dtype, buffer=mapped, offset=offset)  # keeps the map alive
 
 
 def candidates_for(k: int, k_factor: float, total: int) -> int:

@@ -17,7 +17,6 @@ The index folder layout is described in :class:`geovl.index.manifest.IndexManife
 from __future__ import annotations
 
 import logging
-import mmap as mmap_module
 import os
 import re
 from collections.abc import Sequence
@@ -65,7 +64,7 @@ from geovl.index.manifest import (
     source_records,
 )
 from geovl.index.metadata import few_ids, merge_metadata, parquet_ids
-from geovl.index.rerank import copy_rows, write_vectors
+from geovl.index.rerank import copy_rows, open_vectors, write_vectors
 
 logger = logging.getLogger(__name__)
 
@@ -327,16 +326,7 @@ def load_index(index_dir: PathLike, *, mmap: bool = False, use_gpu: UseGpu = "au
         if not (path / VECTORS_FILE).is_file():
             raise FileNotFoundError(f"{path / VECTORS_FILE} not found: this re-ranking index is incomplete; "
                                     f"rebuild it ({BUILD_HINT})")
-        mapped = np.load(path / VECTORS_FILE, mmap_mode="r")
-        # Searches read ~30 scattered rows per query. A cold file costs a disk read per row (p50 2.7-6 ms instead of
-        # 0.4 ms at 1M right after the page cache was dropped), so start reading it into the page cache now, in the
-        # background (WILLNEED). MADV_RANDOM is not used: it also stops the kernel mapping neighbouring cached
-        # pages on a fault, and the re-ranking then cost 80 us instead of 45 per query until every page was touched.
-        advise = getattr(getattr(mapped, "_mmap", None), "madvise", None)
-        if advise is not None and hasattr(mmap_module, "MADV_WILLNEED"):
-            advise(mmap_module.MADV_WILLNEED)
-        # a plain ndarray view of the memory map: indexing a numpy.memmap costs ~10 us more per call
-        vectors = mapped.view(np.ndarray)
+        vectors = open_vectors(path / VECTORS_FILE)
         if vectors.shape != (index.ntotal, manifest.dim) or vectors.dtype != np.float32:
             raise ValueError(f"{path / VECTORS_FILE} holds {vectors.dtype} {vectors.shape}, expected float32 "
                              f"({index.ntotal}, {manifest.dim}); rebuild the index ({BUILD_HINT})")

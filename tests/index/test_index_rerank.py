@@ -237,3 +237,17 @@ def test_calibration_of_hnsw_and_flat_indexes(tmp_path: Path, emb: Path) -> None
     flat = build_index(emb, tmp_path / "flat", factory="Flat", progress=False)
     assert flat.expected["recall_at_k"] == 1.0 and flat.expected["reached"]
     assert "nprobe" not in flat.expected and "efSearch" not in flat.expected
+
+
+def test_open_vectors_maps_the_file_as_numpy_would(tmp_path: Path) -> None:
+    from geovl.index.rerank import open_vectors
+
+    data = np.random.default_rng(0).standard_normal((50, 8)).astype(np.float32)
+    np.save(tmp_path / "c.npy", data)
+    np.save(tmp_path / "f.npy", np.asfortranarray(data))
+    for name in ("c.npy", "f.npy"):
+        mapped = open_vectors(tmp_path / name)
+        assert mapped.shape == (50, 8) and mapped.dtype == np.float32 and np.array_equal(mapped, data)
+        assert not mapped.flags.writeable
+    rows = np.array([3, 41, 7])
+    assert np.array_equal(open_vectors(tmp_path / "c.npy")[rows], data[rows])
