@@ -15,6 +15,7 @@ import numpy as np
 
 from geovl.index.choose import IndexParams
 from geovl.index.faiss_ops import search_parameters, unwrap_index
+from geovl.index.metadata import rows_of_ids
 from geovl.index.rerank import candidates_for, rerank
 
 #: Exact scoring over float storage gathers up to this many vectors; larger sets are scanned in place.
@@ -139,10 +140,7 @@ class IndexAccess:
 
     def rows_of(self, ids: np.ndarray) -> np.ndarray:
         """Metadata rows of ``ids`` (-1 for -1 or unknown ids)."""
-        if self.dense_ids:
-            return np.where((ids >= 0) & (ids < self.row_ids.size), ids, -1)
-        pos = np.minimum(np.searchsorted(self.row_ids, ids), max(0, self.row_ids.size - 1))
-        return np.where((ids >= 0) & (self.row_ids[pos] == ids), pos, -1)
+        return rows_of_ids(self.row_ids, ids, dense=self.dense_ids)
 
     # ---- exact scoring over a subset of rows
     def exact(self, q: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -23,6 +23,7 @@ import numpy as np
 
 from geovl.index.access import IndexAccess, top_k
 from geovl.index.choose import IndexParams
+from geovl.index.faiss_ops import sample_with_ids
 from geovl.index.manifest import EmbeddingSet, utc_now
 from geovl.index.metadata import parquet_ids
 
@@ -38,22 +39,6 @@ TIMED_QUERIES = 100
 """Single queries timed at the chosen setting."""
 _NPROBE_LADDER = (4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
 _EF_LADDER = (16, 32, 64, 128, 256, 512, 1024)
-
-
-def sample_with_ids(sets: Sequence[EmbeddingSet], size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """``size`` vectors drawn uniformly without replacement across all partitions, with their ids."""
-    total = sum(s.count for s in sets)
-    pos = np.sort(np.random.default_rng(seed).choice(total, size=min(size, total), replace=False))
-    vecs, ids = [], []
-    offset = 0
-    for s in sets:
-        for part in s.partitions:
-            sel = pos[(pos >= offset) & (pos < offset + part.count)] - offset
-            if sel.size:
-                vecs.append(np.asarray(np.load(part.vectors, mmap_mode="r")[sel], np.float32))
-                ids.append(parquet_ids(part.metadata)[sel])
-            offset += part.count
-    return np.ascontiguousarray(np.concatenate(vecs)), np.concatenate(ids)
 
 
 def exact_neighbours(faiss: Any, q: np.ndarray, q_ids: np.ndarray, sets: Sequence[EmbeddingSet], k: int

@@ -132,18 +132,28 @@ def _fingerprint(index: Any) -> str:
 
 def sample_vectors(sets: Sequence[EmbeddingSet], size: int, seed: int) -> np.ndarray:
     """``size`` vectors drawn uniformly without replacement across all partitions (seeded), as (size, D) float32."""
+    return sample_with_ids(sets, size, seed, with_ids=False)[0]
+
+
+def sample_with_ids(sets: Sequence[EmbeddingSet], size: int, seed: int, *, with_ids: bool = True
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`sample_vectors` (at most ``size``, all when fewer) plus the vectors' ids (empty unless ``with_ids``)."""
     total = sum(s.count for s in sets)
+    size = min(size, total)
     pos = np.sort(np.random.default_rng(seed).choice(total, size=size, replace=False))
     out = np.empty((size, sets[0].dim), np.float32)
+    ids = np.empty(size if with_ids else 0, np.int64)
     filled = offset = 0
     for s in sets:
         for part in s.partitions:
             sel = pos[(pos >= offset) & (pos < offset + part.count)] - offset
             if sel.size:
                 out[filled:filled + sel.size] = np.load(part.vectors, mmap_mode="r")[sel]
+                if with_ids:
+                    ids[filled:filled + sel.size] = parquet_ids(part.metadata)[sel]
                 filled += sel.size
             offset += part.count
-    return out
+    return out, ids
 
 
 def _add_sets(index: Any, sets: Sequence[EmbeddingSet], *, progress: bool) -> int:

@@ -36,6 +36,7 @@ import numpy as np
 
 from geovl._optional import require
 from geovl.index.columns import Reader, column_readers
+from geovl.index.metadata import rows_of_ids
 
 BOUNDS_COLUMNS = ("lon_min", "lat_min", "lon_max", "lat_max")
 TIME_COLUMN = "acquired"
@@ -335,11 +336,7 @@ class MetadataTable:
     # ---- look-ups
     def rows_of(self, ids: np.ndarray) -> np.ndarray:
         """Row positions of ``ids`` (sorted-id binary search); -1 where an id is not in the table."""
-        ids = np.asarray(ids, dtype=np.int64)
-        rows = np.searchsorted(self.ids, ids)
-        rows = np.minimum(rows, max(len(self.ids) - 1, 0))
-        found = (self.ids[rows] == ids) if len(self.ids) else np.zeros(ids.shape, bool)
-        return np.where(found, rows, -1)
+        return rows_of_ids(self.ids, ids)
 
     def records(self, rows: np.ndarray, drop: Sequence[str] = (ID_COLUMN,)) -> list[dict[str, Any]]:
         """The rows at ``rows`` as dicts (pyarrow's Python values: ``datetime``, ``bytes`` for WKB...).

@@ -15,7 +15,7 @@ import numpy as np
 
 from geovl.index.faiss_ops import faiss_module, search_parameters
 from geovl.index.manifest import METADATA_FILE, IndexManifest
-from geovl.index.metadata import parquet_ids
+from geovl.index.metadata import parquet_ids, rows_of_ids
 from geovl.index.rerank import candidates_for, rerank
 
 
@@ -90,9 +90,7 @@ class LoadedIndex:
     def _rows_of(self, ids: np.ndarray) -> np.ndarray:
         if self._row_ids is None:
             self._row_ids = parquet_ids(self.path / METADATA_FILE)
-        row_ids = self._row_ids
-        pos = np.minimum(np.searchsorted(row_ids, ids), max(0, row_ids.size - 1))
-        return np.where((ids >= 0) & (row_ids[pos] == ids), pos, -1)
+        return rows_of_ids(self._row_ids, ids)
 
     def _params(self, nprobe: int | None, ef_search: int | None,
                 k_factor: float | None) -> tuple[Any, ...] | None:

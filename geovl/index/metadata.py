@@ -140,3 +140,18 @@ def merge_metadata(inputs: Sequence[Path], out: Path, *, drop: np.ndarray | None
             for i in order:
                 _stream_sorted(writer, inputs[i], ids_per[i], schema, drop)
     return all_ids
+
+
+def rows_of_ids(sorted_ids: np.ndarray, ids: np.ndarray, *, dense: bool = False) -> np.ndarray:
+    """Row positions of ``ids`` in ``sorted_ids`` (binary search); -1 for -1 and for ids not there.
+
+    ``dense``: ``sorted_ids`` is ``0..N-1``, so an id is its own row (no search).
+    """
+    ids = np.asarray(ids, dtype=np.int64)
+    n = int(sorted_ids.size)
+    if dense:
+        return np.where((ids >= 0) & (ids < n), ids, -1)
+    if n == 0:
+        return np.full(ids.shape, -1, np.int64)
+    rows = np.minimum(np.searchsorted(sorted_ids, ids), n - 1)
+    return np.where((ids >= 0) & (sorted_ids[rows] == ids), rows, -1)

@@ -334,11 +334,9 @@ class Searcher:
                 and 1 <= k <= len(self.metadata) and (k_factor is None or k_factor >= 1)):
             # the hot path of an unfiltered vector query: one ANN search, no masks or plans; a short answer (an
             # IVF probe that found fewer than k vectors) goes the general way, which widens the search
-            fa = self._faiss
             q = self.encode([query])
-            kf = float(k_factor or fa.k_factor)
-            params = fa.params(None, int(nprobe or fa.nprobe), max(int(ef_search or fa.ef_search), k), kf)
-            scores, ids = fa.search(q, k, params, kf)
+            probe, ef, kf = self._knobs(k, nprobe, ef_search, k_factor)
+            scores, ids = self._faiss.search(q, k, self._faiss.params(None, probe, ef, kf), kf)
             if ids[0, -1] >= 0:
                 return self._hits(scores, ids)[0]
         return self.search_batch([query], k, filters, exclude_ids=exclude_ids, nprobe=nprobe, ef_search=ef_search,
@@ -406,9 +404,7 @@ class Searcher:
                         ef_search: int | None, exact: bool | None, k_factor: float | None = None
                         ) -> tuple[np.ndarray, np.ndarray]:
         fa = self._faiss
-        nprobe = int(nprobe or fa.nprobe)
-        ef = max(int(ef_search or fa.ef_search), k)
-        kf = float(k_factor or fa.k_factor)
+        nprobe, ef, kf = self._knobs(k, nprobe, ef_search, k_factor)
         plan, rows = self._plan(mask, exact)
         logger.debug("search plan %s for %d queries", plan, q.shape[0])
         if plan.path == "empty":
@@ -458,6 +454,12 @@ class Searcher:
                                                        kf)
             del keep
         return scores, ids
+
+    def _knobs(self, k: int, nprobe: int | None, ef_search: int | None, k_factor: float | None
+               ) -> tuple[int, int, float]:
+        """This call's nprobe, efSearch (at least ``k``) and re-rank factor: the caller's, else the index's."""
+        fa = self._faiss
+        return int(nprobe or fa.nprobe), max(int(ef_search or fa.ef_search), k), float(k_factor or fa.k_factor)
 
     def _ann_search(self, q: np.ndarray, need: int, sel: Any, nprobe: int, ef: int, rows: np.ndarray | None,
                     k_factor: float) -> tuple[np.ndarray, np.ndarray]:

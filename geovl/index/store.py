@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -133,9 +132,11 @@ def build_index(
         if rerank and choice.kind == "flat":
             raise ValueError(f"rerank=True on {choice.factory!r}: a Flat index is exact already; re-ranking is for "
                              "compressed or graph indexes (IVF, HNSW, PQ)")
+        if rerank and not choice.params.rerank:
+            choice.params.k_factor = choice.params.k_factor or RERANK_K_FACTOR
+        elif not rerank and choice.params.rerank:  # the automatic choice's re-ranking, turned off
+            choice.params.k_factor = None
         choice.params.rerank = bool(rerank)
-        choice.params.k_factor = (choice.params.k_factor or RERANK_K_FACTOR) if rerank else (
-            choice.params.k_factor if re.search(r"Refine\(|RFlat", choice.factory) else None)
     if not 0 < recall_target <= 1:
         raise ValueError(f"recall_target must be in (0, 1], got {recall_target}")
     gpu = resolve_gpu(use_gpu)
@@ -152,7 +153,6 @@ def build_index(
             write_vectors(sets, ids, tmp / VECTORS_FILE)
             vectors = np.load(tmp / VECTORS_FILE, mmap_mode="r")
         if calibrate:
-            set_search_defaults(index, manifest)
             access = IndexAccess(faiss_module(), index, ids, choice.params, vectors=vectors)
             manifest.expected = calibrate_index(access, choice.params, sets, kind=choice.kind, target=recall_target,
                                                 seed=seed, widen=nprobe is None and ef_search is None)
