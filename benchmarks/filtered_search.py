@@ -22,13 +22,15 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-import faiss
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from geovl.index.faisslib import faiss_module
 from geovl.index.filters import Filters
 from geovl.index.search import DEFAULT_EXACT_THRESHOLD, Searcher
+
+faiss = faiss_module()  # with faiss' OpenBLAS set up for this CPU (geovl.index.faisslib)
 
 BUCKETS = 10_000
 

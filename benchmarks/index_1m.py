@@ -79,7 +79,9 @@ def write_expanded(base: np.ndarray, n: int, out: Path, seed: int, model: dict |
     neighbours plus a little noise (like tiles between two similar scenes). This keeps the local neighbourhood
     structure of the real embeddings, which an i.i.d. or global Gaussian sample would destroy.
     """
-    import faiss
+    from geovl.index.faisslib import faiss_module
+
+    faiss = faiss_module()  # with faiss' OpenBLAS set up for this CPU
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -158,7 +160,9 @@ def main() -> None:  # noqa: PLR0915 - one linear benchmark procedure, its steps
     ap.add_argument("--prepare-only", action="store_true", help="embed and expand the vectors, then stop")
     args = ap.parse_args()
 
-    import faiss
+    from geovl.index.faisslib import faiss_module
+
+    faiss = faiss_module()  # with faiss' OpenBLAS set up for this CPU
 
     from geovl.eval.index_quality import exact_topk, recall_at_k
     from geovl.index.filters import Filters

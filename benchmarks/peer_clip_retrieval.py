@@ -32,9 +32,12 @@ What it does, in one run:
    writes); *steady* img/s is each tool's own embedding loop (geovl: the ``seconds`` it prints, which include its
    first forward pass; clip-retrieval: the summed per-batch ``total_duration`` of its stats file, i.e. after its
    model load and its two warm-up passes at the batch size). The steady state comparable with the latter is geovl's
-   ``run_embed`` (the library call ``geovl embed`` makes) in this process on a loaded, warmed-up model. The bare
-   model (geovl ``encode_images`` on pre-decoded tensors, same batch size) is timed in the same rounds. The ratios
-   take clip-retrieval's faster worker setting.
+   ``run_embed`` (the library call ``geovl embed`` makes) in this process on a loaded, warmed-up model. Timed in
+   the same rounds, at the same batch size: geovl's forward (the model as geovl loads it, BatchNorm folded and
+   channels-last) on pre-decoded tensors, and the *bare model* (``load_backbone(optimize=False)``, the network
+   clip-retrieval runs) in a plain ``model.encode_image`` loop, on pre-decoded tensors and with each batch decoded
+   first (PIL and the model's transform: the issue's "decode included"). The ratios take clip-retrieval's faster
+   worker setting.
 4. **Search back ends.** geovl's fp32 vectors are indexed twice: ``geovl index build`` and ``clip-retrieval index``
    (autofaiss) over the same vectors written in clip-retrieval's embeddings layout. ``geovl serve --index`` and
    ``clip-retrieval back`` (flags needed offline: no multilingual model, no aesthetic embeddings, no TorchScript;
@@ -407,6 +410,25 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def bare_loop(bb: Any, pixels: Any, batch_size: int, images: Sequence[Path] | None) -> float:
+    """Seconds for the plain loop a user would write around the model: ``model.encode_image`` under
+    ``inference_mode`` on ``pixels`` in batches, or, with ``images``, on each batch decoded first (PIL, RGB, the
+    model's transform)."""
+    import torch
+    from PIL import Image
+
+    model = bb.model
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for i in range(0, len(pixels), batch_size):
+            if images is None:
+                batch = pixels[i:i + batch_size]
+            else:
+                batch = torch.stack([bb.transform(Image.open(p).convert("RGB")) for p in images[i:i + batch_size]])
+            model.encode_image(batch.to(bb.dtype)).float()
+    return time.perf_counter() - start
+
+
 # ---------------------------------------------------------------- the benchmark
 
 
@@ -422,10 +444,14 @@ class Bench:
         self.runs = work / "runs"
         self.runs.mkdir(exist_ok=True)
         self.model_dir = work / "peer_model"
+        # geovl's own loading (BatchNorm folded, channels-last: what geovl embed runs) and the model as it is
+        # (optimize=False: what clip-retrieval and a hand-written loop run), which the export writes out
         self.bb32 = load_backbone(device="cpu", precision="fp32")
         self.bb_auto = load_backbone(device="cpu", precision="auto")
+        self.plain32 = load_backbone(device="cpu", precision="fp32", optimize=False)
+        self.plain_auto = load_backbone(device="cpu", precision="auto", optimize=False)
         self.auto = self.bb_auto.precision
-        self.model_note = export_model(self.bb32, self.model_dir)
+        self.model_note = export_model(self.plain32, self.model_dir)
         self.images = pick_images(args.data, args.images, work / "images")
         self.peer_env = {**os.environ, "GEOVL_PEER_AS_SHIPPED": "1" if args.peer_as_shipped else "0"}
 
@@ -465,7 +491,8 @@ class Bench:
         a, auto = self.args, self.auto
         pixels = self.bb32.preprocess_images(self.images)
         peers = [f"peer-w{w}" for w in a.peer_workers.split(",")]
-        variants = [*peers, "geovl-auto", "geovl-fp32", "lib-auto", "lib-fp32", "bare-auto", "bare-fp32"]
+        variants = [*peers, "geovl-auto", "geovl-fp32", "lib-auto", "lib-fp32", "fwd-auto", "fwd-fp32",
+                    "bare-auto", "bare-fp32", "baredec-auto", "baredec-fp32"]
         times: dict[str, list[dict[str, float]]] = {v: [] for v in variants}
         for r in range(a.repeats + 1):
             for v in variants:
@@ -482,7 +509,12 @@ class Bench:
         labels.update({"geovl-auto": f"geovl embed ({auto}, default)", "geovl-fp32": "geovl embed --precision fp32",
                        "lib-auto": f"geovl embed's run_embed, warm model ({auto})",
                        "lib-fp32": "geovl embed's run_embed, warm model (fp32)",
-                       "bare-auto": f"bare model forward ({auto})", "bare-fp32": "bare model forward (fp32)"})
+                       "fwd-auto": f"geovl's forward on pre-decoded tensors ({auto})",
+                       "fwd-fp32": "geovl's forward on pre-decoded tensors (fp32)",
+                       "bare-auto": f"bare model forward on pre-decoded tensors ({auto})",
+                       "bare-fp32": "bare model forward on pre-decoded tensors (fp32)",
+                       "baredec-auto": f"bare model forward, decode included ({auto})",
+                       "baredec-fp32": "bare model forward, decode included (fp32)"})
         whole = ("peer", "geovl")
         rows = [[labels[v], f"{rate(v, 'wall'):.1f}" if v.startswith(whole) else "-", f"{rate(v):.1f}",
                  f"{median([t['wall'] for t in times[v]]):.2f}"] for v in variants]
@@ -494,17 +526,28 @@ class Bench:
               "total_duration, after its two warm-up passes at the batch size.\n"
               "- run_embed, warm model: the library call geovl embed makes, in this process with the model loaded and "
               "warmed up (no start, no load), i.e. the steady state comparable with clip-retrieval's loop.\n"
-              "- bare: geovl encode_images on the same images pre-decoded into tensors.\n")
+              "- geovl's forward: the model as geovl loads it (BatchNorm folded into the convolutions, channels-last "
+              "layout; geovl.models.inference) on the images pre-decoded into tensors.\n"
+              "- bare model: the open_clip model as it is (load_backbone(optimize=False), what clip-retrieval runs) "
+              "in a plain loop: model.encode_image on pre-decoded tensors, or, *decode included*, each batch "
+              "decoded with PIL and the model's own transform first, one image after another.\n")
         best = {"wall": max(peers, key=lambda v: rate(v, "wall")), "steady": max(peers, key=rate)}
         peer_wall, peer_loop = rate(best["wall"], "wall"), rate(best["steady"])
         ratios = []
         for prec in ("auto", "fp32"):
             name, cli, lib, bare = (auto if prec == "auto" else "fp32"), f"geovl-{prec}", f"lib-{prec}", f"bare-{prec}"
+            dec, fwd = f"baredec-{prec}", f"fwd-{prec}"
             ratios += [[f"geovl ({name}) / clip-retrieval, whole commands", f"{rate(cli, 'wall') / peer_wall:.2f}x"],
                        [f"geovl ({name}) / clip-retrieval, embedding loops", f"{rate(cli) / peer_loop:.2f}x"],
                        [f"geovl ({name}) warm run_embed / clip-retrieval's loop", f"{rate(lib) / peer_loop:.2f}x"],
-                       [f"geovl embed loop / bare model ({name})", f"{rate(cli) / rate(bare):.2f}"],
-                       [f"geovl warm run_embed / bare model ({name})", f"{rate(lib) / rate(bare):.2f}"]]
+                       [f"geovl embed loop / bare model, decode included ({name})", f"{rate(cli) / rate(dec):.2f}"],
+                       [f"geovl warm run_embed / bare model, decode included ({name})",
+                        f"{rate(lib) / rate(dec):.2f}"],
+                       [f"geovl embed loop / bare model on pre-decoded tensors ({name})",
+                        f"{rate(cli) / rate(bare):.2f}"],
+                       [f"geovl forward / bare forward, pre-decoded tensors ({name})", f"{rate(fwd) / rate(bare):.2f}"],
+                       [f"geovl embed loop / geovl's own forward on pre-decoded tensors ({name})",
+                        f"{rate(cli) / rate(fwd):.2f}"]]
         print(table(["ratio of img/s", "value"], ratios))
         print(f"\nclip-retrieval's faster setting is used: {labels[best['wall']]} for whole commands, "
               f"{labels[best['steady']]} for loops.")
@@ -527,13 +570,18 @@ class Bench:
                 cmd += ["--precision", "fp32"]
             wall, stdout = run(cmd, log_to=self.logs / f"{out.name}.log")
             return {"wall": wall, "steady": float(json.loads(stdout.strip().splitlines()[-1])["seconds"])}
-        bb = self.bb_auto if variant.endswith("-auto") else self.bb32
+        auto = variant.endswith("-auto")
+        bb = self.bb_auto if auto else self.bb32
         if variant.startswith("lib-"):
             from geovl.data.sources import sources_for
             from geovl.index.pipeline import EmbedConfig, run_embed
 
             config = EmbedConfig(batch_size=a.batch_size, progress=False)
             seconds = run_embed(bb, sources_for([folder]), out, config).seconds
+            return {"wall": seconds, "steady": seconds}
+        if variant.startswith("bare"):
+            seconds = bare_loop(self.plain_auto if auto else self.plain32, pixels, a.batch_size,
+                                self.images if variant.startswith("baredec-") else None)
             return {"wall": seconds, "steady": seconds}
         start = time.perf_counter()
         bb.encode_images(pixels, batch_size=a.batch_size)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from geovl._optional import require
+from geovl.index.faisslib import faiss_module
 
 
 def exact_topk(base: np.ndarray, queries: np.ndarray, k: int, block: int = 4096) -> np.ndarray:
@@ -72,7 +72,7 @@ def evaluate_faiss_index(
     Latencies are single-query (batch 1) percentiles over ``timed_queries`` queries, measured side by side with
     exact search (``IndexFlatIP``) in the same run.
     """
-    faiss = require("faiss", extra=None, feature="building and evaluating faiss indexes")
+    faiss = faiss_module()
     b, q = np.ascontiguousarray(base, np.float32), np.ascontiguousarray(queries, np.float32)
     kmax = max(ks)
     truth = exact_topk(b, q, kmax)

@@ -31,7 +31,7 @@ import math
 import re
 from dataclasses import dataclass, field
 
-from geovl._optional import require
+from geovl.index.faisslib import faiss_module
 
 FLAT_MAX_BYTES = 128 * 2**20
 """Largest float32 collection (bytes) searched exactly by default (a few ms per query on a 2-core CPU)."""
@@ -204,7 +204,7 @@ def describe_factory(factory: str, n: int, dim: int) -> IndexChoice:
     Raises:
         ValueError: the string is not a valid faiss factory for ``dim`` dimensions, or is a binary index.
     """
-    faiss = require("faiss", None, "building a faiss index")
+    faiss = faiss_module()
     spec = re.sub(r"^IDMap2?,", "", factory.strip().replace(" ", ""))
     if not spec:
         raise ValueError("empty faiss index_factory string")

@@ -22,8 +22,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from geovl._optional import require
 from geovl.index.choose import IndexChoice, choose_index, describe_factory
+from geovl.index.faisslib import faiss_module
 from geovl.index.manifest import BUILD_HINT, INDEX_FILE, EmbeddingSet, IndexManifest
 from geovl.index.metadata import parquet_ids
 
@@ -33,11 +33,6 @@ UseGpu = bool | Literal["auto"]
 
 ADD_CHUNK_BYTES = 64 * 2**20
 """Vectors are copied out of the memory-mapped partitions and added in chunks of this many bytes."""
-
-
-def faiss_module() -> Any:
-    """The ``faiss`` module (a core dependency), or an error saying the installation is incomplete."""
-    return require("faiss", None, "building and searching faiss indexes")
 
 
 def resolve_gpu(use_gpu: UseGpu) -> bool:

@@ -41,6 +41,7 @@ reaches the refine stage; a parameter that does not apply to the index type is i
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 from collections.abc import Sequence
@@ -53,6 +54,7 @@ from PIL import Image
 
 from geovl._optional import require
 from geovl.index.access import IndexAccess
+from geovl.index.faisslib import faiss_module
 from geovl.index.filters import Filters, MetadataTable
 from geovl.index.loaded import LoadedIndex
 from geovl.index.manifest import INDEX_FILE, METADATA_FILE
@@ -88,7 +90,7 @@ Query = str | os.PathLike | bytes | Image.Image | np.ndarray
 length D, or shape (1, D)). A ``str`` is always text: pass ``Path("x.png")`` to search with an image file."""
 
 
-@dataclass
+@dataclass(slots=True)
 class Hit:
     """One search result.
 
@@ -174,7 +176,7 @@ class Searcher:
         mmap: bool = False,
         exact_threshold: int | None = None,
     ) -> None:
-        faiss = require("faiss", extra=None, feature="searching an index")
+        faiss = faiss_module()
         pq = require("pyarrow.parquet", extra=None, feature="searching an index")
         self.index_dir = Path(index_dir)
         # The one loader of index folders (manifest checks, mmap, on-disk lists, tombstones). The index stays on the
@@ -189,6 +191,9 @@ class Searcher:
         if not (folder / METADATA_FILE).is_file():
             raise FileNotFoundError(f"{folder / METADATA_FILE} not found; the index folder is incomplete")
         self.metadata = MetadataTable(pq.read_table(folder / METADATA_FILE, memory_map=mmap))
+        self.metadata.records(np.zeros(min(1, len(self.metadata)), np.int64))  # build its reader now, not at query 1
+        # what reading, sorting and packing the table left in pyarrow's pool (~120 MB at 1M rows) goes back to the OS
+        require("pyarrow", extra=None).default_memory_pool().release_unused()
         if index.ntotal != len(self.metadata):
             raise ValueError(f"{folder}: index.faiss holds {index.ntotal} vectors but metadata.parquet has "
                              f"{len(self.metadata)} rows; rebuild the index")
@@ -261,10 +266,10 @@ class Searcher:
         if len(queries) == 1 and isinstance(queries[0], np.ndarray) and queries[0].size == self.dim and (
                 queries[0].dtype == np.float32):  # one embedding: the hot path of vector search
             one = queries[0].reshape(1, self.dim)
-            norm = float(np.sqrt(one[0] @ one[0]))
-            if norm == 0 or not np.isfinite(norm):
+            norm = math.sqrt(float(np.dot(one[0], one[0])))
+            if norm == 0 or not math.isfinite(norm):
                 raise ValueError("a query vector is zero or not finite; it cannot be compared by cosine similarity")
-            return np.ascontiguousarray(one / norm)
+            return one / norm  # a new C-contiguous float32 array
         texts: list[tuple[int, str]] = []
         images: list[tuple[int, Any]] = []
         out = np.zeros((len(queries), self.dim), np.float32)
@@ -336,9 +341,11 @@ class Searcher:
             # IVF probe that found fewer than k vectors) goes the general way, which widens the search
             q = self.encode([query])
             probe, ef, kf = self._knobs(k, nprobe, ef_search, k_factor)
-            scores, ids = self._faiss.search(q, k, self._faiss.params(None, probe, ef, kf), kf)
-            if ids[0, -1] >= 0:
-                return self._hits(scores, ids)[0]
+            found = self._faiss.search_one(q, k, self._faiss.params(None, probe, ef, kf), kf)
+            if found is not None:
+                scores, ids, rows = found
+                return [Hit(i, s, r, m) for r, (i, s, m) in enumerate(zip(ids, scores, self.metadata.records(rows),
+                                                                              strict=True))]
         return self.search_batch([query], k, filters, exclude_ids=exclude_ids, nprobe=nprobe, ef_search=ef_search,
                                  exact=exact, k_factor=k_factor)[0]
 

@@ -16,6 +16,7 @@ from geovl.io.images import ImageSource
 from geovl.io.loading import load_image
 from geovl.models.device import precision_name
 from geovl.models.features import ImageFeatures, TextFeatures
+from geovl.models.inference import InferenceRewrite, count_convolutions, fold_checked
 from geovl.models.registry import Preprocess
 from geovl.models.towers import Towers
 
@@ -165,6 +166,9 @@ class Backbone:
         # whether cutting trailing padding off token batches leaves the text embeddings unchanged (None: not yet
         # checked; see _trim_padding)
         self._trim_ok: bool | None = None
+        self._channels_last = False
+        #: what :meth:`optimize_for_inference` did (``None``: not called)
+        self.inference_rewrite: InferenceRewrite | None = None
         towers.module.to(device=device, dtype=dtype).eval()
 
     # ---- properties
@@ -215,6 +219,48 @@ class Backbone:
     def _to_device(self, x: torch.Tensor) -> torch.Tensor:
         return x.to(self.device, non_blocking=True)
 
+    def _pixels(self, x: torch.Tensor) -> torch.Tensor:
+        """A (B, 3, S, S) batch on the device, in the layout the image tower runs fastest in."""
+        x = self._to_device(x)
+        return x.contiguous(memory_format=torch.channels_last) if self._channels_last else x
+
+    # ---- inference rewrites
+    @property
+    def folded(self) -> bool:
+        """Whether BatchNorm layers were folded into convolutions (the model can then be neither trained nor
+        saved as its architecture)."""
+        return bool(self.inference_rewrite is not None and self.inference_rewrite.folded)
+
+    def optimize_for_inference(self) -> InferenceRewrite:
+        """Run CNN image towers channels-last and, in fp32, fold their BatchNorms into the convolutions
+        (:mod:`geovl.models.inference`); :func:`geovl.models.load_backbone` does this unless ``optimize=False``.
+
+        The folds are checked on a fixed random batch and undone if the output moves. bf16 / fp16 towers are not
+        folded: rounding the folded weights moved real embeddings further from fp32 (geovl-rs-small on EuroSAT:
+        mean cosine 0.9950 against 0.9965 unfolded). Idempotent.
+        """
+        if self.inference_rewrite is not None:
+            return self.inference_rewrite
+        module = self.towers.module
+        convolutions = count_convolutions(module)
+        if convolutions == 0:
+            self.inference_rewrite = InferenceRewrite()
+            return self.inference_rewrite
+        if self.dtype == torch.float32:
+            generator = torch.Generator().manual_seed(0)
+            batch = torch.randn(2, 3, self.image_size, self.image_size, generator=generator).to(self.device)
+            rewrite = fold_checked(module, lambda: self.towers.encode_image(batch))
+            module.eval()
+        else:  # folded weights rounded to bf16 moved real embeddings further from fp32 than bf16 alone does
+            rewrite = InferenceRewrite()
+        if convolutions > 1 and not rewrite.skipped:  # a CNN; a ViT's patch convolution alone gains nothing
+            module.to(memory_format=torch.channels_last)
+            rewrite.channels_last = self._channels_last = True
+        if rewrite.skipped:
+            logger.warning("%s: %s", self.info.name, rewrite.skipped)
+        self.inference_rewrite = rewrite
+        return rewrite
+
     def normalize_uint8(self, pixels: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) uint8 from :attr:`uint8_transform` -> the model's normalised float input, on its device."""
         x = self._to_device(pixels).float().div_(255.0)
@@ -229,7 +275,7 @@ class Backbone:
             raise ValueError(f"expected a (B, 3, H, W) pixel batch, got shape {tuple(pixels.shape)}")
         if pixels.dtype == torch.uint8:
             pixels = self.normalize_uint8(pixels)
-        out = self.towers.encode_image(self._to_device(pixels)).float()
+        out = self.towers.encode_image(self._pixels(pixels)).float()
         return F.normalize(out, dim=-1) if normalize else out
 
     @torch.inference_mode()
@@ -321,7 +367,7 @@ class Backbone:
     def image_features(self, images: Sequence[ImageSource] | torch.Tensor) -> ImageFeatures:
         """Pooled embeddings and patch-level features for a batch (torch tensors in the backbone's dtype)."""
         pixels = images if isinstance(images, torch.Tensor) else self.preprocess_images(images)
-        return self.towers.image_features(self._to_device(pixels))
+        return self.towers.image_features(self._pixels(pixels))
 
     def text_features(self, texts: Sequence[str] | torch.Tensor) -> TextFeatures:
         """Pooled embeddings, per-token features and the padding mask for a batch of texts or token ids."""
@@ -354,10 +400,10 @@ class Backbone:
         if isinstance(images, torch.Tensor):
             if images.ndim != 4 or images.shape[1] != 3:
                 raise ValueError(f"expected a (B, 3, H, W) pixel batch, got shape {tuple(images.shape)}")
-            pixels = self.normalize_uint8(images) if images.dtype == torch.uint8 else self._to_device(images)
+            pixels = self.normalize_uint8(images) if images.dtype == torch.uint8 else images
         else:
-            pixels = self._to_device(self.preprocess_images(images))
-        out = self.towers.patch_embeddings(pixels).float()
+            pixels = self.preprocess_images(images)
+        out = self.towers.patch_embeddings(self._pixels(pixels)).float()
         return F.normalize(out, dim=-1) if normalize else out
 
     @torch.inference_mode()

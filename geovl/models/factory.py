@@ -310,6 +310,7 @@ def load_backbone(
     precision: str = "auto",
     sha256: str | None = None,
     seed: int = 0,
+    optimize: bool = True,
 ) -> Backbone:
     """Load a backbone by registry name, ``random:<arch>``, or local path (see the module docstring).
 
@@ -321,12 +322,23 @@ def load_backbone(
         precision: ``"auto"``, ``"fp32"``, ``"bf16"`` or ``"fp16"`` (see :func:`geovl.models.device.resolve_precision`).
         sha256: expected digest of a weights file (overrides the registry's).
         seed: initialisation seed for ``random:<arch>``.
+        optimize: prepare the model for inference (:meth:`Backbone.optimize_for_inference`: BatchNorm folded into
+            convolutions, channels-last CNN towers; verified, and a no-op for ViTs). Pass ``False`` to train or
+            save the model.
 
     Raises:
         CheckpointNotFoundError: registry weights are neither cached nor downloadable.
         CheckpointMismatchError: the weights do not fit the architecture.
         ValueError / KeyError: unknown names, unreadable files, bad options.
     """
+    backbone = _load_backbone(model, architecture, quick_gelu, device, precision, sha256, seed)
+    if optimize:
+        backbone.optimize_for_inference()
+    return backbone
+
+
+def _load_backbone(model: str | os.PathLike[str], architecture: str | None, quick_gelu: bool | None,
+                   device: str | torch.device, precision: str, sha256: str | None, seed: int) -> Backbone:
     name = os.fspath(model)
     if name.startswith(RANDOM_PREFIX):
         return create_backbone(name[len(RANDOM_PREFIX):], seed=seed, quick_gelu=bool(quick_gelu), device=device,
@@ -499,6 +511,9 @@ def save_backbone(backbone: Backbone, folder: str | os.PathLike[str], metadata: 
 
     if not isinstance(backbone.towers, OpenClipTowers):
         raise ValueError("only open_clip backbones are saved as geovl checkpoints; use save_pretrained for SigLIP")
+    if backbone.folded:
+        raise ValueError(f"{backbone.info.name} was optimised for inference (BatchNorm folded into its convolutions) "
+                         "and no longer has its architecture's weights; load it with optimize=False to save it")
     arch = backbone.info.architecture
     model_cfg = backbone.towers.model_cfg or architecture_config(arch)
     external = checked_external(backbone.model, model_cfg, external or {})

@@ -92,7 +92,8 @@ class _CaptionerJob:
         self.config, self.rt = config, rt
         self.dtype = resolve_precision("auto" if config.optim.precision == "auto" else config.optim.precision,
                                        rt.device)
-        self.backbone: Backbone = load_backbone(config.model.backbone, device=rt.device, precision="fp32")
+        self.backbone: Backbone = load_backbone(config.model.backbone, device=rt.device, precision="fp32",
+                                                optimize=False)
         self.data = TrainingSet(config.data, seed=config.run.seed)
         self.captions = {(s, i): self.data.captions_for(self.data.sample(s, i), s)
                          for s, src in enumerate(self.data.sources) for i in range(len(src.indices))}

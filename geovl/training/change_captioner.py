@@ -106,7 +106,7 @@ class _ChangeJob:
         self.config, self.rt = config, rt
         self.dtype = resolve_precision(config.optim.precision, rt.device)
         m, d = config.model, config.data
-        self.backbone: Backbone = load_backbone(m.backbone, device=rt.device, precision="fp32")
+        self.backbone: Backbone = load_backbone(m.backbone, device=rt.device, precision="fp32", optimize=False)
         self.extractor = PackedImageFeatures(self.backbone)
         with torch.no_grad():
             probe = self.backbone.towers.image_features(torch.zeros(1, 3, m.image_size, m.image_size,

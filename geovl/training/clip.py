@@ -97,7 +97,8 @@ class _ClipJob:
         from geovl.models.factory import load_backbone
 
         self.config, self.rt = config, rt
-        self.backbone = load_backbone(config.model.name, device=rt.device, precision="fp32", seed=config.run.seed)
+        self.backbone = load_backbone(config.model.name, device=rt.device, precision="fp32", seed=config.run.seed,
+                                      optimize=False)
         ensure_logit_params(self.backbone, config)
         self.model: nn.Module = self.backbone.model
         self.visual, self.text = set_trainable(self.model, config)

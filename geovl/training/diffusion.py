@@ -120,7 +120,7 @@ class _DiffusionJob:
     def __init__(self, config: DiffusionTrainConfig, rt: Runtime, progress: bool) -> None:
         self.config, self.rt = config, rt
         self.dtype = resolve_precision(config.optim.precision, rt.device)
-        self.backbone = load_backbone(config.model.backbone, device=rt.device, precision="fp32")
+        self.backbone = load_backbone(config.model.backbone, device=rt.device, precision="fp32", optimize=False)
         gen_cfg = config.generator()
         self.conditioner = TextConditioner(self.backbone, gen_cfg.text_length)
         self.bank = TileBank(config.data, gen_cfg.image_size, progress=progress and rt.main)

@@ -186,6 +186,31 @@ def test_fast_metadata_records_match_pyarrow() -> None:
     assert sliced.records(np.array([0, 1])) == table.slice(1).drop_columns(["id"]).to_pylist()
 
 
+def test_records_of_low_and_high_cardinality_strings_match_pyarrow() -> None:
+    """Few distinct strings are read through dictionary codes, many through their offsets, dictionary-typed columns
+    directly: the same values as pyarrow's in every case."""
+    n = 5000
+    rng = np.random.default_rng(0)
+    sensors = np.array(["s2", "l8", "naip", "wv3", "é-sat"])[rng.integers(0, 5, n)].tolist()
+    table = pa.table({
+        "id": pa.array(np.arange(n), pa.int64()),
+        "path": pa.array([f"tiles/{i:05d}.tif" for i in range(n)]),
+        "sensor": pa.array(sensors),
+        "label": pa.array(sensors).dictionary_encode(),
+        "late": pa.array(["same"] * (n - 200) + [f"rare-{i}" for i in range(200)]),  # missed by the probe
+        "cloudy": pa.array(rng.random(n) < 0.3),
+        "cloud": pa.array(rng.random(n).astype(np.float32)),
+        "band": pa.array(rng.integers(0, 13, n).astype(np.uint8)),
+        "note": pa.array([f"n{i % 97}-{i}" for i in range(n)], pa.large_string()),
+    })
+    md = MetadataTable(pa.concat_tables([table.slice(0, 1234), table.slice(1234)]))  # two chunks per column
+    rows = rng.integers(0, n, 50)
+    assert md.records(rows) == table.drop_columns(["id"]).take(pa.array(rows)).to_pylist()
+    assert md.records(np.arange(n - 3, n)) == table.drop_columns(["id"]).slice(n - 3).to_pylist()
+    assert md.records(rows[:1], drop=("id", "path", "cloud")) == (
+        table.drop_columns(["id", "path", "cloud"]).take(pa.array(rows[:1])).to_pylist())
+
+
 def test_string_membership_ignores_nulls_and_unknown_values() -> None:
     table = pa.table({"id": pa.array(range(6), pa.int64()),
                       "sensor": pa.array(["s2", None, "l8", "s2", "naip", None])})

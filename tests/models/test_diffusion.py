@@ -69,9 +69,13 @@ def test_same_seed_same_image_and_gsd_or_seed_changes_it(pipe) -> None:  # type:
     assert not np.array_equal(pixels(a), pixels(pipe("a forest", gsd=0.5, steps=3, seed=0).images[0]))
     assert not np.array_equal(pixels(a), pixels(pipe("a forest", gsd=10, steps=3, seed=1).images[0]))
     assert not np.array_equal(pixels(a), pixels(pipe("a river", gsd=10, steps=3, seed=0).images[0]))
-    # image i of a call is the image of seed + i
+    # image i of a call is the image of seed + i: the same noise and conditions, computed in a batch of two,
+    # where the CPU kernels may sum in another order (a few pixels one level apart), against a different seed
     two = pipe(["a forest", "a river"], gsd=10, steps=3, seed=4).images
-    assert np.array_equal(pixels(two[1]), pixels(pipe("a river", gsd=10, steps=3, seed=5).images[0]))
+    diff = np.abs(pixels(two[1]).astype(int) - pixels(pipe("a river", gsd=10, steps=3, seed=5).images[0]).astype(int))
+    other = np.abs(pixels(two[1]).astype(int) - pixels(pipe("a river", gsd=10, steps=3, seed=6).images[0]).astype(int))
+    assert diff.max() <= 2 and diff.mean() < 0.01, (diff.max(), diff.mean())
+    assert other.mean() > 5
 
 
 @pytest.mark.parametrize("sampler", ["ddim", "ddpm", "euler"])

@@ -87,9 +87,9 @@ def test_locked_trunk_trains_heads_on_cached_features_and_exports_without_it(tmp
     meta = json.loads((result.final / "geovl_config.json").read_text())
     assert set(meta["external_weights"]) == {"visual.trunk.", "text.transformer."}
 
-    fresh = load_backbone(MODEL, precision="fp32", seed=cfg.run.seed).model.state_dict()
+    fresh = load_backbone(MODEL, precision="fp32", seed=cfg.run.seed, optimize=False).model.state_dict()
     last = load_file(str(result.output / "checkpoints" / "step-0000024" / "model.safetensors"))
-    exported = load_backbone(result.final, precision="fp32")
+    exported = load_backbone(result.final, precision="fp32", optimize=False)
     for key, value in exported.model.state_dict().items():
         if key.endswith("attn_mask"):
             continue
@@ -135,7 +135,7 @@ def test_without_the_cache_the_locked_trunk_runs_every_step_and_stays_unchanged(
     last = load_file(str(result.output / "checkpoints" / "step-0000003" / "model.safetensors"))
     from geovl.models import load_backbone
 
-    model: Any = load_backbone(MODEL, precision="fp32").model
+    model: Any = load_backbone(MODEL, precision="fp32", optimize=False).model
     model.load_state_dict(last, strict=False)
     assert trunk_difference(model.visual.trunk, "efficientnet-lite0") is None
     assert not (result.output / CACHE_FOLDER).exists()
@@ -148,12 +148,12 @@ def test_two_locked_towers_without_heads_are_refused(tmp_path: Path) -> None:
     from tests.model_fixtures import write_siglip_folder
 
     write_siglip_folder(tmp_path / "siglip", seed=0)
-    model = load_backbone(str(tmp_path / "siglip"), precision="fp32").model
+    model = load_backbone(str(tmp_path / "siglip"), precision="fp32", optimize=False).model
     both = config_from_dict(_cfg(tmp_path, tmp_path / "run"))
     with pytest.raises(ValueError, match="nothing but the temperature"):
         set_trainable(model, both)
     one = config_from_dict(_cfg(tmp_path, tmp_path / "run", model__lock_text=False))
-    model = load_backbone(str(tmp_path / "siglip"), precision="fp32").model
+    model = load_backbone(str(tmp_path / "siglip"), precision="fp32", optimize=False).model
     set_trainable(model, one)
     trainable = {n.split(".")[0] for n, p in model.named_parameters() if p.requires_grad}
     assert trainable == {"text_model", "logit_scale", "logit_bias"}
@@ -197,7 +197,7 @@ def test_frozen_stages_are_cached_and_the_last_stages_train(tmp_path: Path, tile
     assert stored["features"].shape == (2 * n_train, 192, 5, 5) and stored["features"].dtype == torch.float16
     assert result.final is not None
     packaged = load_packaged_state_dict("efficientnet-lite0", classifier=False)
-    trained = load_backbone(str(result.final), precision="fp32", device="cpu").model.visual.trunk  # type: ignore
+    trained = load_backbone(str(result.final), precision="fp32", device="cpu", optimize=False).model.visual.trunk  # type: ignore
     state = trained.state_dict()
     # frozen stages (statistics included) are exactly the packaged weights; the last stage and head conv moved
     assert torch.equal(state["blocks.5.0.conv_pw.weight"], packaged["blocks.5.0.conv_pw.weight"])
