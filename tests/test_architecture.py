@@ -95,3 +95,19 @@ def test_functions_are_short() -> None:
                 if n > MAX_FUNCTION_LINES and key not in LONG_FUNCTIONS:
                     long.append(f"{key}: {n} lines")
     assert not long, f"functions over {MAX_FUNCTION_LINES} lines (docstring excluded):\n" + "\n".join(long)
+
+
+def test_faiss_is_imported_in_one_place() -> None:
+    """faiss is loaded through ``geovl.index.faisslib.faiss_module`` only, which sets up its OpenBLAS first."""
+    offenders = []
+    for path in _modules():
+        if path.name == "faisslib.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module or ""] if isinstance(node, ast.ImportFrom) else
+                     [node.args[0].value] if (isinstance(node, ast.Call) and getattr(node.func, "id", "") == "require"
+                                              and node.args and isinstance(node.args[0], ast.Constant)) else [])
+            if any(str(n).split(".")[0] == "faiss" for n in names):
+                offenders.append(f"{path.relative_to(PACKAGE)}:{node.lineno}")
+    assert not offenders, f"import faiss through geovl.index.faisslib.faiss_module: {offenders}"
