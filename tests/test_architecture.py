@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "geovl"
 #: Layer rank of each subpackage; a module may import modules of its own rank or lower only. ``eval`` may import
 #: ``index`` (index-recall evaluation), not the other way round.
 LAYERS: dict[str, float] = {
-    "_lazy": -1, "_optional": -1, "__init__": -1, "__main__": 8,
+    "_lazy": -1, "_optional": -1, "_cpu": -1, "__init__": -1, "__main__": 8,
     "io": 0, "data": 1, "models": 2, "tasks": 3, "index": 4, "eval": 4.5,
     "training": 5, "serving": 5, "api": 6, "demo": 6, "cli": 7,
 }

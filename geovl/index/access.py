@@ -16,7 +16,7 @@ import numpy as np
 from geovl.index.choose import IndexParams
 from geovl.index.faiss_ops import search_parameters, unwrap_index
 from geovl.index.metadata import rows_of_ids
-from geovl.index.rerank import candidates_for, rerank
+from geovl.index.rerank import candidates_for, rank_one, rerank
 
 #: Exact scoring over float storage gathers up to this many vectors; larger sets are scanned in place.
 GATHER_MAX = 4096
@@ -157,8 +157,7 @@ class IndexAccess:
                 return None
         if self.rerank_vectors is None:
             return d[0].tolist(), ids.tolist(), rows
-        scores = self.rerank_vectors[rows] @ q[0]
-        order = np.argsort(-scores, kind="stable")[:k]
+        scores, order = rank_one(q[0], rows, self.rerank_vectors, k)
         return scores[order].tolist(), ids[order].tolist(), rows[order]
 
     def rows_of(self, ids: np.ndarray) -> np.ndarray:

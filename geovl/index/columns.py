@@ -35,7 +35,7 @@ class RecordReader:
     the same values as pyarrow's ``to_pylist``."""
 
     def __init__(self, table: Any, drop: Sequence[str] = ()) -> None:
-        pa = require("pyarrow", extra=None)
+        pa = self._pa = require("pyarrow", extra=None)
         self.names = [name for name in table.column_names if name not in drop]
         fields: list[tuple[str, np.ndarray]] = []  # packed record fields, in order
         # per column: ("packed", index of its first field, converter, number of fields) or ("arrow", array)
@@ -81,7 +81,7 @@ class RecordReader:
     def __call__(self, rows: np.ndarray) -> list[dict[str, Any]]:
         if len(rows) == 0:
             return []
-        pa = require("pyarrow", extra=None)
+        pa = self._pa
         fields: list[Any] = list(zip(*self._packed[rows].tolist(), strict=True)) if self._packed is not None else []
         columns: list[Sequence[Any]] = []
         for step in self._plan:

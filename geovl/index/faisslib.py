@@ -18,6 +18,7 @@ import sys
 from collections.abc import Iterable
 from typing import Any
 
+from geovl._cpu import cpu_flags
 from geovl._optional import require
 
 __all__ = ["faiss_module", "openblas_core"]
@@ -37,23 +38,10 @@ def openblas_core(flags: Iterable[str]) -> str | None:
     return next((core for core, need in _CORES if need <= have), None)
 
 
-def _cpu_flags() -> set[str]:
-    if platform.machine().lower() not in ("x86_64", "amd64"):
-        return set()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
 def faiss_module() -> Any:
     """The ``faiss`` module (a core dependency), or an error saying the installation is incomplete."""
     if "faiss" not in sys.modules and "OPENBLAS_CORETYPE" not in os.environ:
-        core = openblas_core(_cpu_flags())
+        core = openblas_core(cpu_flags()) if platform.machine().lower() in ("x86_64", "amd64") else None
         if core is not None:
             os.environ["OPENBLAS_CORETYPE"] = core
             logger.debug("OPENBLAS_CORETYPE=%s for faiss' bundled OpenBLAS", core)

@@ -112,6 +112,13 @@ def copy_rows(source: Path, keep: np.ndarray, path: Path) -> None:
     out.flush()
 
 
+def rank_one(q: np.ndarray, rows: np.ndarray, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact scores of one query ``q`` (D,) against ``vectors[rows]`` and the positions of the best ``k``, best
+    first (ties in candidate order)."""
+    scores = np.asarray(vectors[rows] @ q, np.float32)
+    return scores, np.argsort(-scores, kind="stable")[:k]
+
+
 def rerank(q: np.ndarray, ids: np.ndarray, rows: np.ndarray, vectors: np.ndarray, k: int
            ) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-``k`` of candidate ``ids`` (at metadata ``rows``; -1 where absent) for queries ``q``.
@@ -129,8 +136,7 @@ def rerank(q: np.ndarray, ids: np.ndarray, rows: np.ndarray, vectors: np.ndarray
     if q.shape[0] == 1:  # the common single query: a few vectorised steps over C candidates
         ok = rows[0] >= 0
         cand, at = (ids[0], rows[0]) if ok.all() else (ids[0][ok], rows[0][ok])
-        one = np.asarray(vectors[at] @ q[0], np.float32)
-        order = np.argsort(-one, kind="stable")[:k]
+        one, order = rank_one(q[0], at, vectors, k)
         s1, i1 = one[order][None, :], np.asarray(cand[order], np.int64)[None, :]
         if s1.shape[1] < k:
             s1 = np.pad(s1, ((0, 0), (0, k - s1.shape[1])), constant_values=-np.inf)

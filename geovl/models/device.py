@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 from typing import Literal
 
 import torch
+
+from geovl._cpu import cpu_flags
 
 logger = logging.getLogger(__name__)
 
@@ -31,18 +32,9 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return dev
 
 
-@functools.lru_cache(maxsize=1)
 def cpu_has_bf16_matmul() -> bool:
-    """True when the CPU has bf16 matrix instructions (AVX512-BF16 or AMX-BF16), read from /proc/cpuinfo."""
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as fh:
-            for line in fh:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return bool(flags & {"avx512_bf16", "amx_bf16"})
-    except OSError:
-        pass
-    return False
+    """True when the CPU has bf16 matrix instructions (AVX512-BF16 or AMX-BF16)."""
+    return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
 
 
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype:

@@ -64,10 +64,6 @@ class InferenceRewrite:
     max_error: float = 0.0
     skipped: str | None = None
 
-    @property
-    def changed(self) -> bool:
-        return bool(self.folded or self.channels_last)
-
 
 def count_convolutions(module: nn.Module) -> int:
     """Number of ``Conv2d`` layers in ``module``."""

@@ -7,7 +7,8 @@ import os
 import subprocess
 import sys
 
-from geovl.index.faisslib import _cpu_flags, openblas_core
+from geovl._cpu import cpu_flags
+from geovl.index.faisslib import openblas_core
 
 _PROBE = ("import json, os; from geovl.index.faisslib import faiss_module; faiss_module(); "
           "print(json.dumps(os.environ.get('OPENBLAS_CORETYPE')))")
@@ -29,5 +30,5 @@ def test_openblas_core_from_flags() -> None:
 
 def test_faiss_import_sets_the_core_for_this_cpu_and_keeps_the_users() -> None:
     env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_CORETYPE"}
-    assert _probe(env) == openblas_core(_cpu_flags())
+    assert _probe(env) == openblas_core(cpu_flags())
     assert _probe({**env, "OPENBLAS_CORETYPE": "Haswell"}) == "Haswell"

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from geovl.models import load_backbone, save_backbone
-from geovl.models.inference import fold_batchnorm, fold_checked, unfold_batchnorm
+from geovl.models.inference import InferenceRewrite, fold_batchnorm, fold_checked, unfold_batchnorm
 
 
 def _perturb_batchnorms(module: nn.Module, seed: int) -> int:
@@ -76,7 +76,7 @@ def test_bf16_towers_are_channels_last_but_not_folded():
 def test_vit_is_left_alone():
     bb = load_backbone("random:geovl-micro", device="cpu", precision="fp32")
     assert bb.inference_rewrite is not None
-    assert not bb.inference_rewrite.changed and not bb.folded  # one patch convolution, no BatchNorm
+    assert bb.inference_rewrite == InferenceRewrite() and not bb.folded  # one patch convolution, no BatchNorm
 
 
 class _Misleading(nn.Module):
