@@ -43,11 +43,12 @@ class MetricsLog:
         """Append one row per value (formatted with 6 significant digits) at ``step``."""
         if not self.enabled:
             return
-        new = not self.path.is_file()
+        if not self.path.is_file():  # the header appears with the file, never a moment later (atomic create)
+            header = io.StringIO(newline="")
+            csv.writer(header).writerow(_HEADER)
+            atomic_write_text(self.path, header.getvalue())
         with self.path.open("a", newline="") as fh:
             writer = csv.writer(fh)
-            if new:
-                writer.writerow(_HEADER)
             for key, value in values.items():
                 writer.writerow([step, key, f"{value:.6g}"])
         if self.tb is not None:

@@ -115,3 +115,25 @@ def test_required_packages_are_named_before_work_starts() -> None:
     config.run.tensorboard = True
     config.data.sources = [SourceConfig(path="x", format="git10m")]
     assert required_packages(config) == {"tensorboard": "train", "datasets": "train"}
+
+
+def test_the_metrics_file_is_born_with_its_header(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reader (or a kill) between creating metrics.csv and writing its first line must never find it headerless:
+    the file appears whole, header included, and rows are appended after."""
+    from geovl.training import metrics
+
+    log = metrics.MetricsLog(tmp_path)
+    seen: list[str] = []
+    real_open = Path.open
+
+    def spying_open(self: Path, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+        if self == log.path and "a" in mode:  # the moment rows are about to be appended
+            seen.append(self.read_text())
+        return real_open(self, mode, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", spying_open)
+    log.log(1, {"train/loss": 2.0})
+    log.log(2, {"train/loss": 1.5})
+    assert seen[0].splitlines() == ["step,key,value"]
+    with real_open(log.path, newline="") as fh:
+        assert [(r["step"], r["value"]) for r in csv.DictReader(fh)] == [("1", "2"), ("2", "1.5")]
